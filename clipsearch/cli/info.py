@@ -1,0 +1,119 @@
+"""``clipsearch info`` and ``clipsearch models``: what is installed, and which models exist."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from importlib import metadata
+from typing import Annotated, Any
+
+import typer
+
+from clipsearch import __version__
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, JsonOpt, ModelOpt
+from clipsearch.settings import MODEL_ENV, default_model_spec, resolve_index_dir
+
+_PACKAGES = {"torch": "torch", "open_clip": "open_clip_torch", "faiss": None, "duckdb": "duckdb"}
+
+
+def _version(distribution: str) -> str | None:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _faiss_facts() -> dict[str, Any]:
+    try:
+        import faiss
+    except ImportError:
+        return {"version": None, "gpus": 0}
+    return {"version": faiss.__version__, "gpus": int(faiss.get_num_gpus())}
+
+
+def _device_facts() -> dict[str, Any]:
+    import torch
+
+    if torch.cuda.is_available():
+        return {"device": "cuda", "name": torch.cuda.get_device_name(0)}
+    return {"device": "cpu", "name": platform.processor() or platform.machine()}
+
+
+def gather_info() -> dict[str, Any]:
+    index_dir = resolve_index_dir()
+    faiss_facts = _faiss_facts()
+    return {
+        "clipsearch": __version__,
+        "python": platform.python_version(),
+        "torch": _version("torch"),
+        "open_clip": _version("open_clip_torch"),
+        "faiss": faiss_facts["version"],
+        "faiss_gpus": faiss_facts["gpus"],
+        "duckdb": _version("duckdb"),
+        **_device_facts(),
+        "model": default_model_spec(),
+        "model_from": "env " + MODEL_ENV if os.environ.get(MODEL_ENV) else "built-in default",
+        "index": str(index_dir),
+        "index_exists": (index_dir / "manifest.json").is_file(),
+    }
+
+
+def info(
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Show versions, the compute device, the default model and index location.
+
+    With --model, also load that model and show its identity (dim, image size, weights).
+    """
+    facts = gather_info()
+    if model is not None:
+        from clipsearch.model import Model
+
+        loaded = Model.load(model, device=device, cache_dir=cache_dir)
+        facts["model_identity"] = loaded.identity
+        facts["model_logit_scale"] = round(loaded.logit_scale, 4)
+    if as_json:
+        print(json.dumps(facts, indent=2))
+        return
+    faiss_kind = f"{facts['faiss_gpus']} GPU(s)" if facts["faiss_gpus"] else "CPU"
+    lines = [
+        f"clipsearch  {facts['clipsearch']}",
+        f"python      {facts['python']}",
+        f"torch       {facts['torch']}",
+        f"open_clip   {facts['open_clip']}",
+        f"faiss       {facts['faiss']} ({faiss_kind})",
+        f"duckdb      {facts['duckdb']}",
+        f"device      {facts['device']} ({facts['name']})",
+        f"model       {facts['model']} ({facts['model_from']})",
+        f"index       {facts['index']}" + ("" if facts["index_exists"] else " (not created yet)"),
+    ]
+    for key, value in facts.get("model_identity", {}).items():
+        lines.append(f"  {key:<12}{value}")
+    print("\n".join(lines))
+
+
+def models(
+    pretrained: Annotated[
+        bool, typer.Option("--pretrained", help="Also list each architecture's pretrained tags.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """List the architectures a model spec can name (open_clip's and clipsearch's own)."""
+    import open_clip
+
+    from clipsearch import architectures
+
+    architectures.register()
+    rows = {
+        arch: open_clip.list_pretrained_tags_by_model(arch) if pretrained else []
+        for arch in open_clip.list_models()
+    }
+    if as_json:
+        print(json.dumps(rows if pretrained else list(rows), indent=2))
+        return
+    for arch, tags in rows.items():
+        print(f"{arch}  {' '.join(tags)}".rstrip())

@@ -1,0 +1,51 @@
+"""The root command: registers subcommands and turns ClipsearchError into one line."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from clipsearch import __version__
+from clipsearch.cli import info
+from clipsearch.errors import ClipsearchError
+
+app = typer.Typer(
+    name="clipsearch",
+    help="Semantic search over images and text with CLIP-style joint embeddings.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.command("info")(info.info)
+app.command("models")(info.models)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"clipsearch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print version."),
+    ] = False,
+) -> None:
+    """Semantic search over images and text with CLIP-style joint embeddings."""
+
+
+def main() -> None:
+    """Console entry point: user errors become ``error: ...`` and a non-zero exit, no traceback."""
+    try:
+        app()
+    except ClipsearchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,34 @@
+"""Defaults and where they come from: flags beat environment variables beat built-ins.
+
+No heavy imports here: ``clipsearch --help`` and ``clipsearch info`` read this module.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_MODEL_SPEC = "ViT-B-32:laion2b_s34b_b79k"
+MODEL_ENV = "CLIPSEARCH_MODEL"
+INDEX_ENV = "CLIPSEARCH_INDEX"
+INDEXES_DIR = "indexes"
+DEFAULT_INDEX_NAME = "default"
+
+
+def default_model_spec() -> str:
+    """The model used when no ``--model`` is given: $CLIPSEARCH_MODEL, else the built-in."""
+    return os.environ.get(MODEL_ENV) or DEFAULT_MODEL_SPEC
+
+
+def resolve_index_dir(name_or_path: str | None = None) -> Path:
+    """Map ``--index`` to a directory.
+
+    None → $CLIPSEARCH_INDEX, else ``indexes/default`` under the current directory;
+    a bare name (no path separator) → ``indexes/NAME``; anything else is a path.
+    """
+    value = name_or_path or os.environ.get(INDEX_ENV)
+    if not value:
+        return Path.cwd() / INDEXES_DIR / DEFAULT_INDEX_NAME
+    if "/" in value or os.sep in value or value in (".", "..") or value.startswith("~"):
+        return Path(value).expanduser().absolute()
+    return Path.cwd() / INDEXES_DIR / value
