@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli import info
+from clipsearch.cli import index, info
 from clipsearch.errors import ClipsearchError
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("index")(index.index)
 app.command("info")(info.info)
 app.command("models")(info.models)
 

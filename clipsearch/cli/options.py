@@ -7,7 +7,13 @@ from typing import Annotated
 
 import typer
 
-from clipsearch.settings import DEFAULT_MODEL_SPEC, MODEL_ENV
+from clipsearch.settings import (
+    DEFAULT_INDEX_NAME,
+    DEFAULT_MODEL_SPEC,
+    INDEX_ENV,
+    INDEXES_DIR,
+    MODEL_ENV,
+)
 
 ModelOpt = Annotated[
     str | None,
@@ -34,3 +40,31 @@ CacheDirOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+IndexOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--index",
+        "-i",
+        help=(
+            f"Index name (→ {INDEXES_DIR}/NAME) or directory. Default: ${INDEX_ENV}, "
+            f"else {INDEXES_DIR}/{DEFAULT_INDEX_NAME}."
+        ),
+        show_default=False,
+    ),
+]
+
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """'512M', '2G', '1.5g' or a byte count → bytes."""
+    value = text.strip().lower().removesuffix("b").removesuffix("i")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value[: len(value) - len(unit)]
+    try:
+        size = int(float(number) * _UNITS[unit])
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
+    if size <= 0:
+        raise typer.BadParameter("must be positive")
+    return size

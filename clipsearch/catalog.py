@@ -1,0 +1,94 @@
+"""The catalog: one Parquet row per indexed image, with its metadata and embedding.
+
+Parts are immutable files under ``catalog/``; the manifest names the live ones, and after a
+commit exactly those are in the folder, so DuckDB can read ``catalog/*.parquet`` directly.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+CATALOG_DIR = "catalog"
+ERRORS_DIR = "errors"
+# Columns that say where a file is and whether it changed: all a no-op re-index reads.
+FILE_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash"]
+_ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+
+
+def catalog_schema(dim: int, dtype: str) -> pa.Schema:
+    return pa.schema(
+        [
+            pa.field("id", pa.int64(), nullable=False),
+            pa.field("path", pa.string(), nullable=False),
+            pa.field("size", pa.int64()),
+            pa.field("mtime_ns", pa.int64()),
+            pa.field("content_hash", pa.string()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("format", pa.string()),
+            pa.field("taken_at", pa.timestamp("us")),
+            pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+            pa.field("embedding", pa.list_(_ARROW_DTYPES[dtype], dim)),
+        ]
+    )
+
+
+ERRORS_SCHEMA = pa.schema(
+    [
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("size", pa.int64()),
+        pa.field("mtime_ns", pa.int64()),
+        pa.field("reason", pa.string()),
+        pa.field("seen_at", pa.timestamp("us", tz="UTC")),
+    ]
+)
+
+
+def rows_to_table(
+    rows: Sequence[dict[str, Any]], embeddings: np.ndarray, schema: pa.Schema
+) -> pa.Table:
+    """Build a catalog table from metadata dicts and an (n, dim) embedding matrix."""
+    dim = schema.field("embedding").type.list_size
+    value_type = schema.field("embedding").type.value_type
+    flat = pa.array(embeddings.reshape(-1).astype(value_type.to_pandas_dtype()), type=value_type)
+    columns = {name: [row[name] for row in rows] for name in schema.names if name != "embedding"}
+    table = pa.table(columns, schema=schema.remove(schema.get_field_index("embedding")))
+    return table.append_column(
+        schema.field("embedding"), pa.FixedSizeListArray.from_arrays(flat, dim)
+    )
+
+
+def embeddings_of(table: pa.Table) -> np.ndarray:
+    """The embedding column as a float32 (n, dim) matrix."""
+    column = table.column("embedding").combine_chunks()
+    dim = column.type.list_size
+    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+
+
+def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
+    """Write ``table`` to a new, uniquely named Parquet file, atomically; return its path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
+    tmp = directory / f".{path.name}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, path)
+    return path
+
+
+def read_tables(
+    index_dir: Path, relative_paths: Sequence[str], columns: Sequence[str] | None, schema: pa.Schema
+) -> pa.Table:
+    """Concatenate the named parts (an empty table with ``schema`` when there are none)."""
+    if not relative_paths:
+        empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
+        return empty.empty_table()
+    tables = [pq.read_table(index_dir / p, columns=columns) for p in relative_paths]
+    return pa.concat_tables(tables)

@@ -1,0 +1,137 @@
+"""``clipsearch index``: embed the images under some folders into an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipsearch.cli.options import (
+    CacheDirOpt,
+    DeviceOpt,
+    IndexOpt,
+    JsonOpt,
+    ModelOpt,
+    parse_size,
+)
+from clipsearch.errors import ClipsearchError
+from clipsearch.settings import resolve_index_dir
+
+_SHOWN_ERRORS = 10
+
+
+def index(
+    paths: Annotated[
+        list[Path], typer.Argument(help="Image files or folders to index (walked recursively).")
+    ],
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Decoding processes (0: decode in this process). Default: min(4, CPUs).",
+            show_default=False,
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Glob of files or folders to skip, e.g. '*.png' or 'thumbs'. Repeatable.",
+            show_default=False,
+        ),
+    ] = None,
+    include_hidden: Annotated[
+        bool, typer.Option(help="Also index dot-files and dot-folders.")
+    ] = False,
+    follow_symlinks: Annotated[
+        bool, typer.Option(help="Follow symbolic links (loops are detected).")
+    ] = False,
+    max_pixels: Annotated[
+        int,
+        typer.Option(min=1, help="Refuse images with more pixels than this (decompression bombs)."),
+    ] = 100_000_000,
+    max_memory: Annotated[
+        str | None,
+        typer.Option(
+            help="Memory the vector index may use, e.g. 2G (picks SQ8 or PQ storage to fit).",
+            show_default=False,
+        ),
+    ] = None,
+    flat_threshold: Annotated[
+        int,
+        typer.Option(min=1, help="Exact search up to this many images; approximate (IVF) above."),
+    ] = 100_000,
+    checkpoint_every: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Save embedded images to disk every N images: the most a crash can redo."
+        ),
+    ] = 512,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Index images: new files are embedded, changed ones re-embedded, moved ones re-used,
+    deleted ones removed. Re-running only embeds what changed; an interrupted run resumes.
+    """
+    from clipsearch.cli.progress import make_progress
+    from clipsearch.indexer import IndexOptions, default_workers, update_index
+    from clipsearch.scan import ScanOptions
+    from clipsearch.vectors import VectorIndexConfig
+
+    options = IndexOptions(
+        scan=ScanOptions(tuple(exclude or ()), include_hidden, follow_symlinks),
+        batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
+        max_pixels=max_pixels,
+        part_rows=checkpoint_every,
+        device=device,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        vectors=VectorIndexConfig(
+            flat_threshold=flat_threshold,
+            max_memory=parse_size(max_memory) if max_memory else None,
+        ),
+    )
+    index_dir = resolve_index_dir(index)
+    progress = make_progress("embedding")
+    try:
+        summary = update_index(paths, index_dir, model, options, progress)
+    except KeyboardInterrupt:
+        raise ClipsearchError(
+            "interrupted: images embedded so far are kept; run the same command again to finish",
+            exit_code=130,
+        ) from None
+    finally:
+        progress.close()
+    errors = _error_list(index_dir)
+    if as_json:
+        print(json.dumps({**summary.as_dict(), "error_files": errors}, indent=2, default=str))
+        return
+    print(summary.line())
+    _print_errors(errors, index_dir)
+
+
+def _error_list(index_dir: Path) -> list[dict[str, str]]:
+    import pyarrow.parquet as pq
+
+    from clipsearch.manifest import read_manifest
+
+    manifest = read_manifest(index_dir)
+    if manifest is None or not manifest.errors:
+        return []
+    table = pq.read_table(index_dir / manifest.errors, columns=["path", "reason"])
+    return table.to_pylist()
+
+
+def _print_errors(errors: list[dict[str, str]], index_dir: Path) -> None:
+    if not errors:
+        return
+    print(f"{len(errors):,} files could not be read:")
+    for row in errors[:_SHOWN_ERRORS]:
+        print(f"  {row['path']}: {row['reason']}")
+    if len(errors) > _SHOWN_ERRORS:
+        print(f"  ... and {len(errors) - _SHOWN_ERRORS:,} more (clipsearch index --json lists all)")

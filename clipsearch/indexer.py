@@ -1,0 +1,492 @@
+"""Build or update an index: scan → diff → decode → embed → catalog parts → vectors → commit.
+
+``update_index`` is what ``clipsearch index`` runs. It holds the index's lock for the whole
+run; readers never need it, because they only follow the committed manifest.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from clipsearch import catalog, vectors
+from clipsearch.decode import DEFAULT_MAX_PIXELS
+from clipsearch.diff import Changes, diff, normalized_roots, under_roots
+from clipsearch.errors import ClipsearchError
+from clipsearch.loader import DecodedFile, FailedFile, content_hash, decoded_batches
+from clipsearch.manifest import Manifest, commit_manifest, read_manifest, utc_now
+from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
+from clipsearch.settings import default_model_spec
+from clipsearch.spec import parse_spec
+from clipsearch.staging import STAGING_DIR, Staging
+from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
+
+VECTORS_DIR = "vectors"
+LOCK_NAME = ".lock"
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+@dataclass
+class IndexOptions:
+    scan: ScanOptions = field(default_factory=ScanOptions)
+    batch_size: int = 64
+    workers: int = field(default_factory=default_workers)
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    part_rows: int = 512  # embedded rows per staged part: the most a kill -9 can lose
+    embedding_dtype: str = "float16"
+    device: str = "auto"
+    cache_dir: str | None = None
+    vectors: VectorIndexConfig = field(default_factory=VectorIndexConfig)
+
+
+class Progress(Protocol):
+    def start(self, total: int) -> None: ...
+    def advance(self, count: int) -> None: ...
+
+
+@dataclass
+class IndexSummary:
+    index: str
+    model: str
+    new: int = 0  # new files indexed (files that failed count under errors)
+    changed: int = 0
+    moved: int = 0
+    removed: int = 0
+    errors: int = 0
+    unchanged: int = 0
+    embedded: int = 0
+    resumed: int = 0  # rows embedded by an interrupted earlier run and re-used
+    images: int = 0  # images in the index after this run
+    seconds: float = 0.0  # the whole run
+    embed_seconds: float = 0.0  # decoding and embedding only
+    committed: bool = False
+
+    def line(self) -> str:
+        rate = self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+        return (
+            f"indexed {self.new:,} new, {self.changed:,} changed, {self.moved:,} moved, "
+            f"{self.removed:,} removed, {self.errors:,} errors in {self.seconds:.1f} s "
+            f"({rate:,.0f} img/s)"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@contextmanager
+def index_lock(index_dir: Path) -> Iterator[None]:
+    """One writer per index: a second ``clipsearch index`` fails at once instead of racing."""
+    index_dir.mkdir(parents=True, exist_ok=True)
+    with open(index_dir / LOCK_NAME, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ClipsearchError(
+                f"index {index_dir} is being updated by another clipsearch process"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def update_index(
+    paths: Sequence[str | os.PathLike],
+    index_dir: Path,
+    model_spec: str | None = None,
+    options: IndexOptions | None = None,
+    progress: Progress | None = None,
+) -> IndexSummary:
+    """Bring the index at ``index_dir`` in line with the image files under ``paths``."""
+    start = time.perf_counter()
+    options = options or IndexOptions()
+    problems: list[ScanProblem] = []
+    entries = list(scan(paths, options.scan, on_problem=problems.append))
+    with index_lock(index_dir):
+        run = _Run(index_dir, read_manifest(index_dir), model_spec, options, progress)
+        summary = run.execute(entries, problems, normalized_roots(paths))
+    summary.seconds = time.perf_counter() - start
+    return summary
+
+
+class _Run:
+    """One indexing run; its methods follow the pipeline in order."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        manifest: Manifest | None,
+        model_spec: str | None,
+        options: IndexOptions,
+        progress: Progress | None,
+    ) -> None:
+        self.index_dir = index_dir
+        self.manifest = manifest
+        self.options = options
+        self.progress = progress
+        self.model = None
+        self.spec = _choose_spec(manifest, model_spec)
+        if manifest is None or self.spec != manifest.model_spec:
+            self._load_model()  # a new index, or a --model that must be checked against it
+
+    # -- pipeline --------------------------------------------------------------------------
+
+    def execute(
+        self, entries: list[FileEntry], problems: list[ScanProblem], roots: list[str]
+    ) -> IndexSummary:
+        _remove_unreferenced_files(self.index_dir, self.manifest)
+        catalog_files, error_rows = self._current_state()
+        changes = diff(entries, catalog_files, error_rows, roots, _hash_or_none)
+        identity = self.manifest.model if self.manifest else self.model.identity
+        staging = Staging(self.index_dir, self.manifest.snapshot if self.manifest else 0, identity)
+        todo, reused = self._split_staged(changes, staging)
+        embed_start = time.perf_counter()
+        failures = self._embed(todo, staging) if todo else []
+        failed = {f.entry.path for f in failures}
+        summary = IndexSummary(
+            index=str(self.index_dir),
+            model=self.spec,
+            new=sum(entry.path not in failed for entry in changes.new),
+            changed=sum(entry.path not in failed for entry, _ in changes.changed),
+            moved=len(changes.moved),
+            removed=len(changes.removed),
+            unchanged=changes.unchanged,
+            embedded=len(todo) - len(failures),
+            resumed=reused,
+            embed_seconds=time.perf_counter() - embed_start if todo else 0.0,
+        )
+        errors = self._error_rows(changes, failures, problems)
+        summary.errors = sum(under_roots(e["path"], roots) for e in errors)
+        if self.manifest and not changes.catalog_changes and _same_errors(errors, error_rows):
+            summary.images = self.manifest.counts["images"]
+            return summary
+        manifest = self._commit(changes, self._wanted_rows(staging.read()), errors)
+        staging.clear()
+        summary.images, summary.committed = manifest.counts["images"], True
+        return summary
+
+    def _current_state(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        if self.manifest is None:
+            return [], []
+        schema = self._schema()
+        files = catalog.read_tables(
+            self.index_dir, self.manifest.catalog, catalog.FILE_COLUMNS, schema
+        ).to_pylist()
+        errors = self._read_errors().to_pylist()
+        return files, errors
+
+    def _split_staged(
+        self, changes: Changes, staging: Staging
+    ) -> tuple[list[tuple[FileEntry, int]], int]:
+        """Files still to embed (with the id each gets), and how many an earlier run staged."""
+        wanted = [(entry, row_id) for entry, row_id in changes.changed]
+        next_id = self.manifest.next_id if self.manifest else 0
+        leftovers = staging.leftovers()
+        done: dict[tuple[str, int, int], int] = {}
+        if leftovers is not None:
+            for row in leftovers.select(["id", "path", "size", "mtime_ns"]).to_pylist():
+                done[row["path"], row["size"], row["mtime_ns"]] = row["id"]
+                next_id = max(next_id, row["id"] + 1)
+        for entry in changes.new:
+            staged_id = done.get(_file_key(entry))
+            if staged_id is None:
+                staged_id, next_id = next_id, next_id + 1
+            wanted.append((entry, staged_id))
+        self.next_id = next_id
+        self.wanted = {_file_key(entry) for entry, _ in wanted}
+        todo = [(entry, row_id) for entry, row_id in wanted if _file_key(entry) not in done]
+        return todo, len(wanted) - len(todo)
+
+    def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
+        if self.model is None:
+            self._load_model()
+        model, options = self.model, self.options
+        ids = {entry.path: row_id for entry, row_id in todo}
+        failures: list[FailedFile] = []
+        rows: list[dict[str, Any]] = []
+        embeddings: list[np.ndarray] = []
+        if self.progress:
+            self.progress.start(len(todo))
+        batches = decoded_batches(
+            [entry for entry, _ in todo],
+            model.preprocess,
+            min_side=model.image_size,
+            batch_size=options.batch_size,
+            workers=options.workers,
+            max_pixels=options.max_pixels,
+            pin_memory=model.device.type == "cuda",
+        )
+        for batch in batches:
+            if batch.files:
+                embeddings.append(model.embed_pixels(batch.pixels))
+                rows += [_catalog_row(f, ids[f.entry.path]) for f in batch.files]
+            failures += batch.failures
+            if len(rows) >= options.part_rows:
+                staging.write(self._table(rows, embeddings))
+                rows, embeddings = [], []
+            if self.progress:
+                self.progress.advance(len(batch.files) + len(batch.failures))
+        if rows:
+            staging.write(self._table(rows, embeddings))
+        return failures
+
+    def _commit(
+        self, changes: Changes, staged: pa.Table | None, errors: list[dict[str, Any]]
+    ) -> Manifest:
+        schema = self._schema()
+        parts, moved_rows = self._rewrite_parts(changes, schema)
+        added = [t for t in (moved_rows, staged) if t is not None and t.num_rows]
+        if added:
+            table = pa.concat_tables(added).cast(schema)
+            parts.append(
+                self._relative(catalog.write_table(self._dir(catalog.CATALOG_DIR), "part", table))
+            )
+        manifest = self._next_manifest(parts)
+        vector_file, info = self._update_vectors(changes, staged, parts, manifest.snapshot)
+        manifest.vector_index = {"file": vector_file, **asdict(info)}
+        manifest.counts = {"images": info.count, "errors": len(errors)}
+        if errors:
+            table = pa.Table.from_pylist(errors, schema=catalog.ERRORS_SCHEMA)
+            manifest.errors = self._relative(
+                catalog.write_table(self._dir(catalog.ERRORS_DIR), "errors", table)
+            )
+        commit_manifest(self.index_dir, manifest)
+        _remove_unreferenced_files(self.index_dir, manifest)
+        return manifest
+
+    # -- pieces ----------------------------------------------------------------------------
+
+    def _load_model(self) -> None:
+        from clipsearch.model import Model, identities_match
+
+        options = self.options
+        self.model = Model.load(self.spec, device=options.device, cache_dir=options.cache_dir)
+        if self.manifest and not identities_match(self.model.identity, self.manifest.model):
+            built_with = self.manifest.model_spec
+            if self.spec == built_with:
+                raise ClipsearchError(
+                    f"the weights of model '{built_with}' changed since index {self.index_dir} "
+                    "was built: index into a new --index"
+                )
+            raise ClipsearchError(
+                f"index {self.index_dir} was built with model '{built_with}', not "
+                f"'{self.spec}': omit --model, or choose another --index"
+            )
+
+    def _wanted_rows(self, staged: pa.Table | None) -> pa.Table | None:
+        """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
+        if staged is None:
+            return None
+        keys = zip(
+            *(staged.column(c).to_pylist() for c in ("path", "size", "mtime_ns")), strict=True
+        )
+        return staged.filter(pa.array([key in self.wanted for key in keys], pa.bool_()))
+
+    def _schema(self) -> pa.Schema:
+        if self.manifest:
+            return catalog.catalog_schema(
+                self.manifest.embedding_dim, self.manifest.embedding_dtype
+            )
+        return catalog.catalog_schema(self.model.dim, self.options.embedding_dtype)
+
+    def _table(self, rows: list[dict[str, Any]], embeddings: list[np.ndarray]) -> pa.Table:
+        return catalog.rows_to_table(rows, np.concatenate(embeddings), self._schema())
+
+    def _read_errors(self) -> pa.Table:
+        if self.manifest is None or not self.manifest.errors:
+            return catalog.ERRORS_SCHEMA.empty_table()
+        return pq.read_table(self.index_dir / self.manifest.errors)
+
+    def _error_rows(
+        self, changes: Changes, failures: list[FailedFile], problems: list[ScanProblem]
+    ) -> list[dict[str, Any]]:
+        now = datetime.now(timezone.utc)
+        rows = [dict(row) for row in changes.known_errors]
+        rows += [
+            {
+                "path": f.entry.path,
+                "size": f.entry.size,
+                "mtime_ns": f.entry.mtime_ns,
+                "reason": f.reason,
+                "seen_at": now,
+            }
+            for f in failures
+        ]
+        rows += [
+            {"path": p.path, "size": None, "mtime_ns": None, "reason": p.reason, "seen_at": now}
+            for p in problems
+        ]
+        return sorted(rows, key=lambda r: r["path"])
+
+    def _rewrite_parts(
+        self, changes: Changes, schema: pa.Schema
+    ) -> tuple[list[str], pa.Table | None]:
+        """Keep untouched parts; rewrite the others without their removed, changed or moved rows."""
+        if self.manifest is None:
+            return [], None
+        moved_to = {row_id: entry for entry, row_id in changes.moved}
+        touched = pa.array(
+            list(changes.removed) + [i for _, i in changes.changed] + list(moved_to), pa.int64()
+        )
+        kept, moved = [], []
+        for part in self.manifest.catalog:
+            ids = pq.read_table(self.index_dir / part, columns=["id"]).column("id")
+            if len(touched) == 0 or not pc.any(pc.is_in(ids, touched)).as_py():
+                kept.append(part)
+                continue
+            table = pq.read_table(self.index_dir / part)
+            hit = pc.is_in(table.column("id"), touched)
+            moved.append(
+                table.filter(pc.is_in(table.column("id"), pa.array(list(moved_to), pa.int64())))
+            )
+            rest = table.filter(pc.invert(hit))
+            if rest.num_rows:
+                kept.append(
+                    self._relative(
+                        catalog.write_table(self._dir(catalog.CATALOG_DIR), "part", rest)
+                    )
+                )
+        moved_rows = _relocate(pa.concat_tables(moved), moved_to) if moved else None
+        return kept, moved_rows
+
+    def _next_manifest(self, parts: list[str]) -> Manifest:
+        old = self.manifest
+        identity = old.model if old else self.model.identity
+        return Manifest(
+            model=identity,
+            embedding_dim=int(identity["dim"]),
+            embedding_dtype=old.embedding_dtype if old else self.options.embedding_dtype,
+            snapshot=(old.snapshot if old else 0) + 1,
+            next_id=self.next_id,
+            catalog=parts,
+            created_at=old.created_at if old else utc_now(),
+        )
+
+    def _update_vectors(
+        self, changes: Changes, staged: pa.Table | None, parts: list[str], snapshot: int
+    ) -> tuple[str, VectorIndexInfo]:
+        schema = self._schema()
+
+        def everything() -> tuple[np.ndarray, np.ndarray]:
+            table = catalog.read_tables(self.index_dir, parts, ["id", "embedding"], schema)
+            return table.column("id").to_numpy(), catalog.embeddings_of(table)
+
+        old_file = (self.manifest.vector_index.get("file") if self.manifest else None) or None
+        if old_file is None:
+            index, info = vectors.build(*everything(), self.options.vectors)
+        else:
+            old_info = VectorIndexInfo(
+                **{k: v for k, v in self.manifest.vector_index.items() if k != "file"}
+            )
+            staged = staged if staged is not None else schema.empty_table()
+            index, info = vectors.update(
+                vectors.load(self.index_dir / old_file),
+                old_info,
+                remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
+                add_ids=staged.column("id").to_numpy(),
+                add_vectors=catalog.embeddings_of(staged),
+                all_ids_and_vectors=everything,
+                config=self.options.vectors,
+            )
+        path = self._dir(VECTORS_DIR) / f"index-{snapshot:06d}.faiss"
+        vectors.save(index, path)
+        return self._relative(path), info
+
+    def _dir(self, name: str) -> Path:
+        directory = self.index_dir / name
+        directory.mkdir(parents=True, exist_ok=True)
+        return directory
+
+    def _relative(self, path: Path) -> str:
+        return path.relative_to(self.index_dir).as_posix()
+
+
+def _choose_spec(manifest: Manifest | None, requested: str | None) -> str:
+    if manifest is None:
+        return str(parse_spec(requested or default_model_spec()))
+    if requested is None:
+        return manifest.model_spec
+    return str(parse_spec(requested))
+
+
+def _file_key(entry: FileEntry) -> tuple[str, int, int]:
+    return entry.path, entry.size, entry.mtime_ns
+
+
+def _hash_or_none(entry: FileEntry) -> str | None:
+    try:
+        return content_hash(entry.path, entry.size)
+    except OSError:
+        return None
+
+
+def _catalog_row(decoded: DecodedFile, row_id: int) -> dict[str, Any]:
+    entry, info = decoded.entry, decoded.info
+    return {
+        "id": row_id,
+        "path": entry.path,
+        "size": entry.size,
+        "mtime_ns": entry.mtime_ns,
+        "content_hash": decoded.content_hash,
+        "width": info.width,
+        "height": info.height,
+        "format": info.format,
+        "taken_at": info.taken_at,
+        "indexed_at": datetime.now(timezone.utc),
+    }
+
+
+def _relocate(table: pa.Table, moved_to: dict[int, FileEntry]) -> pa.Table:
+    """Give moved rows their new path, size and mtime; the embedding stays."""
+    entries = [moved_to[i] for i in table.column("id").to_pylist()]
+    for name, values in (
+        ("path", [e.path for e in entries]),
+        ("size", [e.size for e in entries]),
+        ("mtime_ns", [e.mtime_ns for e in entries]),
+    ):
+        position = table.schema.get_field_index(name)
+        table = table.set_column(
+            position, table.schema.field(name), pa.array(values, table.schema.field(name).type)
+        )
+    return table
+
+
+def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
+    def key(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
+        return {(r["path"], r["size"], r["mtime_ns"], r["reason"]) for r in rows}
+
+    return key(new) == key(old)
+
+
+def _remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
+    """Delete parts, vector and error files no committed snapshot names (left by a crash)."""
+    referenced = set(manifest.catalog) if manifest else set()
+    if manifest and manifest.errors:
+        referenced.add(manifest.errors)
+    if manifest and manifest.vector_index.get("file"):
+        referenced.add(manifest.vector_index["file"])
+    for folder in (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR):
+        directory = index_dir / folder
+        if not directory.is_dir():
+            continue
+        for path in directory.iterdir():
+            if f"{folder}/{path.name}" not in referenced:
+                path.unlink(missing_ok=True)
+
+
+__all__ = ["STAGING_DIR", "IndexOptions", "IndexSummary", "Progress", "index_lock", "update_index"]

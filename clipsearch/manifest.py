@@ -1,0 +1,86 @@
+"""The index manifest: the one file that says which snapshot of an index is current.
+
+Every other file of an index (catalog parts, the FAISS file, the error list) is immutable
+and named by the manifest. A snapshot is committed by writing a new manifest to a temporary
+file and renaming it over the old one, so a reader sees either the old snapshot or the new
+one, never a mix. See indexes/README.md for the format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import ClipsearchError
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class Manifest:
+    model: dict[str, Any]  # Model.identity of the model that embedded every row
+    embedding_dim: int
+    embedding_dtype: str  # dtype of the catalog's embedding column: "float16" or "float32"
+    snapshot: int = 0  # increases by one with every commit
+    next_id: int = 0  # the next catalog id to hand out; ids are never reused
+    counts: dict[str, int] = field(default_factory=lambda: {"images": 0, "errors": 0})
+    catalog: list[str] = field(default_factory=list)  # Parquet parts, relative to the index
+    errors: str | None = None  # Parquet list of unreadable files, relative to the index
+    vector_index: dict[str, Any] = field(default_factory=dict)  # {"file": ..., kind, params...}
+    created_at: str = field(default_factory=utc_now)
+    updated_at: str = field(default_factory=utc_now)
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def model_spec(self) -> str:
+        return str(self.model["spec"])
+
+
+def read_manifest(index_dir: Path) -> Manifest | None:
+    """The committed manifest of ``index_dir``, or None when no snapshot was ever committed."""
+    path = index_dir / MANIFEST_NAME
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        raise ClipsearchError(f"cannot read index manifest {path}: {exc}") from None
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ClipsearchError(
+            f"index {index_dir} has format version {version}; this clipsearch reads version "
+            f"{FORMAT_VERSION}: re-index into a new --index"
+        )
+    known = Manifest.__dataclass_fields__
+    return Manifest(**{k: v for k, v in data.items() if k in known})
+
+
+def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
+    """Atomically make ``manifest`` the current snapshot (durable once this returns)."""
+    manifest.updated_at = utc_now()
+    path = index_dir / MANIFEST_NAME
+    tmp = index_dir / f".{MANIFEST_NAME}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(asdict(manifest), f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(index_dir)
+
+
+def fsync_dir(directory: Path) -> None:
+    """Make renames in ``directory`` durable (a crash right after must not undo them)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

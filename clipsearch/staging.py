@@ -1,0 +1,59 @@
+"""Embedded rows waiting for the next commit, kept on disk so an interrupted run resumes.
+
+While indexing, every few hundred images are written as a Parquet part under ``staging/``.
+If the run dies (Ctrl-C, kill -9, power cut), the next run finds those parts and re-uses
+each row whose file is still the same (path, size, mtime), instead of embedding it again.
+Staging is tied to the snapshot and model it was made for; anything else is discarded.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from clipsearch.catalog import write_table
+
+STAGING_DIR = "staging"
+_STATE_NAME = "state.json"
+
+
+class Staging:
+    def __init__(self, index_dir: Path, base_snapshot: int, model: dict[str, Any]) -> None:
+        self.directory = index_dir / STAGING_DIR
+        self.state = {"base_snapshot": base_snapshot, "model": model}
+        self.parts: list[Path] = []
+
+    def leftovers(self) -> pa.Table | None:
+        """Rows staged by an earlier, interrupted run for this snapshot and model, if any."""
+        state_path = self.directory / _STATE_NAME
+        try:
+            earlier = json.loads(state_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            earlier = None
+        if earlier != self.state:
+            self.clear()
+            return None
+        self.parts = sorted(self.directory.glob("part-*.parquet"))
+        if not self.parts:
+            return None
+        return pa.concat_tables(pq.read_table(p) for p in self.parts)
+
+    def write(self, table: pa.Table) -> None:
+        if not self.parts:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            (self.directory / _STATE_NAME).write_text(json.dumps(self.state), encoding="utf-8")
+        self.parts.append(write_table(self.directory, "part", table))
+
+    def read(self) -> pa.Table | None:
+        if not self.parts:
+            return None
+        return pa.concat_tables(pq.read_table(p) for p in self.parts)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.directory, ignore_errors=True)
+        self.parts = []

@@ -1,0 +1,574 @@
+"""The vector-index stage: catalog ids and normalized embeddings in, a FAISS index out.
+
+Embeddings are L2-normalized, so cosine similarity is the inner product and every index uses
+``METRIC_INNER_PRODUCT``. The index kind follows autofaiss's rules (``choose_kind``): exact
+``IndexFlatIP`` for small collections, IVF with an HNSW coarse quantizer above that, with SQ8
+or PQ storage when ``max_memory`` asks for it. IVF indexes are tuned at build time: ``nprobe``
+is the smallest that reaches ``target_recall`` (recall@10 against exact search).
+
+Index ids are the catalog's int64 ids. Every index can give back a vector by id (IndexIDMap2,
+or an IVF hashtable direct map), which is what exact search over a small subset and
+incremental removal need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import faiss
+import numpy as np
+
+from clipsearch.errors import ClipsearchError
+
+logger = logging.getLogger(__name__)
+
+RANDOM_SEED = 0
+KINDS = ("flat", "ivf-flat", "ivf-sq8", "ivf-pq")
+RECALL_K = 10
+HNSW_M = 32
+# faiss warns below 39 training points per centroid; 64 trains as well as faiss's own cap of
+# 256 on clustered embeddings at a quarter of the k-means time.
+MIN_POINTS_PER_LIST = 39
+TRAIN_POINTS_PER_LIST = 64
+TUNE_QUERIES = 500
+# Each id costs its int64 plus a hashtable entry (IndexIDMap2's reverse map or the IVF direct
+# map), whatever the storage.
+ID_BYTES = 48
+# PQ sub-vectors wider than this lose too much to be worth building.
+MAX_PQ_SUBVECTOR_DIM = 32
+MAX_PQ_M = 64
+PQ_NBITS = 8
+# Up to this many allowed ids, exact search over their reconstructed vectors beats scanning.
+SMALL_SUBSET = 20_000
+# A bitmap id filter is used while the largest id is below this many per allowed id.
+BITMAP_IDS_PER_ALLOWED = 32
+# Re-tune after an incremental update only while exhaustive ground truth costs at most this
+# many multiply-adds (about a second on two cores).
+RETUNE_BUDGET = 10_000_000_000
+MIN_RETUNE_QUERIES = 100
+
+
+@dataclass(frozen=True)
+class VectorIndexConfig:
+    """How to build a vector index; the defaults suit collections up to tens of millions."""
+
+    flat_threshold: int = 100_000
+    max_memory: int | None = None
+    target_recall: float = 0.95
+    use_gpu: bool | None = None
+
+
+@dataclass
+class VectorIndexInfo:
+    """What was built; stored in the index manifest with ``dataclasses.asdict``."""
+
+    kind: str
+    count: int
+    dim: int
+    params: dict
+    recall_at_10: float | None
+    built_on: str
+
+
+# -- choosing ----------------------------------------------------------------------------
+
+
+def nlist_for(n: int) -> int:
+    """IVF list count: about 4·√n, a multiple of 8, with enough training points per list."""
+    nlist = max(8, round(4 * math.sqrt(n) / 8) * 8)
+    return max(1, min(nlist, n // MIN_POINTS_PER_LIST))
+
+
+def estimate_bytes(n: int, dim: int, code_bytes: int, nlist: int = 0) -> int:
+    """Rough resident size of an index: codes and ids, plus the HNSW quantizer for IVF."""
+    quantizer = nlist * (dim * 4 + HNSW_M * 2 * 4)
+    return n * (code_bytes + ID_BYTES) + quantizer
+
+
+def choose_kind(n: int, dim: int, config: VectorIndexConfig) -> tuple[str, dict]:
+    """The index kind and its build parameters for ``n`` vectors of ``dim`` (autofaiss rules)."""
+    budget = config.max_memory
+
+    def fits(code_bytes: int, nlist: int = 0) -> bool:
+        return budget is None or estimate_bytes(n, dim, code_bytes, nlist) <= budget
+
+    if n <= config.flat_threshold and fits(dim * 4):
+        return "flat", {}
+    nlist = nlist_for(n)
+    params: dict = {"nlist": nlist, "quantizer": f"hnsw{HNSW_M}"}
+    if fits(dim * 4, nlist):
+        return "ivf-flat", params
+    if fits(dim, nlist):
+        return "ivf-sq8", params
+    pq_ms = [
+        m
+        for m in range(min(MAX_PQ_M, dim), 0, -1)
+        if dim % m == 0 and dim // m <= MAX_PQ_SUBVECTOR_DIM
+    ]
+    for m in pq_ms:
+        if fits(m, nlist):
+            # PQ trains 2^8 centroids per sub-quantizer; fewer points than that cannot.
+            if n < 2**PQ_NBITS:
+                break
+            return "ivf-pq", {**params, "m": m}
+    need = estimate_bytes(n, dim, pq_ms[-1] if pq_ms else dim, nlist)
+    raise ClipsearchError(
+        f"a vector index of {n:,} vectors ({dim} dims) needs at least {_mib(need)}, "
+        f"more than max_memory ({_mib(budget or 0)}); raise max_memory"
+    )
+
+
+def _mib(n_bytes: int) -> str:
+    return f"{n_bytes / 2**20:,.1f} MiB"
+
+
+# -- building ----------------------------------------------------------------------------
+
+
+def build(
+    ids: np.ndarray, vectors: np.ndarray, config: VectorIndexConfig | None = None
+) -> tuple[faiss.Index, VectorIndexInfo]:
+    """Build, train and tune an index over ``vectors`` (n, d), searchable by ``ids`` (n,)."""
+    config = config or VectorIndexConfig()
+    ids, vectors = _check_pairs(ids, vectors)
+    n, dim = vectors.shape
+    kind, params = choose_kind(n, dim, config)
+    if kind == "flat":
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        index.add_with_ids(vectors, ids)
+        return index, VectorIndexInfo(kind, n, dim, params, 1.0, "cpu")
+
+    on_gpu = _gpu_wanted(config)
+    index = _new_ivf(kind, dim, params)
+    _train(index, vectors, on_gpu)
+    index.add_with_ids(vectors, ids)
+    params["trained_count"] = n
+    info = VectorIndexInfo(kind, n, dim, params, None, "gpu" if on_gpu else "cpu")
+    _tune_at_build(index, info, ids, vectors, config.target_recall)
+    return index, info
+
+
+def _check_pairs(
+    ids: np.ndarray, vectors: np.ndarray, dim: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    ids = np.ascontiguousarray(ids, dtype=np.int64).reshape(-1)
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if dim is not None and not len(ids) and not vectors.size:
+        vectors = vectors.reshape(0, dim)
+    if vectors.ndim != 2 or len(vectors) != len(ids):
+        raise ValueError(f"expected {len(ids)} vectors as a 2-D array, got shape {vectors.shape}")
+    if dim is not None and vectors.shape[1] != dim:
+        raise ValueError(f"expected vectors of dim {dim}, got {vectors.shape[1]}")
+    if len(ids) and ids.min() < 0:
+        raise ValueError("vector ids must be non-negative (faiss uses -1 for 'no result')")
+    if len(np.unique(ids)) != len(ids):
+        raise ValueError("vector ids must be unique")
+    return ids, vectors
+
+
+def _gpu_wanted(config: VectorIndexConfig) -> bool:
+    if config.use_gpu is False:
+        return False
+    available = hasattr(faiss, "StandardGpuResources") and faiss.get_num_gpus() > 0
+    if config.use_gpu and not available:
+        raise ClipsearchError(
+            "use_gpu is set but this faiss has no GPU support; install faiss-gpu or unset it"
+        )
+    return available
+
+
+def _new_ivf(kind: str, dim: int, params: dict) -> faiss.IndexIVF:
+    metric = faiss.METRIC_INNER_PRODUCT
+    nlist = params["nlist"]
+    quantizer = faiss.IndexHNSWFlat(dim, HNSW_M, metric)
+    if kind == "ivf-flat":
+        index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
+    elif kind == "ivf-sq8":
+        index = faiss.IndexIVFScalarQuantizer(
+            quantizer, dim, nlist, faiss.ScalarQuantizer.QT_8bit, metric
+        )
+    else:
+        index = faiss.IndexIVFPQ(quantizer, dim, nlist, params["m"], PQ_NBITS, metric)
+    # Centroids of unit vectors compared by inner product should be unit vectors too.
+    index.cp.spherical = True
+    # Reconstruct-by-id and remove_ids need a map from arbitrary int64 ids to list slots.
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    return index
+
+
+def _train(index: faiss.IndexIVF, vectors: np.ndarray, on_gpu: bool) -> None:
+    n = len(vectors)
+    size = min(n, TRAIN_POINTS_PER_LIST * index.nlist)
+    rng = np.random.default_rng(RANDOM_SEED)
+    sample = vectors if size == n else vectors[np.sort(rng.choice(n, size, replace=False))]
+    gpu_flat = None
+    if on_gpu:
+        # k-means is nearly all of the build time; its assignments run on a GPU flat index
+        # while the index itself (HNSW quantizer, direct map) stays a CPU index.
+        gpu_flat = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(index.d))
+        index.clustering_index = gpu_flat
+        gpu_flat.thisown = True  # SWIG's setattr took ownership; Python must still free it
+    try:
+        index.train(sample)
+    finally:
+        if gpu_flat is not None:
+            index.clustering_index = None
+
+
+# -- tuning ------------------------------------------------------------------------------
+
+
+def _tune_at_build(
+    index: faiss.IndexIVF,
+    info: VectorIndexInfo,
+    ids: np.ndarray,
+    vectors: np.ndarray,
+    target: float,
+) -> None:
+    n = len(ids)
+    if n <= RECALL_K:
+        _set_nprobe(info, info.params["nlist"], None, n)
+        return
+    rng = np.random.default_rng(RANDOM_SEED)
+    rows = np.sort(rng.choice(n, min(TUNE_QUERIES, n), replace=False))
+    queries = vectors[rows]
+    _, positions = faiss.knn(queries, vectors, RECALL_K + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    truth = _drop_self(ids[positions], ids[rows])
+    _tune(index, info, queries, ids[rows], truth, target)
+
+
+def _tune(
+    index: faiss.IndexIVF,
+    info: VectorIndexInfo,
+    queries: np.ndarray,
+    query_ids: np.ndarray,
+    truth: np.ndarray,
+    target: float,
+) -> None:
+    """Set the smallest nprobe whose recall@10 reaches ``target``.
+
+    Queries are database vectors; each one's own id is dropped from both result lists
+    (leave-one-out), so they behave like fresh queries from the same distribution.
+    """
+    nlist = info.params["nlist"]
+    tried: list[tuple[int, float]] = []
+    for nprobe in _nprobe_ladder(nlist):
+        _, found = index.search(queries, RECALL_K + 1, params=_ivf_params(nprobe))
+        recall = _recall(_drop_self(found, query_ids), truth)
+        tried.append((nprobe, recall))
+        if recall >= target:
+            break
+    else:
+        # Unreachable target (PQ, say): take the cheapest nprobe within a hair of the best.
+        best = max(r for _, r in tried)
+        tried = [next(t for t in tried if t[1] >= best - 0.005)]
+    nprobe, recall = tried[-1]
+    _set_nprobe(info, nprobe, recall, index.ntotal)
+    logger.info("tuned %s: nprobe %d, recall@10 %.3f", info.kind, nprobe, recall)
+
+
+def _nprobe_ladder(nlist: int) -> list[int]:
+    ladder = [2**i for i in range(nlist.bit_length()) if 2**i < nlist]
+    return [*ladder, nlist]
+
+
+def _set_nprobe(info: VectorIndexInfo, nprobe: int, recall: float | None, count: int) -> None:
+    info.params.update(nprobe=nprobe, ef_search=_ef_search(nprobe), tuned_count=count)
+    info.recall_at_10 = None if recall is None else round(float(recall), 4)
+
+
+def _ef_search(nprobe: int) -> int:
+    # HNSW needs ef >= k to return k centroids; twice that finds the true nearest lists.
+    return max(16, 2 * nprobe)
+
+
+def _drop_self(found: np.ndarray, self_ids: np.ndarray) -> np.ndarray:
+    """The first RECALL_K ids of each row, skipping the query's own id."""
+    keep = found != self_ids[:, None]
+    order = np.argsort(~keep, axis=1, kind="stable")[:, :RECALL_K]
+    return np.take_along_axis(found, order, axis=1)
+
+
+def _recall(found: np.ndarray, truth: np.ndarray) -> float:
+    hits = (found[:, :, None] == truth[:, None, :]).any(axis=2) & (found >= 0)
+    return float(hits.sum()) / truth.size
+
+
+# -- updating ----------------------------------------------------------------------------
+
+
+def update(
+    index: faiss.Index,
+    info: VectorIndexInfo,
+    *,
+    remove_ids: np.ndarray,
+    add_ids: np.ndarray,
+    add_vectors: np.ndarray,
+    all_ids_and_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
+    config: VectorIndexConfig | None = None,
+) -> tuple[faiss.Index, VectorIndexInfo]:
+    """Apply removals and additions in place, or rebuild when the index no longer fits them.
+
+    An id in ``add_ids`` replaces any vector already stored under it. The index is changed
+    in place; when a rebuild is needed, ``all_ids_and_vectors()`` supplies every vector and
+    a new index is returned (discard the old one).
+    """
+    config = config or VectorIndexConfig()
+    add_ids, add_vectors = _check_pairs(add_ids, add_vectors, info.dim)
+    remove_ids = np.asarray(remove_ids, dtype=np.int64).reshape(-1)
+    gone = np.unique(np.concatenate([remove_ids, add_ids]))
+    removed = _remove(index, info, gone) if len(gone) and index.ntotal else 0
+    new_count = index.ntotal + len(add_ids)
+    if not _fits_update(info, new_count, removed + len(add_ids), config):
+        logger.info("rebuilding the vector index for %d vectors", new_count)
+        return build(*all_ids_and_vectors(), config)
+    if len(add_ids):
+        index.add_with_ids(add_vectors, add_ids)
+    info = dataclasses.replace(info, count=index.ntotal, params=dict(info.params))
+    if info.kind == "ivf-flat" and removed + len(add_ids):
+        _retune_if_cheap(index, info, config.target_recall)
+    return index, info
+
+
+def _remove(index: faiss.Index, info: VectorIndexInfo, gone: np.ndarray) -> int:
+    if info.kind == "flat":
+        return index.remove_ids(faiss.IDSelectorBatch(gone))
+    # The hashtable direct map removes an IDSelectorArray id by id instead of scanning.
+    return index.remove_ids(faiss.IDSelectorArray(gone))
+
+
+def _fits_update(
+    info: VectorIndexInfo, new_count: int, changes: int, config: VectorIndexConfig
+) -> bool:
+    kind, params = choose_kind(new_count, info.dim, config)
+    if kind != info.kind or params.get("m") != info.params.get("m"):
+        return False
+    if kind == "flat":
+        return True
+    # Lists trained on a much smaller or different set would grow unbalanced.
+    trained = info.params.get("trained_count", 0)
+    return new_count <= 2 * trained and changes < 0.5 * max(info.count, 1)
+
+
+def _retune_if_cheap(index: faiss.IndexIVF, info: VectorIndexInfo, target: float) -> None:
+    """Re-tune nprobe against exhaustive search (exact for ivf-flat) when that is cheap."""
+    n = index.ntotal
+    n_queries = min(TUNE_QUERIES, RETUNE_BUDGET // max(1, n * info.dim), n)
+    if n_queries < MIN_RETUNE_QUERIES or n <= RECALL_K:
+        return
+    rng = np.random.default_rng(RANDOM_SEED)
+    query_ids = np.sort(rng.choice(_stored_ids(index), n_queries, replace=False))
+    queries = index.reconstruct_batch(query_ids)
+    _, found = _exhaustive(index, info, queries, RECALL_K + 1, None)
+    _tune(index, info, queries, query_ids, _drop_self(found, query_ids), target)
+
+
+def _stored_ids(index: faiss.IndexIVF) -> np.ndarray:
+    invlists = index.invlists
+    parts = [
+        faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
+        for i in range(index.nlist)
+        if invlists.list_size(i)
+    ]
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+
+
+# -- saving ------------------------------------------------------------------------------
+
+
+def save(index: faiss.Index, path: str | os.PathLike) -> None:
+    """Write ``index`` to ``path`` atomically: a reader sees the old file or the new one."""
+    path = os.fspath(path)
+    tmp = path + ".tmp"
+    try:
+        faiss.write_index(index, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise ClipsearchError(f"cannot write the vector index {path}: {e}") from e
+
+
+def load(path: str | os.PathLike) -> faiss.Index:
+    """Read an index written by ``save``."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ClipsearchError(f"no vector index at {path}; build the index first")
+    try:
+        return faiss.read_index(path)
+    except RuntimeError as e:
+        raise ClipsearchError(
+            f"cannot read the vector index {path} (damaged, or from a newer faiss?); rebuild it"
+        ) from e
+
+
+# -- searching ---------------------------------------------------------------------------
+
+
+def search(
+    index: faiss.Index,
+    info: VectorIndexInfo,
+    queries: np.ndarray,
+    k: int,
+    allowed_ids: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` (scores, ids) per query, best first, optionally only among ``allowed_ids``.
+
+    Returns float32 and int64 arrays of shape (q, k') with k' = min(k, vectors available);
+    there is never -1 padding.
+    """
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    if queries.ndim == 1:
+        queries = queries.reshape(1, -1)
+    if queries.shape[1] != info.dim:
+        raise ValueError(f"expected queries of dim {info.dim}, got {queries.shape[1]}")
+    if allowed_ids is None:
+        if k <= 0 or not index.ntotal or not len(queries):
+            return _empty(len(queries))
+        return _search_all(index, info, queries, k)
+    allowed = _sorted_unique(np.asarray(allowed_ids, dtype=np.int64).reshape(-1))
+    if k <= 0 or not allowed.size or not index.ntotal or not len(queries):
+        return _empty(len(queries))
+    if allowed.size <= SMALL_SUBSET:
+        try:
+            vectors = index.reconstruct_batch(allowed)
+        except RuntimeError:  # some allowed ids are not in the index
+            return _trim(*_exhaustive(index, info, queries, min(k, allowed.size), allowed))
+        # faiss, not numpy: BLAS threads would fight faiss's still-spinning OpenMP threads.
+        scores, rows = faiss.knn(queries, vectors, min(k, allowed.size), faiss.METRIC_INNER_PRODUCT)
+        return scores, allowed[rows]
+    return _search_selected(index, info, queries, k, allowed)
+
+
+def _sorted_unique(ids: np.ndarray) -> np.ndarray:
+    # np.unique hashes; a sort is several times faster on the (usually sorted) id lists.
+    ids = np.sort(ids)
+    return ids[np.concatenate(([True], ids[1:] != ids[:-1]))] if len(ids) else ids
+
+
+def _selector(allowed: np.ndarray) -> faiss.IDSelector:
+    """A faiss id filter for sorted, unique ``allowed``: a bitmap when ids are dense enough."""
+    if allowed[0] >= 0 and allowed[-1] < BITMAP_IDS_PER_ALLOWED * len(allowed):
+        # Catalog ids are handed out in sequence, so this is the usual case, and building it
+        # is ~50x cheaper than IDSelectorBatch's hash set.
+        bits = np.zeros(int(allowed[-1]) + 1, dtype=bool)
+        bits[allowed] = True
+        return faiss.IDSelectorBitmap(np.packbits(bits, bitorder="little"))
+    return faiss.IDSelectorBatch(allowed)
+
+
+def _empty(n_queries: int) -> tuple[np.ndarray, np.ndarray]:
+    return np.empty((n_queries, 0), np.float32), np.empty((n_queries, 0), np.int64)
+
+
+def _ivf_params(nprobe: int, sel: faiss.IDSelector | None = None) -> faiss.SearchParametersIVF:
+    hnsw = faiss.SearchParametersHNSW(efSearch=_ef_search(nprobe))
+    params = faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=hnsw)
+    if sel is not None:
+        params.sel = sel
+    return params
+
+
+def _search_all(
+    index: faiss.Index, info: VectorIndexInfo, queries: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, index.ntotal)
+    if info.kind == "flat":
+        # faiss scans for a single query on one thread; a BLAS matmul uses every core.
+        n = index.ntotal
+        stored = faiss.downcast_index(index.index).get_xb()
+        stored = faiss.rev_swig_ptr(stored, n * info.dim).reshape(n, info.dim)
+        ids = faiss.rev_swig_ptr(index.id_map.data(), n)
+        # Batches go in slices so the score matrix stays near 64 MiB.
+        step = max(1, 2**24 // n)
+        parts = [
+            _matmul_top_k(queries[i : i + step], ids, stored, k)
+            for i in range(0, len(queries), step)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    scores, ids = index.search(queries, k, params=_ivf_params(info.params["nprobe"]))
+    # The probed lists can hold fewer than k vectors; those queries get every list.
+    short = ids[:, -1] < 0
+    if short.any():
+        scores[short], ids[short] = _exhaustive(index, info, queries[short], k, None)
+    return _trim(scores, ids)
+
+
+def _search_selected(
+    index: faiss.Index, info: VectorIndexInfo, queries: np.ndarray, k: int, allowed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    k = min(k, allowed.size)
+    if info.kind == "flat":
+        return _trim(*_exhaustive(index, info, queries, k, allowed))
+    # Scan about as many allowed vectors as an unfiltered search would: the subset's
+    # nearest neighbours lie further out, in proportionally more lists.
+    nlist = info.params["nlist"]
+    fraction = allowed.size / max(1, index.ntotal)
+    nprobe = min(nlist, math.ceil(info.params["nprobe"] / fraction))
+    if nprobe >= nlist:
+        return _trim(*_exhaustive(index, info, queries, k, allowed))
+    sel = _selector(allowed)
+    scores, ids = index.search(queries, k, params=_ivf_params(nprobe, sel))
+    short = ids[:, -1] < 0
+    if short.any():
+        scores[short], ids[short] = _exhaustive(index, info, queries[short], k, allowed)
+    return _trim(scores, ids)
+
+
+def _exhaustive(
+    index: faiss.Index,
+    info: VectorIndexInfo,
+    queries: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scan every stored vector (only ``allowed`` ones, if given): exact up to the codes."""
+    sel = None if allowed is None else _selector(allowed)
+    if info.kind == "flat":
+        params = None if sel is None else faiss.SearchParameters(sel=sel)
+        return index.search(queries, k, params=params)
+    nlist = index.nlist
+    centroids = index.quantizer.reconstruct_n(0, nlist)
+    # Residual codes (SQ8, PQ) add the query-centroid product to each score.
+    coarse = np.ascontiguousarray(queries @ centroids.T, dtype=np.float32)
+    lists = np.ascontiguousarray(np.broadcast_to(np.arange(nlist, dtype=np.int64), coarse.shape))
+    params = faiss.SearchParametersIVF(nprobe=nlist)
+    if sel is not None:
+        params.sel = sel
+    n = len(queries)
+    scores = np.empty((n, k), np.float32)
+    ids = np.empty((n, k), np.int64)
+    ptr = faiss.swig_ptr
+    index.search_preassigned_c(
+        n, ptr(queries), k, ptr(lists), ptr(coarse), ptr(scores), ptr(ids), False, params
+    )
+    return scores, ids
+
+
+def _matmul_top_k(
+    queries: np.ndarray, ids: np.ndarray, vectors: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    scores = queries @ vectors.T
+    if k < len(ids):
+        top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        top = np.broadcast_to(np.arange(len(ids)), scores.shape)
+    top_scores = np.take_along_axis(scores, top, axis=1)
+    order = np.argsort(-top_scores, axis=1, kind="stable")
+    top = np.take_along_axis(top, order, axis=1)
+    return np.take_along_axis(top_scores, order, axis=1).astype(np.float32), ids[top]
+
+
+def _trim(scores: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop trailing columns of -1 padding (sorted results put it last)."""
+    valid = (ids >= 0).sum(axis=1)
+    width = int(valid.min()) if len(valid) else 0
+    return scores[:, :width], ids[:, :width]
