@@ -10,7 +10,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,9 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipsearch import catalog, vectors
+from clipsearch import catalog, distributed, vectors
 from clipsearch.decode import DEFAULT_MAX_PIXELS
 from clipsearch.diff import Changes, diff, normalized_roots, under_roots
+from clipsearch.distributed import Group
 from clipsearch.errors import ClipsearchError
 from clipsearch.loader import DecodedFile, FailedFile, content_hash, decoded_batches
 from clipsearch.manifest import Manifest, commit_manifest, read_manifest, utc_now
@@ -111,16 +112,25 @@ def update_index(
     model_spec: str | None = None,
     options: IndexOptions | None = None,
     progress: Progress | None = None,
-) -> IndexSummary:
-    """Bring the index at ``index_dir`` in line with the image files under ``paths``."""
+) -> IndexSummary | None:
+    """Bring the index at ``index_dir`` in line with the image files under ``paths``.
+
+    Under torchrun every rank embeds a share of the files and rank 0 commits; ranks other
+    than 0 return None.
+    """
     start = time.perf_counter()
     options = options or IndexOptions()
     problems: list[ScanProblem] = []
     entries = list(scan(paths, options.scan, on_problem=problems.append))
-    with index_lock(index_dir):
+    group = distributed.join()
+    # Under torchrun, rank 0 alone writes the manifest, so it alone holds the lock.
+    with index_lock(index_dir) if group.is_main else nullcontext():
+        group.barrier()  # the others read the manifest only once rank 0 holds the lock
         run = _Run(index_dir, read_manifest(index_dir), model_spec, options, progress)
-        summary = run.execute(entries, problems, normalized_roots(paths))
-    summary.seconds = time.perf_counter() - start
+        summary = run.execute(entries, problems, normalized_roots(paths), group)
+        group.barrier()  # a rank that exits early must not outlive the commit it waits for
+    if summary is not None:
+        summary.seconds = time.perf_counter() - start
     return summary
 
 
@@ -147,16 +157,19 @@ class _Run:
     # -- pipeline --------------------------------------------------------------------------
 
     def execute(
-        self, entries: list[FileEntry], problems: list[ScanProblem], roots: list[str]
-    ) -> IndexSummary:
-        _remove_unreferenced_files(self.index_dir, self.manifest)
-        catalog_files, error_rows = self._current_state()
-        changes = diff(entries, catalog_files, error_rows, roots, _hash_or_none)
-        identity = self.manifest.model if self.manifest else self.model.identity
-        staging = Staging(self.index_dir, self.manifest.snapshot if self.manifest else 0, identity)
-        todo, reused = self._split_staged(changes, staging)
+        self, entries: list[FileEntry], problems: list[ScanProblem], roots: list[str], group: Group
+    ) -> IndexSummary | None:
+        """Plan on rank 0, embed on every rank, commit on rank 0 (None on other ranks)."""
+        plan = self._plan(entries, roots) if group.is_main else None
+        changes, todo, reused = group.broadcast(plan)
+        staging = self._staging()
         embed_start = time.perf_counter()
-        failures = self._embed(todo, staging) if todo else []
+        mine = todo[group.rank :: group.world]
+        failures = self._embed(mine, staging) if mine else []
+        failures = [f for rank_failures in group.gather(failures) for f in rank_failures]
+        group.barrier()  # every rank's staged parts are on disk
+        if not group.is_main:
+            return None
         failed = {f.entry.path for f in failures}
         summary = IndexSummary(
             index=str(self.index_dir),
@@ -172,13 +185,27 @@ class _Run:
         )
         errors = self._error_rows(changes, failures, problems)
         summary.errors = sum(under_roots(e["path"], roots) for e in errors)
-        if self.manifest and not changes.catalog_changes and _same_errors(errors, error_rows):
+        if self.manifest and not changes.catalog_changes and _same_errors(errors, self.old_errors):
             summary.images = self.manifest.counts["images"]
             return summary
         manifest = self._commit(changes, self._wanted_rows(staging.read()), errors)
         staging.clear()
         summary.images, summary.committed = manifest.counts["images"], True
         return summary
+
+    def _plan(
+        self, entries: list[FileEntry], roots: list[str]
+    ) -> tuple[Changes, list[tuple[FileEntry, int]], int]:
+        """What changed, and which files still need embedding (with the id each gets)."""
+        _remove_unreferenced_files(self.index_dir, self.manifest)
+        catalog_files, self.old_errors = self._current_state()
+        changes = diff(entries, catalog_files, self.old_errors, roots, _hash_or_none)
+        todo, reused = self._split_staged(changes, self._staging())
+        return changes, todo, reused
+
+    def _staging(self) -> Staging:
+        identity = self.manifest.model if self.manifest else self.model.identity
+        return Staging(self.index_dir, self.manifest.snapshot if self.manifest else 0, identity)
 
     def _current_state(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         if self.manifest is None:

@@ -9,6 +9,7 @@ Staging is tied to the snapshot and model it was made for; anything else is disc
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -26,34 +27,36 @@ class Staging:
     def __init__(self, index_dir: Path, base_snapshot: int, model: dict[str, Any]) -> None:
         self.directory = index_dir / STAGING_DIR
         self.state = {"base_snapshot": base_snapshot, "model": model}
-        self.parts: list[Path] = []
+        self.wrote_state = False
 
     def leftovers(self) -> pa.Table | None:
         """Rows staged by an earlier, interrupted run for this snapshot and model, if any."""
-        state_path = self.directory / _STATE_NAME
         try:
-            earlier = json.loads(state_path.read_text(encoding="utf-8"))
+            earlier = json.loads((self.directory / _STATE_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             earlier = None
         if earlier != self.state:
             self.clear()
             return None
-        self.parts = sorted(self.directory.glob("part-*.parquet"))
-        if not self.parts:
-            return None
-        return pa.concat_tables(pq.read_table(p) for p in self.parts)
+        return self.read()
 
     def write(self, table: pa.Table) -> None:
-        if not self.parts:
+        """Stage rows; under torchrun every rank writes its own parts into the same folder."""
+        if not self.wrote_state:
             self.directory.mkdir(parents=True, exist_ok=True)
-            (self.directory / _STATE_NAME).write_text(json.dumps(self.state), encoding="utf-8")
-        self.parts.append(write_table(self.directory, "part", table))
+            tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"
+            tmp.write_text(json.dumps(self.state), encoding="utf-8")
+            os.replace(tmp, self.directory / _STATE_NAME)
+            self.wrote_state = True
+        write_table(self.directory, "part", table)
 
     def read(self) -> pa.Table | None:
-        if not self.parts:
+        """Every staged row, whichever process staged it."""
+        parts = sorted(self.directory.glob("part-*.parquet"))
+        if not parts:
             return None
-        return pa.concat_tables(pq.read_table(p) for p in self.parts)
+        return pa.concat_tables(pq.read_table(p) for p in parts)
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)
-        self.parts = []
+        self.wrote_state = False

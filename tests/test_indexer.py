@@ -265,6 +265,7 @@ def test_cli_index_summary_and_json(photos, tmp_path):
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("indexed 4 new, 0 changed, 0 moved, 0 removed, 1 errors in ")
+    assert "1 file could not be read:" in result.stdout
     assert "text.jpg: not an image" in result.stdout
     assert (tmp_path / "indexes" / "default" / "manifest.json").is_file()
     again = run_cli("index", str(photos), "--json", cwd=tmp_path)
@@ -362,3 +363,39 @@ def test_interrupt_and_kill_then_resume(tmp_path):
     ids = [i for (i,) in duckdb.sql(f"SELECT id FROM '{glob}'").fetchall()]
     assert len(set(ids)) == 310
     assert not (index_dir / "staging").exists()
+
+
+def test_torchrun_two_processes_match_one(photos, tmp_path):
+    import subprocess
+    import sys
+
+    for i in range(20):
+        _photo(photos / "more" / f"{i:02d}.png", 100 + i)
+    (photos / "broken.jpg").write_text("not a jpeg")
+    args = ["index", str(photos), "-m", TINY, "--workers", "0", "--checkpoint-every", "4"]
+    single = run_cli(*args, "--index", str(tmp_path / "single"), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc-per-node",
+        "2",
+    ]
+    multi = subprocess.run(
+        [*torchrun, "-m", "clipsearch", *args, "--index", str(tmp_path / "multi")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert multi.returncode == 0, multi.stderr
+    assert multi.stdout.count("indexed 24 new") == 1  # rank 0 alone reports
+    one, two = _catalog(tmp_path / "single"), _catalog(tmp_path / "multi")
+    assert [(r["id"], r["path"]) for r in one] == [(r["id"], r["path"]) for r in two]
+    for a, b in zip(one, two, strict=True):
+        np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-3)
+    manifest = read_manifest(tmp_path / "multi")
+    assert manifest.counts == {"images": 24, "errors": 1}
+    assert not (tmp_path / "multi" / "staging").exists()

@@ -77,8 +77,11 @@ def index(
 ) -> None:
     """Index images: new files are embedded, changed ones re-embedded, moved ones re-used,
     deleted ones removed. Re-running only embeds what changed; an interrupted run resumes.
+
+    Several processes: torchrun --nproc-per-node N -m clipsearch index PATH... (rank 0 commits).
     """
     from clipsearch.cli.progress import make_progress
+    from clipsearch.distributed import main_process
     from clipsearch.indexer import IndexOptions, default_workers, update_index
     from clipsearch.scan import ScanOptions
     from clipsearch.vectors import VectorIndexConfig
@@ -97,7 +100,7 @@ def index(
         ),
     )
     index_dir = resolve_index_dir(index)
-    progress = make_progress("embedding")
+    progress = make_progress("embedding") if main_process() else None
     try:
         summary = update_index(paths, index_dir, model, options, progress)
     except KeyboardInterrupt:
@@ -106,7 +109,10 @@ def index(
             exit_code=130,
         ) from None
     finally:
-        progress.close()
+        if progress:
+            progress.close()
+    if summary is None:  # a torchrun rank other than 0: rank 0 reports
+        return
     errors = _error_list(index_dir)
     if as_json:
         print(json.dumps({**summary.as_dict(), "error_files": errors}, indent=2, default=str))
@@ -130,7 +136,7 @@ def _error_list(index_dir: Path) -> list[dict[str, str]]:
 def _print_errors(errors: list[dict[str, str]], index_dir: Path) -> None:
     if not errors:
         return
-    print(f"{len(errors):,} files could not be read:")
+    print(f"{len(errors):,} file{'s' if len(errors) != 1 else ''} could not be read:")
     for row in errors[:_SHOWN_ERRORS]:
         print(f"  {row['path']}: {row['reason']}")
     if len(errors) > _SHOWN_ERRORS:
