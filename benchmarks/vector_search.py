@@ -17,6 +17,7 @@ the input, the index (whose lists over-allocate as they grow), and exact search'
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import time
 from collections.abc import Callable
@@ -87,6 +88,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--exact-queries", type=int, default=50, help="for the slow exact rows")
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     n, dim = args.n, args.dim
     print(
         f"faiss {faiss.__version__}, torch {torch.__version__}, threads: faiss "

@@ -154,6 +154,16 @@ def test_flat_search_equals_numpy_brute_force(flat, queries):
     np.testing.assert_allclose(scores, want_scores, atol=1e-5)
 
 
+def test_flat_search_of_a_large_batch_goes_in_slices(data):
+    ids, vecs = data
+    index, info = vectors.build(ids, vecs)
+    many = clustered(3000, seed=98)  # 3000 x 6000 scores: more than one 64 MiB slice
+    scores, found = vectors.search(index, info, many, 5)
+    want_scores, want_ids = brute(many, ids, vecs, 5)
+    np.testing.assert_array_equal(found, want_ids)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-5)
+
+
 def test_ivf_reaches_target_recall_on_fresh_queries(ivf, queries):
     ids, vecs, index, info = ivf
     assert info.kind == "ivf-flat" and info.count == N and info.built_on == "cpu"
