@@ -138,13 +138,15 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-noop", action="store_true")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"needs the real data in {SHARED}")
     print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}")
     if not args.skip_throughput:
         throughput(args)
-    no_op(args)
+    if not args.skip_noop:
+        no_op(args)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ index adds to it instead of removing the first folder's images.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
@@ -13,6 +14,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clipsearch.scan import FileEntry
+
+_HASH_CHUNK = 1 << 20  # content hash = size + first MiB + last MiB
+
+
+def content_hash(path: str | os.PathLike, size: int) -> str:
+    """A fast fingerprint to recognise a moved file: size plus its first and last MiB."""
+    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
+    with open(path, "rb") as f:
+        digest.update(f.read(_HASH_CHUNK))
+        if size > 2 * _HASH_CHUNK:
+            f.seek(size - _HASH_CHUNK)
+        digest.update(f.read(_HASH_CHUNK))
+    return digest.hexdigest()
 
 
 @dataclass

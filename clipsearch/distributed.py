@@ -1,7 +1,7 @@
 """Several processes on one job (torchrun): who am I, and the few collectives we need.
 
 Outside torchrun everything here is a no-op for a single process, so callers never branch
-on whether they run distributed.
+on whether they run distributed, and torch is imported only by a process that joins a job.
 """
 
 from __future__ import annotations
@@ -9,9 +9,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from typing import Any
-
-import torch
-import torch.distributed as dist
 
 
 @dataclass(frozen=True)
@@ -26,12 +23,16 @@ class Group:
 
     def barrier(self) -> None:
         if self.world > 1:
+            import torch.distributed as dist
+
             dist.barrier()
 
     def broadcast(self, value: Any) -> Any:
         """Rank 0's ``value``, on every rank."""
         if self.world == 1:
             return value
+        import torch.distributed as dist
+
         box = [value]
         dist.broadcast_object_list(box, src=0)
         return box[0]
@@ -40,6 +41,8 @@ class Group:
         """Every rank's ``value`` on rank 0 (in rank order); an empty list elsewhere."""
         if self.world == 1:
             return [value]
+        import torch.distributed as dist
+
         boxes: list[Any] = [None] * self.world if self.is_main else []
         dist.gather_object(value, boxes if self.is_main else None, dst=0)
         return boxes
@@ -58,6 +61,9 @@ def join() -> Group:
     """Join the torchrun job this process belongs to (NCCL on GPUs, gloo on CPUs)."""
     if not launched_by_torchrun():
         return Group()
+    import torch
+    import torch.distributed as dist
+
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
         use_cuda = torch.cuda.is_available()

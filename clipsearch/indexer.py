@@ -14,7 +14,7 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
@@ -23,16 +23,18 @@ import pyarrow.parquet as pq
 
 from clipsearch import catalog, distributed, vectors
 from clipsearch.decode import DEFAULT_MAX_PIXELS
-from clipsearch.diff import Changes, diff, normalized_roots, under_roots
+from clipsearch.diff import Changes, content_hash, diff, normalized_roots, under_roots
 from clipsearch.distributed import Group
 from clipsearch.errors import ClipsearchError
-from clipsearch.loader import DecodedFile, FailedFile, content_hash, decoded_batches
 from clipsearch.manifest import Manifest, commit_manifest, read_manifest, utc_now
 from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
 from clipsearch.spec import parse_spec
 from clipsearch.staging import STAGING_DIR, Staging
 from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
+
+if TYPE_CHECKING:
+    from clipsearch.loader import DecodedFile, FailedFile
 
 VECTORS_DIR = "vectors"
 LOCK_NAME = ".lock"
@@ -240,6 +242,8 @@ class _Run:
         return todo, len(wanted) - len(todo)
 
     def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
+        from clipsearch.loader import decoded_batches  # torch: only when there is work
+
         if self.model is None:
             self._load_model()
         model, options = self.model, self.options

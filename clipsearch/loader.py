@@ -7,7 +7,6 @@ be decoded comes back as a ``FailedFile`` with its reason instead of stopping th
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -17,20 +16,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
 from clipsearch.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
+from clipsearch.diff import content_hash
 from clipsearch.scan import FileEntry
-
-_HASH_CHUNK = 1 << 20  # content hash = size + first MiB + last MiB
-
-
-def content_hash(path: str | os.PathLike, size: int) -> str:
-    """A fast fingerprint to recognise a moved file: size plus its first and last MiB."""
-    digest = hashlib.blake2b(str(size).encode(), digest_size=16)
-    with open(path, "rb") as f:
-        digest.update(f.read(_HASH_CHUNK))
-        if size > 2 * _HASH_CHUNK:
-            f.seek(size - _HASH_CHUNK)
-        digest.update(f.read(_HASH_CHUNK))
-    return digest.hexdigest()
 
 
 @dataclass
@@ -90,6 +77,11 @@ def _collate(items: list[tuple[torch.Tensor | None, DecodedFile | FailedFile]]) 
     return Batch(stacked, files, failures)  # type: ignore[arg-type]
 
 
+def _lower_priority(worker_id: int) -> None:
+    """Decoders yield the CPU to the model: they fill idle time instead of stalling its threads."""
+    os.nice(19)
+
+
 def decoded_batches(
     entries: Sequence[FileEntry],
     preprocess: Callable[[Image.Image], torch.Tensor],
@@ -107,5 +99,6 @@ def decoded_batches(
         collate_fn=_collate,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=_lower_priority,
     )
     yield from loader

@@ -54,6 +54,9 @@ def read_manifest(index_dir: Path) -> Manifest | None:
         return None
     except (OSError, ValueError) as exc:
         raise ClipsearchError(f"cannot read index manifest {path}: {exc}") from None
+    kind = data.get("kind", "images")
+    if kind != "images":
+        raise ClipsearchError(f"{index_dir} holds {kind}, not an image index")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
         raise ClipsearchError(

@@ -399,3 +399,24 @@ def test_torchrun_two_processes_match_one(photos, tmp_path):
     manifest = read_manifest(tmp_path / "multi")
     assert manifest.counts == {"images": 24, "errors": 1}
     assert not (tmp_path / "multi" / "staging").exists()
+
+
+def test_no_op_cli_run_does_not_import_torch(photos, tmp_path):
+    import subprocess
+    import sys
+
+    index_dir = tmp_path / "index"
+    update_index([photos], index_dir, TINY, _options())
+    code = (
+        "import sys\n"
+        "from clipsearch.cli import main\n"
+        f"sys.argv = ['clipsearch', 'index', {str(photos)!r}, '--index', {str(index_dir)!r}]\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exc:\n"
+        "    assert not exc.code, exc.code\n"
+        "print('TORCH', 'torch' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "indexed 0 new" in result.stdout and "TORCH False" in result.stdout

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli import index, info
+from clipsearch.cli import index, info, texts
 from clipsearch.errors import ClipsearchError
 
 app = typer.Typer(
@@ -22,6 +22,7 @@ app = typer.Typer(
 app.command("index")(index.index)
 app.command("info")(info.info)
 app.command("models")(info.models)
+app.add_typer(texts.texts_app, name="texts")
 
 
 def _print_version(value: bool) -> None:
