@@ -12,8 +12,9 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
+    from clipsearch.search import Hit, Index
 
-__all__ = ["Model", "__version__"]
+__all__ = ["Hit", "Index", "Model", "__version__"]
 
 
 def __getattr__(name: str) -> Any:
@@ -21,4 +22,8 @@ def __getattr__(name: str) -> Any:
         from clipsearch.model import Model
 
         return Model
+    if name in ("Index", "Hit"):
+        from clipsearch import search
+
+        return getattr(search, name)
     raise AttributeError(f"module 'clipsearch' has no attribute {name!r}")

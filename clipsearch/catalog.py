@@ -69,8 +69,8 @@ def rows_to_table(
 def embeddings_of(table: pa.Table) -> np.ndarray:
     """The embedding column as a float32 (n, dim) matrix."""
     column = table.column("embedding").combine_chunks()
-    dim = column.type.list_size
-    return column.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
+    return values.reshape(len(column), -1) if len(column) else values.reshape(0, 0)
 
 
 def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:

@@ -75,8 +75,10 @@ def index(
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Index images: new files are embedded, changed ones re-embedded, moved ones re-used,
-    deleted ones removed. Re-running only embeds what changed; an interrupted run resumes.
+    """Index the images under PATHs (re-running embeds only what changed).
+
+    New files are embedded, changed ones re-embedded, moved ones keep their embedding,
+    deleted ones are removed. An interrupted run resumes where it stopped.
 
     Several processes: torchrun --nproc-per-node N -m clipsearch index PATH... (rank 0 commits).
     """

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli import index, info, texts
+from clipsearch.cli import classify, index, info, query, texts
 from clipsearch.errors import ClipsearchError
 
 app = typer.Typer(
@@ -20,9 +20,11 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.command("index")(index.index)
+app.command("query")(query.query)
+app.command("classify")(classify.classify)
+app.add_typer(texts.texts_app, name="texts")
 app.command("info")(info.info)
 app.command("models")(info.models)
-app.add_typer(texts.texts_app, name="texts")
 
 
 def _print_version(value: bool) -> None:
@@ -46,8 +48,8 @@ def main() -> None:
     try:
         app()
     except ClipsearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print("error: interrupted", file=sys.stderr)
         sys.exit(130)

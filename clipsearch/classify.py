@@ -1,0 +1,200 @@
+"""Zero-shot classification: nearest label by prompt-ensembled text embeddings.
+
+A classifier is one unit vector per label (``zeroshot.classifier_weights``); probabilities
+are softmax(logit_scale · cosine). Classifiers are cached on disk, keyed by the model's
+identity, the labels and the templates, so a second run with the same labels encodes no
+text, and classifying an index then needs no model at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.zeroshot import classifier_weights, get_templates
+
+if TYPE_CHECKING:
+    from clipsearch.model import Model
+    from clipsearch.search import Index
+
+CACHE_ENV = "CLIPSEARCH_CACHE"
+
+
+@dataclass
+class Prediction:
+    path: str
+    label: str
+    probability: float
+    top: list[tuple[str, float]] = field(default_factory=list)  # best first
+    id: int | None = None  # catalog id, when the image is indexed
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "label": self.label,
+            "probability": self.probability,
+            "top": [{"label": label, "probability": p} for label, p in self.top],
+        }
+
+
+@dataclass
+class Classifier:
+    labels: list[str]
+    weights: np.ndarray  # (labels, dim), unit rows
+    logit_scale: float
+    from_cache: bool = False
+
+    def probabilities(self, embeddings: np.ndarray) -> np.ndarray:
+        logits = self.logit_scale * (embeddings.astype(np.float32) @ self.weights.T)
+        logits -= logits.max(axis=1, keepdims=True)
+        exp = np.exp(logits)
+        return exp / exp.sum(axis=1, keepdims=True)
+
+    def predict(
+        self,
+        paths: Sequence[str],
+        embeddings: np.ndarray,
+        top: int = 1,
+        ids: Sequence[int] | None = None,
+    ) -> list[Prediction]:
+        probabilities = self.probabilities(embeddings)
+        order = np.argsort(-probabilities, axis=1)[:, : max(1, top)]
+        predictions = []
+        for row, path in enumerate(paths):
+            best = [(self.labels[j], float(probabilities[row, j])) for j in order[row]]
+            row_id = None if ids is None else int(ids[row])
+            predictions.append(Prediction(path, best[0][0], best[0][1], best, row_id))
+        return predictions
+
+
+def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    """--labels "cat,dog" or --labels-file (one per line); duplicates and blanks dropped."""
+    if (labels is None) == (labels_file is None):
+        raise ClipsearchError("give the labels with either --labels or --labels-file")
+    if labels_file is not None:
+        try:
+            raw = labels_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ClipsearchError(
+                f"cannot read labels file {labels_file}: {exc.strerror}"
+            ) from None
+    else:
+        raw = (labels or "").split(",")
+    parsed = list(dict.fromkeys(item.strip() for item in raw if item.strip()))
+    if len(parsed) < 2:
+        raise ClipsearchError("zero-shot classification needs at least two labels")
+    return parsed
+
+
+def resolve_templates(value: str | Sequence[str]) -> list[str]:
+    """A template set (default, simple, photo), a FILE of one template per line, or a list."""
+    if isinstance(value, str) and os.path.isfile(value):
+        lines = Path(value).read_text(encoding="utf-8").splitlines()
+        return get_templates([line.strip() for line in lines if line.strip()])
+    return get_templates(value)
+
+
+def cache_root() -> Path:
+    base = os.environ.get(CACHE_ENV) or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "clipsearch"
+    )
+    return Path(base)
+
+
+def load_classifier(
+    identity: dict[str, Any],
+    labels: Sequence[str],
+    templates: Sequence[str],
+    load_model: Callable[[], Model],
+) -> Classifier:
+    """The classifier for these labels and templates, from the cache or freshly encoded."""
+    pinned = {k: v for k, v in identity.items() if k != "spec"}
+    key = json.dumps({"model": pinned, "labels": list(labels), "templates": list(templates)})
+    path = cache_root() / "classifiers" / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
+    try:
+        with np.load(path) as cached:
+            return Classifier(list(labels), cached["weights"], float(cached["logit_scale"]), True)
+    except (OSError, KeyError, ValueError):
+        pass
+    model = load_model()
+    weights = classifier_weights(model.embed_texts, labels, templates)
+    classifier = Classifier(list(labels), weights, model.logit_scale)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, weights=weights, logit_scale=np.float32(classifier.logit_scale))
+    os.replace(tmp, path)
+    return classifier
+
+
+def classify_index(
+    index: Index, labels: Sequence[str], templates: str | Sequence[str] = "default", top: int = 1
+) -> list[Prediction]:
+    """Classify every indexed image from its stored embedding (no image is re-embedded)."""
+    classifier = load_classifier(
+        index.manifest.model, labels, resolve_templates(templates), lambda: index.model
+    )
+    ids, embeddings = index.snapshot.embeddings()
+    paths = index.snapshot.rows(ids.tolist(), ["path"])
+    return classifier.predict([paths[i]["path"] for i in ids.tolist()], embeddings, top, ids)
+
+
+def classify_files(
+    paths: Sequence[str | os.PathLike],
+    model: Model,
+    classifier: Classifier,
+    top: int = 1,
+    workers: int = 2,
+    batch_size: int = 64,
+) -> tuple[list[Prediction], list[tuple[str, str]]]:
+    """Embed image files on the fly and classify them; returns (predictions, (path, reason))."""
+    from clipsearch.loader import decoded_batches
+    from clipsearch.scan import scan
+
+    entries = list(scan(paths))
+    predictions: list[Prediction] = []
+    failures: list[tuple[str, str]] = []
+    batches = decoded_batches(
+        entries, model.preprocess, model.image_size, batch_size=batch_size, workers=workers
+    )
+    for batch in batches:
+        if batch.files:
+            embeddings = model.embed_pixels(batch.pixels)
+            files = [f.entry.path for f in batch.files]
+            predictions += classifier.predict(files, embeddings, top)
+        failures += [(f.entry.path, f.reason) for f in batch.failures]
+    return predictions, failures
+
+
+def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
+    """Store each image's label and probability beside the catalog, for ``--where``.
+
+    The catalog view joins ``tags.parquet`` on id, so ``--where "label = 'dog'"`` works.
+    A new classification replaces the previous tags (under the index lock).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipsearch.indexer import index_lock
+    from clipsearch.snapshot import TAGS_NAME
+
+    table = pa.table(
+        {
+            "id": pa.array([p.id for p in predictions], pa.int64()),
+            "label": pa.array([p.label for p in predictions], pa.string()),
+            "label_probability": pa.array([p.probability for p in predictions], pa.float32()),
+        }
+    )
+    with index_lock(index_dir):
+        tmp = index_dir / f".{TAGS_NAME}.tmp"
+        pq.write_table(table, tmp)
+        os.replace(tmp, index_dir / TAGS_NAME)
+    return index_dir / TAGS_NAME

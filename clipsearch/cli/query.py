@@ -1,0 +1,140 @@
+"""``clipsearch query``: text → image, image → image, both, and image → text."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, JsonOpt, ModelOpt
+from clipsearch.errors import ClipsearchError
+from clipsearch.settings import resolve_index_dir
+
+
+def query(
+    text: Annotated[
+        list[str] | None,
+        typer.Argument(
+            help="Query terms, each [+|-][WEIGHT:]TEXT, e.g. 'a dog' '2:beach' '-people'.",
+            show_default=False,
+        ),
+    ] = None,
+    negative: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--not",
+            help="Push images like this text down (same as a '-TEXT' term; "
+            "raw '-TEXT' terms need `--` before them).",
+            show_default=False,
+        ),
+    ] = None,
+    image: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--image",
+            help="Query image (repeatable); with TEXT the two are combined.",
+            show_default=False,
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Number of results.")] = 10,
+    where: Annotated[
+        str | None,
+        typer.Option(
+            help='DuckDB SQL predicate over catalog columns, e.g. "width > 1000".',
+            show_default=False,
+        ),
+    ] = None,
+    texts: Annotated[
+        str | None,
+        typer.Option(
+            "--texts",
+            help="Rank the lines of FILE, or a stored text collection NAME, "
+            "against --image (image → text).",
+            show_default=False,
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(
+            help="Extra catalog columns in the output, comma-separated (e.g. width,height).",
+            show_default=False,
+        ),
+    ] = None,
+    paths: Annotated[bool, typer.Option("--paths", help="Print one path per line.")] = False,
+    html: Annotated[
+        Path | None,
+        typer.Option(
+            help="Also write a self-contained HTML page of the hits with thumbnails.",
+            show_default=False,
+        ),
+    ] = None,
+    index: IndexOpt = None,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Search an index by text, by image, or both; or rank texts against an image."""
+    if as_json and paths:
+        raise ClipsearchError("--json and --paths are alternatives: give one")
+    if texts is not None:
+        _image_to_text(text, image, texts, k, index, model, device, cache_dir, as_json)
+        return
+    from clipsearch.search import Index
+
+    opened = Index.open(index, model=model, device=device, cache_dir=cache_dir)
+    wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
+    terms = [*(text or []), *(f"-{t}" for t in negative or [])]
+    hits = opened.search(terms or None, image=image or None, k=k, where=where, columns=wanted)
+    rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
+    if html is not None:
+        from clipsearch.report import write_hits_page
+
+        title = " ".join([*(text or []), *(str(p) for p in image or [])])
+        write_hits_page(html, f"clipsearch: {title}", rows)
+    _print_hits(rows, wanted, as_json, paths)
+
+
+def _print_hits(rows: list[dict[str, Any]], columns: list[str], as_json: bool, paths: bool) -> None:
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif paths:
+        for row in rows:
+            print(row["path"])
+    else:
+        for row in rows:
+            extra = "".join(f"  {row[c]}" for c in columns)
+            print(f"{row['rank']:>4}  {row['score']:.4f}  {row['path']}{extra}")
+
+
+def _image_to_text(
+    text: list[str] | None,
+    image: list[Path] | None,
+    texts: str,
+    k: int,
+    index: str | None,
+    model: str | None,
+    device: str,
+    cache_dir: Path | None,
+    as_json: bool,
+) -> None:
+    from clipsearch.cli.texts import print_text_hits, rank_image_against_texts
+
+    if text or not image or len(image) != 1:
+        raise ClipsearchError("--texts ranks texts against one --image (and takes no TEXT)")
+    if model is None and Path(texts).is_file():
+        model = _index_model_spec(index)  # a plain FILE is embedded with the index's model
+    rows = rank_image_against_texts(image[0], texts, model, k, device, cache_dir)
+    print_text_hits(rows, as_json)
+
+
+def _index_model_spec(index: str | None) -> str | None:
+    from clipsearch.manifest import read_manifest
+
+    try:
+        manifest = read_manifest(resolve_index_dir(index))
+    except ClipsearchError:
+        return None
+    return manifest.model_spec if manifest else None

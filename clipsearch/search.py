@@ -1,0 +1,197 @@
+"""The retrieval API: open an index, search it by text, image or both, classify its images.
+
+    from clipsearch import Index
+    index = Index.open()                              # indexes/default
+    hits = index.search("a photo of a dog", k=10)     # text → image
+    hits = index.search(image="query.jpg")            # image → image
+    hits = index.search(["2:beach", "-people"])       # weighted terms
+    hits = index.search("dog", where="width > 1000")  # filtered by catalog columns
+
+The model is loaded only when a query needs encoding, and it is always the model the index
+was built with.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+
+from clipsearch import terms
+from clipsearch.errors import ClipsearchError
+from clipsearch.settings import resolve_index_dir
+from clipsearch.snapshot import Snapshot, open_manifest
+from clipsearch.spec import parse_spec
+
+if TYPE_CHECKING:
+    from clipsearch.classify import Prediction
+    from clipsearch.model import Model
+
+ImageQuery = Image.Image | str | os.PathLike
+TextQuery = str | Sequence[str] | np.ndarray
+
+
+@dataclass
+class Hit:
+    id: int
+    path: str
+    score: float  # cosine similarity to the query
+    columns: dict[str, Any] = field(default_factory=dict)  # catalog columns asked for
+
+    def as_dict(self, rank: int) -> dict[str, Any]:
+        return {"rank": rank, "id": self.id, "path": self.path, "score": self.score, **self.columns}
+
+
+class Index:
+    """A searchable image index (one committed snapshot; ``refresh()`` moves to the newest)."""
+
+    def __init__(
+        self,
+        index_dir: Path,
+        model: str | None = None,
+        device: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        self.index_dir = index_dir
+        self.snapshot = Snapshot(index_dir)
+        self.device = device
+        self.cache_dir = cache_dir
+        self.model_spec = self.snapshot.manifest.model_spec
+        if model is not None and str(parse_spec(model)) != self.model_spec:
+            self.model_spec = str(parse_spec(model))
+            _ = self.model  # a different spec must prove it is the same model, now
+
+    @classmethod
+    def open(
+        cls,
+        name_or_path: str | os.PathLike | None = None,
+        *,
+        model: str | None = None,
+        device: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+    ) -> Index:
+        """Open an index by name (``indexes/NAME``) or path; None opens the default index."""
+        path = None if name_or_path is None else os.fspath(name_or_path)
+        return cls(resolve_index_dir(path), model, device, cache_dir)
+
+    def __len__(self) -> int:
+        return int(self.snapshot.manifest.counts["images"])
+
+    @property
+    def manifest(self) -> Any:
+        return self.snapshot.manifest
+
+    @cached_property
+    def model(self) -> Model:
+        from clipsearch.model import Model, identities_match
+
+        model = Model.load(self.model_spec, device=self.device, cache_dir=self.cache_dir)
+        built_with = self.snapshot.manifest.model
+        if not identities_match(model.identity, built_with):
+            raise ClipsearchError(
+                f"index {self.index_dir} was built with model '{built_with['spec']}'; "
+                f"'{self.model_spec}' is a different model: omit --model"
+            )
+        return model
+
+    def refresh(self) -> bool:
+        """Move to the newest committed snapshot; True when it changed."""
+        manifest = open_manifest(self.index_dir)
+        if manifest.snapshot == self.snapshot.manifest.snapshot:
+            return False
+        self.snapshot = Snapshot(self.index_dir, manifest)
+        return True
+
+    # -- search ----------------------------------------------------------------------------
+
+    def search(
+        self,
+        query: TextQuery | None = None,
+        *,
+        image: ImageQuery | Sequence[ImageQuery] | None = None,
+        k: int = 10,
+        where: str | None = None,
+        columns: Sequence[str] = (),
+    ) -> list[Hit]:
+        """The k images closest to the query, best first; only rows matching ``where``."""
+        from clipsearch import vectors
+
+        if k < 1:
+            raise ClipsearchError(f"k must be at least 1, not {k}")
+        vector = self.query_vector(query, image)
+        allowed = self.snapshot.matching_ids(where) if where else None
+        scores, ids = vectors.search(
+            self.snapshot.vectors, self.snapshot.vector_info, vector[None, :], k, allowed
+        )
+        rows = self.snapshot.rows(ids[0].tolist(), ["path", *columns])
+        return [
+            Hit(i, rows[i]["path"], float(s), {c: rows[i][c] for c in columns})
+            for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
+            if i in rows
+        ]
+
+    def query_vector(
+        self, query: TextQuery | None = None, image: ImageQuery | Sequence[ImageQuery] | None = None
+    ) -> np.ndarray:
+        """One unit vector for text terms and images together (weighted, renormalized)."""
+        if isinstance(query, np.ndarray):
+            return terms.combine(query.reshape(1, -1), [1.0])
+        raw_terms = [query] if isinstance(query, str) else list(query or [])
+        images = [] if image is None else [image] if _is_single_image(image) else list(image)
+        if not raw_terms and not images:
+            raise ClipsearchError("empty query: give text, an image, or both")
+        parsed = [terms.parse_term(t) for t in raw_terms]
+        parts, weights = [], []
+        if parsed:
+            parts.append(self.model.embed_texts([t.text for t in parsed]))
+            weights += [t.weight for t in parsed]
+        if images:
+            parts.append(self._embed_query_images(images))
+            weights += [1.0] * len(images)
+        return terms.combine(np.concatenate(parts), weights)
+
+    def _embed_query_images(self, images: list[ImageQuery]) -> np.ndarray:
+        """Embed query images; an indexed, unchanged file re-uses its stored embedding."""
+        stored: dict[int, int] = {}
+        for position, item in enumerate(images):
+            if not isinstance(item, Image.Image):
+                row_id = self._indexed_id(item)
+                if row_id is not None:
+                    stored[position] = row_id
+        result = np.zeros((len(images), int(self.manifest.embedding_dim)), np.float32)
+        if stored:
+            ids, found = self.snapshot.embeddings(list(stored.values()))
+            by_id = dict(zip(ids.tolist(), found, strict=True))
+            for position, row_id in stored.items():
+                result[position] = by_id[row_id]
+        todo = [i for i in range(len(images)) if i not in stored]
+        if todo:
+            result[todo] = self.model.embed_images([images[i] for i in todo])
+        return result
+
+    def _indexed_id(self, path: str | os.PathLike) -> int | None:
+        try:
+            stat = os.stat(path)
+        except OSError as exc:
+            raise ClipsearchError(f"cannot read image {path}: {exc.strerror or exc}") from None
+        return self.snapshot.id_of_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+    # -- classification --------------------------------------------------------------------
+
+    def classify(
+        self, labels: Sequence[str], templates: str | Sequence[str] = "default", top: int = 1
+    ) -> list[Prediction]:
+        """Zero-shot label for every indexed image, from its stored embedding."""
+        from clipsearch import classify
+
+        return classify.classify_index(self, labels, templates, top)
+
+
+def _is_single_image(value: object) -> bool:
+    return isinstance(value, (Image.Image, str, os.PathLike))

@@ -1,0 +1,150 @@
+"""Read one committed snapshot of an image index: its manifest, catalog and vector index.
+
+A snapshot never changes once committed, so everything here can be cached. If a commit
+removes a part while we read it, we reopen the new snapshot and try again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+import numpy as np
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.manifest import Manifest, read_manifest
+
+T = TypeVar("T")
+TAGS_NAME = "tags.parquet"  # zero-shot labels written by `clipsearch classify --write-tags`
+_RETRIES = 3
+
+
+def open_manifest(index_dir: Path) -> Manifest:
+    manifest = read_manifest(index_dir)
+    if manifest is not None:
+        return manifest
+    if (index_dir / "manifest.json").exists() or not index_dir.exists():
+        raise ClipsearchError(f"no index at {index_dir} (build one with `clipsearch index PATH`)")
+    raise ClipsearchError(f"{index_dir} is not a clipsearch index (no manifest.json)")
+
+
+class Snapshot:
+    """The committed state of an index; reads go through DuckDB over the Parquet parts."""
+
+    def __init__(self, index_dir: Path, manifest: Manifest | None = None) -> None:
+        self.index_dir = index_dir
+        self.manifest = manifest or open_manifest(index_dir)
+
+    # -- vector index ----------------------------------------------------------------------
+
+    @cached_property
+    def vectors(self) -> Any:
+        from clipsearch import vectors
+
+        return vectors.load(self.index_dir / self.manifest.vector_index["file"])
+
+    @cached_property
+    def vector_info(self) -> Any:
+        from clipsearch.vectors import VectorIndexInfo
+
+        info = {k: v for k, v in self.manifest.vector_index.items() if k != "file"}
+        return VectorIndexInfo(**info)
+
+    # -- catalog through DuckDB ------------------------------------------------------------
+
+    @cached_property
+    def db(self) -> duckdb.DuckDBPyConnection:
+        """An in-memory DuckDB with a `catalog` view (catalog parts + zero-shot tags)."""
+        connection = duckdb.connect()
+        parts = [str(self.index_dir / p) for p in self.manifest.catalog]
+        if parts:
+            files = ", ".join(_quote(p) for p in parts)
+            source = f"read_parquet([{files}]) AS parts"
+        else:
+            source = "(SELECT NULL::BIGINT AS id, NULL::VARCHAR AS path WHERE false)"
+        tags = self.index_dir / TAGS_NAME
+        if tags.is_file():
+            source = f"{source} LEFT JOIN read_parquet({_quote(str(tags))}) AS tags USING (id)"
+        connection.execute(f"CREATE VIEW catalog AS SELECT * FROM {source}")
+        return connection
+
+    def columns(self) -> list[str]:
+        return [row[0] for row in self.db.execute("DESCRIBE catalog").fetchall()]
+
+    def rows(self, ids: Sequence[int], columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """Catalog rows by id: {id: {column: value}}."""
+        if not len(ids):
+            return {}
+        wanted = ["id", *[c for c in columns if c != "id"]]
+        self._check_columns(wanted)
+        select = ", ".join(_ident(c) for c in wanted)
+        query = f"SELECT {select} FROM catalog WHERE id IN (SELECT unnest(?::BIGINT[]))"
+        result = self._read(lambda: self.db.execute(query, [list(map(int, ids))]).fetchall())
+        return {row[0]: dict(zip(wanted, row, strict=True)) for row in result}
+
+    def matching_ids(self, where: str) -> np.ndarray:
+        """Ids of the rows that satisfy a DuckDB SQL predicate over the catalog's columns."""
+        query = f"SELECT id FROM catalog WHERE {where}"
+        try:
+            result = self._read(lambda: self.db.execute(query).fetchnumpy())
+        except duckdb.Error as exc:
+            message = " ".join(str(exc).split())
+            raise ClipsearchError(f"invalid --where {where!r}: {message}") from None
+        return np.asarray(result["id"], dtype=np.int64)
+
+    def id_of_file(self, path: str, size: int, mtime_ns: int) -> int | None:
+        """The id of an indexed, unchanged file, or None."""
+        query = "SELECT id FROM catalog WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1"
+        found = self._read(lambda: self.db.execute(query, [path, size, mtime_ns]).fetchall())
+        return found[0][0] if found else None
+
+    def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, float32 embeddings) of the given rows, or of every row (read with pyarrow)."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        from clipsearch.catalog import catalog_schema, embeddings_of, read_tables
+
+        def read() -> Any:
+            manifest = self.manifest
+            schema = catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
+            table = read_tables(self.index_dir, manifest.catalog, ["id", "embedding"], schema)
+            if ids is not None:
+                table = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
+            return table
+
+        table = self._read(read)
+        return table.column("id").to_numpy(), embeddings_of(table).reshape(
+            -1, self.manifest.embedding_dim
+        )
+
+    def _check_columns(self, names: Sequence[str]) -> None:
+        known = set(self.columns())
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise ClipsearchError(
+                f"unknown catalog column(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+
+    def _read(self, read: Callable[[], T]) -> T:
+        """Run a read; if a concurrent commit removed a part meanwhile, reopen and retry."""
+        for attempt in range(_RETRIES):
+            try:
+                return read()
+            except (duckdb.IOException, FileNotFoundError):
+                if attempt == _RETRIES - 1:
+                    raise
+                self.manifest = open_manifest(self.index_dir)
+                self.__dict__.pop("db", None)
+        raise AssertionError("unreachable")
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
