@@ -131,7 +131,8 @@ class Index:
         )
         rows = self.snapshot.rows(ids[0].tolist(), ["path", *columns])
         return [
-            Hit(i, rows[i]["path"], float(s), {c: rows[i][c] for c in columns})
+            # float16 storage can put a self-match a hair above 1: keep cosines in range
+            Hit(i, rows[i]["path"], min(1.0, max(-1.0, s)), {c: rows[i][c] for c in columns})
             for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
             if i in rows
         ]
