@@ -6,11 +6,10 @@ run; readers never need it, because they only follow the committed manifest.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,13 +30,13 @@ from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
 from clipsearch.spec import parse_spec
 from clipsearch.staging import STAGING_DIR, Staging
+from clipsearch.storage import writer_lock
 from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
 
 if TYPE_CHECKING:
     from clipsearch.loader import DecodedFile, FailedFile
 
 VECTORS_DIR = "vectors"
-LOCK_NAME = ".lock"
 
 
 def default_workers() -> int:
@@ -91,21 +90,9 @@ class IndexSummary:
         return asdict(self)
 
 
-@contextmanager
-def index_lock(index_dir: Path) -> Iterator[None]:
+def index_lock(index_dir: Path) -> AbstractContextManager[None]:
     """One writer per index: a second ``clipsearch index`` fails at once instead of racing."""
-    index_dir.mkdir(parents=True, exist_ok=True)
-    with open(index_dir / LOCK_NAME, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ClipsearchError(
-                f"index {index_dir} is being updated by another clipsearch process"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    return writer_lock(index_dir, "index")
 
 
 def update_index(

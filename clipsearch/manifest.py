@@ -9,13 +9,13 @@ one, never a mix. See indexes/README.md for the format.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.storage import write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -70,20 +70,4 @@ def read_manifest(index_dir: Path) -> Manifest | None:
 def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
     """Atomically make ``manifest`` the current snapshot (durable once this returns)."""
     manifest.updated_at = utc_now()
-    path = index_dir / MANIFEST_NAME
-    tmp = index_dir / f".{MANIFEST_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(asdict(manifest), f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(index_dir)
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames in ``directory`` durable (a crash right after must not undo them)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    write_json_atomic(index_dir / MANIFEST_NAME, asdict(manifest))

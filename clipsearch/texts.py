@@ -23,14 +23,12 @@ deleted.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,8 +39,9 @@ import pyarrow.parquet as pq
 
 from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, fsync_dir, utc_now
+from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
+from clipsearch.storage import LOCK_NAME, fsync_file, write_json_atomic, writer_lock
 
 if TYPE_CHECKING:
     import faiss
@@ -54,7 +53,6 @@ KIND = "texts"
 EMBEDDING_DTYPE = "float32"
 TEXTS_PREFIX = "texts"
 VECTORS_PREFIX = "vectors"
-LOCK_NAME = ".lock"
 EMBED_CHUNK = 1024  # texts per progress step while building
 _OPEN_RETRIES = 3
 _BUILD_HINT = "build one with `clipsearch texts index FILE --name NAME`"
@@ -332,13 +330,7 @@ def read_text_manifest(directory: Path) -> TextManifest | None:
 def _commit(directory: Path, manifest: TextManifest) -> bool:
     """Make ``manifest`` the committed one (atomic rename); True once done."""
     manifest.updated_at = utc_now()
-    tmp = directory / f".{MANIFEST_NAME}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(manifest.to_json(), f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, directory / MANIFEST_NAME)
-    fsync_dir(directory)
+    write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
     return True
 
 
@@ -385,27 +377,6 @@ def _check_target(directory: Path) -> TextManifest | None:
     return manifest
 
 
-@contextlib.contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_NAME, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ClipsearchError(
-                f"text collection {directory} is being built by another clipsearch process"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
 # -- collections -------------------------------------------------------------------------
 
 
@@ -450,7 +421,7 @@ class TextCollection:
         directory = Path(directory).expanduser().absolute()
         texts = source if isinstance(source, SourceTexts) else read_texts_file(source)
         _check_target(directory)
-        with _build_lock(directory):
+        with writer_lock(directory, "text collection"):
             old = _check_target(directory)  # another build may have committed meanwhile
             embeddings = _embed(model, texts.texts, progress)
             ids = np.asarray(texts.ids, dtype=np.int64)
@@ -468,7 +439,7 @@ class TextCollection:
                     schema=texts_schema(model.dim),
                 )
                 written.append(catalog.write_table(directory, TEXTS_PREFIX, table))
-                _fsync_file(written[-1])
+                fsync_file(written[-1])
                 index, info = vectors.build(ids, embeddings, config)
                 written.append(directory / f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss")
                 vectors.save(index, written[-1])
