@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli import classify, index, info, query, texts
+from clipsearch.cli import classify, datasets, index, info, query, texts
 from clipsearch.errors import ClipsearchError
 
 app = typer.Typer(
@@ -23,6 +23,7 @@ app.command("index")(index.index)
 app.command("query")(query.query)
 app.command("classify")(classify.classify)
 app.add_typer(texts.texts_app, name="texts")
+app.add_typer(datasets.datasets_app, name="datasets")
 app.command("info")(info.info)
 app.command("models")(info.models)
 
