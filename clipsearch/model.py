@@ -303,13 +303,34 @@ def _load_checkpoint_dir(spec: ModelSpec, cache_dir: str | None) -> _Built:
     arch = config.get("clipsearch", {}).get("arch")
     try:
         module = open_clip.create_model(
-            f"local-dir:{directory}", load_weights=False, pretrained_text=False
+            f"local-dir:{directory}",
+            load_weights=False,
+            pretrained_text=False,
+            **_local_hf_text_cfg(config["model_cfg"], directory),
         )
     except Exception as exc:
         raise ClipsearchError(f"cannot build model from {directory}: {_one_line(exc)}") from None
     _load_weights_into(module, weights, spec)
     weights_id = "sha256:" + checkpoint.sha256_file(weights)
     return _Built(module, config["model_cfg"], weights_id, arch, f"local-dir:{directory}")
+
+
+def _local_hf_text_cfg(model_cfg: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """A Hugging Face text tower is built from the config.json saved in the checkpoint
+    directory (its weights are in the checkpoint's weights file), so the checkpoint loads
+    without the model directory it was trained from. The tokenizer files sit there too."""
+    text_cfg = model_cfg.get("text_cfg", {})
+    if "hf_model_name" not in text_cfg or not (directory / "config.json").is_file():
+        return {}
+    local = str(directory)
+    return {
+        "text_cfg": {
+            **text_cfg,
+            "hf_model_name": local,
+            "hf_tokenizer_name": local,
+            "hf_model_pretrained": False,
+        }
+    }
 
 
 def _create_with_weights(spec: ModelSpec, weights: Path, arch: str) -> torch.nn.Module:

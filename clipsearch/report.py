@@ -58,7 +58,7 @@ def hits_page(title: str, hits: Sequence[dict[str, Any]]) -> str:
             f'<img src="{uri}" alt="{path}">' if uri else '<div class="missing">unreadable</div>'
         )
         figures.append(
-            f"<figure>{picture}<figcaption><span class=\"score\">#{hit['rank']} · "
+            f'<figure>{picture}<figcaption><span class="score">#{hit["rank"]} · '
             f"{hit['score']:.3f}</span><br>{path}</figcaption></figure>"
         )
     return _PAGE.format(title=html.escape(title), figures="\n".join(figures))

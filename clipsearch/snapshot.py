@@ -72,7 +72,17 @@ class Snapshot:
         return connection
 
     def columns(self) -> list[str]:
-        return [row[0] for row in self.db.execute("DESCRIBE catalog").fetchall()]
+        return list(self._types)
+
+    @cached_property
+    def _types(self) -> dict[str, str]:
+        return {row[0]: row[1] for row in self.db.execute("DESCRIBE catalog").fetchall()}
+
+    def _selectable(self, name: str) -> str:
+        """A column for SELECT; zoned timestamps as UTC (DuckDB needs pytz to return them)."""
+        if self._types.get(name) == "TIMESTAMP WITH TIME ZONE":
+            return f"timezone('UTC', {_ident(name)}) AS {_ident(name)}"
+        return _ident(name)
 
     def rows(self, ids: Sequence[int], columns: Sequence[str]) -> dict[int, dict[str, Any]]:
         """Catalog rows by id: {id: {column: value}}."""
@@ -80,7 +90,7 @@ class Snapshot:
             return {}
         wanted = ["id", *[c for c in columns if c != "id"]]
         self._check_columns(wanted)
-        select = ", ".join(_ident(c) for c in wanted)
+        select = ", ".join(self._selectable(c) for c in wanted)
         query = f"SELECT {select} FROM catalog WHERE id IN (SELECT unnest(?::BIGINT[]))"
         result = self._read(lambda: self.db.execute(query, [list(map(int, ids))]).fetchall())
         return {row[0]: dict(zip(wanted, row, strict=True)) for row in result}
@@ -139,6 +149,7 @@ class Snapshot:
                     raise
                 self.manifest = open_manifest(self.index_dir)
                 self.__dict__.pop("db", None)
+                self.__dict__.pop("_types", None)
         raise AssertionError("unreachable")
 
 

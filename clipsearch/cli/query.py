@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ import typer
 
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, JsonOpt, ModelOpt
 from clipsearch.errors import ClipsearchError
-from clipsearch.settings import resolve_index_dir
+from clipsearch.settings import INDEX_ENV, resolve_index_dir
 
 
 def query(
@@ -75,26 +76,78 @@ def query(
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="URL of a running `clipsearch serve` to ask (default: the one serving the "
+            "index, if any). Unreachable: search locally.",
+            show_default=False,
+        ),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Search in this process even if a server runs.")
+    ] = False,
 ) -> None:
-    """Search an index by text, by image, or both; or rank texts against an image."""
+    """Search an index by text, by image, or both; or rank texts against an image.
+
+    When `clipsearch serve` runs for the index, it answers (no model load here).
+    """
     if as_json and paths:
         raise ClipsearchError("--json and --paths are alternatives: give one")
     if texts is not None:
         _image_to_text(text, image, texts, k, index, model, device, cache_dir, as_json)
         return
-    from clipsearch.search import Index
-
-    opened = Index.open(index, model=model, device=device, cache_dir=cache_dir)
     wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     terms = [*(text or []), *(f"-{t}" for t in negative or [])]
-    hits = opened.search(terms or None, image=image or None, k=k, where=where, columns=wanted)
-    rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
+    rows = None
+    if not local:
+        rows = _via_server(server, index, model, terms, image or [], k, where, wanted)
+    if rows is None:
+        from clipsearch.search import Index
+
+        opened = Index.open(index, model=model, device=device, cache_dir=cache_dir)
+        hits = opened.search(terms or None, image=image or None, k=k, where=where, columns=wanted)
+        rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
     if html is not None:
         from clipsearch.report import write_hits_page
 
         title = " ".join([*(text or []), *(str(p) for p in image or [])])
         write_hits_page(html, f"clipsearch: {title}", rows)
     _print_hits(rows, wanted, as_json, paths)
+
+
+def _via_server(
+    url: str | None,
+    index: str | None,
+    model: str | None,
+    terms: list[str],
+    images: list[Path],
+    k: int,
+    where: str | None,
+    columns: list[str],
+) -> list[dict[str, Any]] | None:
+    """Rows from a running server for this index, or None to search locally.
+
+    Anything a server cannot answer as the local search would (bad input, another model,
+    a --where it refuses, no server at all) is left to the local search.
+    """
+    from clipsearch.server.client import ServerUnavailable, find_server
+
+    if k < 1 or not (terms or images):
+        return None
+    index_given = index is not None or bool(os.environ.get(INDEX_ENV))
+    client = find_server(resolve_index_dir(index), url, index_given)
+    if client is None:
+        return None
+    if model is not None:
+        from clipsearch.spec import parse_spec
+
+        if str(parse_spec(model)) != client.health.get("model"):
+            return None
+    try:
+        return client.search(terms, images, k, where, columns)
+    except ServerUnavailable:
+        return None
 
 
 def _print_hits(rows: list[dict[str, Any]], columns: list[str], as_json: bool, paths: bool) -> None:

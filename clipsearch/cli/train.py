@@ -42,9 +42,11 @@ def train(
     Also runs data-parallel: torchrun --nproc-per-node N -m clipsearch.train RECIPE.toml
     """
     from clipsearch.train import load_config
+
+    config = load_config(recipe, set_ or [], out)  # recipe errors before torch loads
     from clipsearch.train.loop import train as run
 
-    result = run(load_config(recipe, set_ or [], out), resume=resume)
+    result = run(config, resume=resume)
     if as_json:
         facts = {
             "checkpoint": str(result.directory),

@@ -1,0 +1,117 @@
+"""``clipsearch serve``: a JSON API and a web page over one index, with the model kept loaded."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, ModelOpt, parse_size
+from clipsearch.errors import ClipsearchError
+from clipsearch.server.config import DEFAULT_HOST, DEFAULT_MAX_PIXELS, DEFAULT_PORT
+from clipsearch.settings import resolve_index_dir
+
+
+def serve(
+    index: IndexOpt = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            help="Address to listen on. Anything but loopback lets other machines search "
+            "the index and read its images.",
+        ),
+    ] = DEFAULT_HOST,
+    port: Annotated[
+        int, typer.Option(min=0, max=65535, help="Port (0: any free port).")
+    ] = DEFAULT_PORT,
+    model: ModelOpt = None,
+    device: DeviceOpt = "auto",
+    cache_dir: CacheDirOpt = None,
+    max_upload: Annotated[
+        str, typer.Option(help="Largest uploaded query image, e.g. 20M.")
+    ] = "20M",
+    max_pixels: Annotated[
+        int, typer.Option(min=1, help="Refuse uploaded images with more pixels than this.")
+    ] = DEFAULT_MAX_PIXELS,
+    thumbnail_cache: Annotated[
+        str, typer.Option(help="Disk space for cached thumbnails (INDEX/thumbnails), e.g. 256M.")
+    ] = "256M",
+    texts: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--texts",
+            help="A text collection directory clients may name for image → text (repeatable); "
+            "collections next to the index are offered anyway.",
+            show_default=False,
+        ),
+    ] = None,
+    cors_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Let pages from this origin call the API (repeatable). Default: none.",
+            show_default=False,
+        ),
+    ] = None,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Host name clients use to reach a non-loopback server (repeatable).",
+            show_default=False,
+        ),
+    ] = None,
+    follow_symlinks: Annotated[
+        bool,
+        typer.Option(help="Serve indexed files that are symbolic links (index --follow-symlinks)."),
+    ] = False,
+    threads: Annotated[
+        int,
+        typer.Option(
+            min=1, help="CPU threads per query (concurrent queries already run side by side)."
+        ),
+    ] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve the index over HTTP: the search page at /, the JSON API at /api (docs at /docs).
+
+    The model stays loaded, so a query answers in milliseconds; `clipsearch query` uses the
+    server when one runs for the same index. New snapshots written by `clipsearch index`
+    are picked up without a restart.
+    """
+    from clipsearch.server.config import ServerConfig, allowed_hosts_for, is_loopback
+    from clipsearch.server.runner import serve as run_server
+
+    try:
+        import fastapi  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as exc:
+        raise ClipsearchError(
+            f"clipsearch serve needs the 'serve' extra ({exc.name} is missing): "
+            "pip install 'clipsearch[serve]'"
+        ) from None
+    if not is_loopback(host):
+        print(
+            f"warning: listening on {host}: anyone who can reach this machine can search "
+            "the index and read its images",
+            file=sys.stderr,
+        )
+    config = ServerConfig(
+        index_dir=resolve_index_dir(index),
+        model=model,
+        device=device,
+        cache_dir=str(cache_dir) if cache_dir else None,
+        max_upload_bytes=parse_size(max_upload),
+        max_pixels=max_pixels,
+        thumbnail_cache_bytes=parse_size(thumbnail_cache),
+        follow_symlinks=follow_symlinks,
+        cors_origins=tuple(cors_origin or ()),
+        allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
+        text_collections=tuple(p.expanduser().absolute() for p in texts or ()),
+        threads=threads,
+    )
+
+    def announce(url: str) -> None:
+        print(f"clipsearch: serving {config.index_dir} at {url}/ (Ctrl-C stops)", file=sys.stderr)
+
+    run_server(config, host, port, log_level=log_level, announce=announce)

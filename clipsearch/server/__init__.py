@@ -1,0 +1,24 @@
+"""``clipsearch serve``: a JSON API and a web page over one image index.
+
+The package is split by job. ``config``, ``discovery`` and ``client`` are imported by the
+CLI before any command runs (``clipsearch --help``, ``clipsearch query``), so they use the
+standard library alone:
+
+| module | job |
+| --- | --- |
+| ``config`` | ``ServerConfig``: limits and options, with their defaults |
+| ``engine`` | the loaded index and model; searches; picks up new snapshots |
+| ``rows`` | a snapshot's catalog rows in memory; ``where`` on a file-less DuckDB |
+| ``where`` | checks a client's ``where`` predicate before DuckDB sees it |
+| ``files`` | opens an indexed file by id, refusing anything that is not that file |
+| ``thumbnails`` | JPEG thumbnails made on demand, cached on disk with a size bound |
+| ``text_collections`` | stored text collections a client may name (image → text) |
+| ``uploads`` | decodes an uploaded query image safely |
+| ``security`` | ASGI middleware: Host check, body-size limit, security headers |
+| ``errors`` | every error becomes a JSON body with a 4xx (or a bare 500) status |
+| ``schemas`` | the response models that document the API (``/docs``) |
+| ``api``, ``media`` | the routes: JSON endpoints; thumbnails, files and the page |
+| ``app`` | ``create_app(config)`` wires the above together |
+| ``runner`` | binds the socket, writes ``server.json``, runs uvicorn |
+| ``discovery``, ``client`` | ``INDEX/server.json``, and the small client ``query`` uses |
+"""

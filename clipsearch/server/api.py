@@ -1,0 +1,332 @@
+"""The JSON API: search, image → text, zero-shot classification, index facts.
+
+Every search-like endpoint has a GET form (text and indexed images by id) and a POST form
+(multipart, with uploaded images). Endpoints are plain functions: FastAPI runs them in its
+thread pool, so encoding and searching never block the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from PIL import Image
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.server import schemas
+from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
+from clipsearch.server.engine import Engine, Found
+from clipsearch.server.errors import ApiError
+from clipsearch.server.files import version_of
+from clipsearch.server.text_collections import TextCollections
+from clipsearch.server.thumbnails import ThumbnailCache
+from clipsearch.server.uploads import decode_upload
+
+MAX_IMAGES = 8  # uploaded images in one query
+MAX_WHERE = 2000
+MAX_LABELS = 1000
+
+_errors: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.Error} for code in (400, 404, 413, 422)
+}
+router = APIRouter(prefix="/api", responses=_errors)
+
+
+@dataclass
+class Services:
+    """What the routes share; stored on ``app.state.services``."""
+
+    config: ServerConfig
+    engine: Engine
+    thumbnails: ThumbnailCache
+    texts: TextCollections
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+# -- shared parameters ---------------------------------------------------------------------
+
+Terms = Annotated[
+    list[str] | None,
+    Query(description="Text terms, each [+|-][WEIGHT:]TEXT, e.g. 'beach', '2:sea', '-people'."),
+]
+Like = Annotated[
+    list[int] | None, Query(description="Ids of indexed images to search like (image → image).")
+]
+K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
+Where = Annotated[
+    str | None,
+    Query(
+        max_length=MAX_WHERE,
+        description='SQL predicate over catalog columns, e.g. "width > 1000 AND format = '
+        "'JPEG'\" (no subqueries or table functions).",
+    ),
+]
+Columns = Annotated[
+    str | None, Query(description="Extra catalog columns per hit, comma-separated: width,height.")
+]
+
+
+def _columns(text: str | None) -> list[str]:
+    return [c.strip() for c in (text or "").split(",") if c.strip()]
+
+
+def _urls(image_id: int, row: dict[str, Any]) -> tuple[str, str]:
+    version = version_of(row)
+    base = f"/api/images/{image_id}"
+    return f"{base}/thumbnail?v={version}", f"{base}/file?v={version}"
+
+
+def _hit(rank: int, found: Found, columns: list[str]) -> schemas.Hit:
+    thumbnail_url, image_url = _urls(found.id, found.row)
+    return schemas.Hit(
+        rank=rank,
+        id=found.id,
+        score=found.score,
+        path=found.row["path"],
+        thumbnail_url=thumbnail_url,
+        image_url=image_url,
+        columns={c: found.row[c] for c in columns},
+    )
+
+
+def _images(svc: Services, uploads: list[UploadFile]) -> list[Image.Image]:
+    if len(uploads) > MAX_IMAGES:
+        raise ApiError(400, f"at most {MAX_IMAGES} images per query")
+    config = svc.config
+    side = svc.engine.model.image_size
+    return [
+        decode_upload(u.file, u.filename, config.max_upload_bytes, config.max_pixels, side)
+        for u in uploads
+    ]
+
+
+def _search(
+    svc: Services,
+    terms: list[str],
+    uploads: list[UploadFile],
+    like: list[int],
+    k: int,
+    where: str | None,
+    columns: str | None,
+) -> schemas.SearchResponse:
+    start = time.perf_counter()
+    wanted = _columns(columns)
+    images = _images(svc, uploads)
+    loaded, found = svc.engine.search(terms, images, like, k, where or None, wanted)
+    return schemas.SearchResponse(
+        snapshot=loaded.number,
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        query=schemas.QueryEcho(
+            q=terms, like=like, images=[u.filename or "" for u in uploads], k=k, where=where
+        ),
+        hits=[_hit(rank, f, wanted) for rank, f in enumerate(found, 1)],
+    )
+
+
+# -- search --------------------------------------------------------------------------------
+
+
+@router.get("/search", response_model=schemas.SearchResponse, summary="Search by text or id")
+def search(
+    request: Request,
+    q: Terms = None,
+    like: Like = None,
+    k: K = 10,
+    where: Where = None,
+    columns: Columns = None,
+) -> schemas.SearchResponse:
+    """Text → image (q), image → image from indexed images (like), or both combined."""
+    return _search(services(request), q or [], [], like or [], k, where, columns)
+
+
+@router.post(
+    "/search", response_model=schemas.SearchResponse, summary="Search with uploaded images"
+)
+def search_upload(
+    request: Request,
+    image: Annotated[list[UploadFile], File(description="Query image(s).")],
+    q: Annotated[list[str] | None, Form(description="Text terms to combine with.")] = None,
+    like: Annotated[list[int] | None, Form(description="Indexed image ids.")] = None,
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+    where: Annotated[str | None, Form(max_length=MAX_WHERE)] = None,
+    columns: Annotated[str | None, Form()] = None,
+) -> schemas.SearchResponse:
+    """Image → image by upload; with q and/or like the query vectors are combined."""
+    return _search(services(request), q or [], image, like or [], k, where, columns)
+
+
+# -- images --------------------------------------------------------------------------------
+
+
+@router.get("/images/{image_id}", response_model=schemas.ImageInfo, summary="One indexed image")
+def image_info(request: Request, image_id: int) -> schemas.ImageInfo:
+    """The catalog row of one image (every column but its embedding)."""
+    row = services(request).engine.image_row(image_id)
+    thumbnail_url, image_url = _urls(image_id, row)
+    return schemas.ImageInfo(
+        id=image_id,
+        path=row["path"],
+        thumbnail_url=thumbnail_url,
+        image_url=image_url,
+        columns={c: v for c, v in row.items() if c not in ("id", "path")},
+    )
+
+
+# -- image → text ---------------------------------------------------------------------------
+
+
+@router.get("/texts", response_model=list[schemas.TextCollectionInfo], summary="Collections")
+def text_collections(request: Request) -> list[dict[str, Any]]:
+    """Stored text collections this server can rank against an image."""
+    return services(request).texts.available()
+
+
+def _rank_texts(
+    svc: Services, upload: UploadFile | None, like: int | None, collection: str, k: int
+) -> schemas.TextSearchResponse:
+    start = time.perf_counter()
+    texts = svc.texts.get(collection)
+    image = _images(svc, [upload])[0] if upload is not None else None
+    vector = svc.engine.image_vector(image, like)
+    hits = texts.search(vector[None, :], k)[0]
+    return schemas.TextSearchResponse(
+        collection=collection,
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        hits=[schemas.TextHit(rank=r, **vars(h)) for r, h in enumerate(hits, 1)],
+    )
+
+
+Collection = Annotated[str, Query(description="Name of a stored text collection.")]
+
+
+@router.get("/texts/search", response_model=schemas.TextSearchResponse, summary="Image → text")
+def texts_search(
+    request: Request,
+    like: Annotated[int, Query(description="Id of the indexed query image.")],
+    collection: Collection,
+    k: K = 10,
+) -> schemas.TextSearchResponse:
+    """Rank a stored text collection (captions, labels) against an indexed image."""
+    return _rank_texts(services(request), None, like, collection, k)
+
+
+@router.post("/texts/search", response_model=schemas.TextSearchResponse, summary="Upload → text")
+def texts_search_upload(
+    request: Request,
+    image: Annotated[UploadFile, File(description="The query image.")],
+    collection: Annotated[str, Form()],
+    k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
+) -> schemas.TextSearchResponse:
+    """Rank a stored text collection against an uploaded image."""
+    return _rank_texts(services(request), image, None, collection, k)
+
+
+# -- zero-shot classification ---------------------------------------------------------------
+
+
+def _labels(values: list[str]) -> list[str]:
+    labels = list(dict.fromkeys(p.strip() for v in values for p in v.split(",") if p.strip()))
+    if len(labels) < 2:
+        raise ClipsearchError("zero-shot classification needs at least two labels")
+    if len(labels) > MAX_LABELS:
+        raise ClipsearchError(f"at most {MAX_LABELS} labels")
+    return labels
+
+
+def _classify(
+    svc: Services,
+    upload: UploadFile | None,
+    like: int | None,
+    labels: list[str],
+    templates: str,
+    top: int,
+) -> schemas.ClassifyResponse:
+    start = time.perf_counter()
+    chosen = _labels(labels)
+    classifier = svc.engine.classifier(chosen, templates)
+    image = _images(svc, [upload])[0] if upload is not None else None
+    vector = svc.engine.image_vector(image, like)
+    name = upload.filename if upload is not None else str(like)
+    prediction = classifier.predict([name or "image"], vector[None, :], top)[0]
+    return schemas.ClassifyResponse(
+        label=prediction.label,
+        probability=prediction.probability,
+        top=[schemas.LabelProbability(label=lb, probability=p) for lb, p in prediction.top],
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+    )
+
+
+Labels = Annotated[list[str], Query(description="Labels, repeated or comma-separated.")]
+Templates = Annotated[str, Query(description="Prompt template set: default, simple or photo.")]
+Top = Annotated[int, Query(ge=1, le=100, description="How many labels to return.")]
+
+
+@router.get("/classify", response_model=schemas.ClassifyResponse, summary="Zero-shot, by id")
+def classify(
+    request: Request,
+    like: Annotated[int, Query(description="Id of the indexed image.")],
+    labels: Labels,
+    templates: Templates = "simple",
+    top: Top = 3,
+) -> schemas.ClassifyResponse:
+    """Zero-shot classify an indexed image among the given labels."""
+    return _classify(services(request), None, like, labels, templates, top)
+
+
+@router.post("/classify", response_model=schemas.ClassifyResponse, summary="Zero-shot, upload")
+def classify_upload(
+    request: Request,
+    image: Annotated[UploadFile, File(description="The image to classify.")],
+    labels: Annotated[list[str], Form(description="Labels, repeated or comma-separated.")],
+    templates: Annotated[str, Form()] = "simple",
+    top: Annotated[int, Form(ge=1, le=100)] = 3,
+) -> schemas.ClassifyResponse:
+    """Zero-shot classify an uploaded image among the given labels."""
+    return _classify(services(request), image, None, labels, templates, top)
+
+
+# -- facts --------------------------------------------------------------------------------
+
+
+@router.get("/info", response_model=schemas.IndexInfo, summary="Index facts")
+def info(request: Request) -> schemas.IndexInfo:
+    """Model identity, counts, vector-index kind and recall, catalog columns, limits."""
+    svc = services(request)
+    manifest = svc.engine.current().snapshot.manifest
+    vector_index = {k: v for k, v in manifest.vector_index.items() if k != "file"}
+    config = svc.config
+    return schemas.IndexInfo(
+        index=str(svc.engine.index_dir),
+        snapshot=manifest.snapshot,
+        updated_at=manifest.updated_at,
+        model=manifest.model,
+        counts=manifest.counts,
+        vector_index=schemas.VectorIndex(**vector_index),
+        columns=svc.engine.columns(),
+        limits=schemas.Limits(
+            max_upload_bytes=config.max_upload_bytes,
+            max_pixels=config.max_pixels,
+            max_k=MAX_K,
+            thumbnail_sizes=list(THUMBNAIL_SIZES),
+        ),
+    )
+
+
+@router.get("/health", response_model=schemas.Health, summary="Is this server up")
+def health(request: Request) -> schemas.Health:
+    """Cheap: which index this server answers for (``clipsearch query`` checks it)."""
+    engine = services(request).engine
+    manifest = engine.current().snapshot.manifest
+    return schemas.Health(
+        status="ok",
+        index=str(engine.index_dir),
+        snapshot=manifest.snapshot,
+        pid=os.getpid(),
+        model=manifest.model_spec,
+    )

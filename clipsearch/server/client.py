@@ -1,0 +1,153 @@
+"""A small client for a running ``clipsearch serve``: what ``clipsearch query`` uses to skip
+loading the model. Standard library only, so a query through a server imports no torch.
+
+Anything unexpected (no server, a stale ``server.json``, a timeout, an error status) raises
+``ServerUnavailable``, and the caller searches locally instead.
+"""
+
+from __future__ import annotations
+
+import json
+import mimetypes
+import os
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.server.discovery import process_alive, read_info
+
+HEALTH_TIMEOUT = 1.0
+QUERY_TIMEOUT = 60.0
+# Loopback traffic must not go through an HTTP proxy from the environment.
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+class ServerUnavailable(Exception):
+    """The server cannot answer this request; search locally."""
+
+
+def _request(request: urllib.request.Request, timeout: float) -> Any:
+    try:
+        with _OPENER.open(request, timeout=timeout) as response:
+            return json.loads(response.read().decode("utf-8"))
+    except (OSError, ValueError, urllib.error.URLError) as exc:  # HTTPError is a URLError
+        raise ServerUnavailable(str(exc)) from None
+
+
+def _multipart(
+    fields: Sequence[tuple[str, str]], files: Sequence[tuple[str, Path]]
+) -> tuple[bytes, str]:
+    boundary = f"clipsearch-{uuid.uuid4().hex}"
+    parts: list[bytes] = []
+    for name, value in fields:
+        parts.append(
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'.encode()
+            + value.encode("utf-8")
+            + b"\r\n"
+        )
+    for name, path in files:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:  # the local search reports it properly
+            raise ServerUnavailable(str(exc)) from None
+        filename = urllib.parse.quote(path.name)
+        kind = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; '
+            f'filename="{filename}"\r\nContent-Type: {kind}\r\n\r\n'
+        )
+        parts.append(head.encode() + data + b"\r\n")
+    parts.append(f"--{boundary}--\r\n".encode())
+    return b"".join(parts), f"multipart/form-data; boundary={boundary}"
+
+
+@dataclass
+class ServerClient:
+    url: str
+    health: dict[str, Any]
+
+    @classmethod
+    def connect(cls, url: str, timeout: float = HEALTH_TIMEOUT) -> ServerClient:
+        url = url.rstrip("/")
+        health = _request(urllib.request.Request(f"{url}/api/health"), timeout)
+        if not isinstance(health, dict) or health.get("status") != "ok":
+            raise ServerUnavailable(f"{url} is not a clipsearch server")
+        return cls(url, health)
+
+    @property
+    def index(self) -> str:
+        return str(self.health.get("index", ""))
+
+    def search(
+        self,
+        terms: Sequence[str],
+        images: Sequence[Path],
+        k: int,
+        where: str | None,
+        columns: Sequence[str],
+    ) -> list[dict[str, Any]]:
+        """Hits as ``clipsearch query`` prints them: rank, id, path, score, columns."""
+        fields = [("q", t) for t in terms] + [("k", str(k))]
+        if where is not None:
+            fields.append(("where", where))
+        if columns:
+            fields.append(("columns", ",".join(columns)))
+        if images:
+            body, kind = _multipart(fields, [("image", Path(p)) for p in images])
+            request = urllib.request.Request(
+                f"{self.url}/api/search", data=body, headers={"Content-Type": kind}
+            )
+        else:
+            query = urllib.parse.urlencode(fields)
+            request = urllib.request.Request(f"{self.url}/api/search?{query}")
+        answer = _request(request, QUERY_TIMEOUT)
+        try:
+            return [
+                {
+                    "rank": h["rank"],
+                    "id": h["id"],
+                    "path": h["path"],
+                    "score": h["score"],
+                    **{c: h["columns"][c] for c in columns},
+                }
+                for h in answer["hits"]
+            ]
+        except (KeyError, TypeError) as exc:
+            raise ServerUnavailable(f"unexpected answer from {self.url}: {exc}") from None
+
+
+def _same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def find_server(
+    index_dir: Path, url: str | None = None, index_given: bool = True
+) -> ServerClient | None:
+    """A reachable server answering for ``index_dir``, or None.
+
+    Without ``url`` the server is the one ``INDEX/server.json`` names (ignored when its
+    process is gone). With ``url`` and no ``--index`` given, that server's index is used.
+    """
+    if url is None:
+        info = read_info(index_dir)
+        if info is None or not process_alive(info.pid):
+            return None
+        url = info.url
+        explicit = False
+    else:
+        explicit = True
+    try:
+        client = ServerClient.connect(url)
+    except ServerUnavailable:
+        return None
+    if _same_dir(client.index, index_dir) or (explicit and not index_given):
+        return client
+    if explicit:
+        raise ClipsearchError(f"the server at {url} serves {client.index}, not {index_dir}")
+    return None

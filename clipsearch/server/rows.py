@@ -1,0 +1,73 @@
+"""The catalog of one snapshot in memory, minus embeddings: hits' rows in microseconds and
+``where`` filters run by a DuckDB that cannot touch any file.
+
+Reading ten rows by id from the Parquet parts costs DuckDB 5 to 15 ms per query (it scans
+the id column of every part); a warm server answers from this Arrow table instead (about
+140 bytes per image: 14 MB for 100k). A client's ``where`` runs on a private connection
+whose only table is this one, with file access disabled and its settings locked, after
+``where.check_where`` has accepted it.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.server.where import check_where
+from clipsearch.snapshot import Snapshot
+
+HIDDEN = ("embedding",)  # never copied here, never sent to clients
+
+
+class RowStore:
+    def __init__(self, snapshot: Snapshot, threads: int = 1) -> None:
+        hidden = ", ".join(f'"{c}"' for c in HIDDEN)
+        query = f"SELECT * EXCLUDE ({hidden}) FROM catalog ORDER BY id"
+        self.table: pa.Table = snapshot.db.sql(query).to_arrow_table().combine_chunks()
+        self.ids = self.table.column("id").to_numpy()
+        self._lock = threading.Lock()
+        self._db = duckdb.connect(config={"enable_external_access": False, "threads": threads})
+        self._db.register("catalog_rows", self.table)
+        self._db.execute("CREATE VIEW catalog AS SELECT * FROM catalog_rows")
+        self._db.execute("SET lock_configuration = true")
+        described = self._db.execute("DESCRIBE catalog").fetchall()
+        self.types: dict[str, str] = {name: kind for name, kind, *_ in described}
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def check_columns(self, names: Sequence[str]) -> None:
+        unknown = [n for n in names if n not in self.types]
+        if unknown:
+            raise ClipsearchError(
+                f"unknown catalog column(s) {', '.join(unknown)}; known: {', '.join(self.types)}"
+            )
+
+    def rows(self, ids: Sequence[int], columns: Sequence[str]) -> dict[int, dict[str, Any]]:
+        """{id: {column: value}} for the ids present (an id a commit removed is left out)."""
+        wanted = list(dict.fromkeys(["id", *columns]))
+        self.check_columns(wanted)
+        if not len(ids) or not len(self.ids):
+            return {}
+        asked = np.asarray(ids, dtype=np.int64)
+        positions = np.searchsorted(self.ids, asked).clip(0, len(self.ids) - 1)
+        present = self.ids[positions] == asked
+        found = self.table.take(pa.array(positions[present])).select(wanted).to_pylist()
+        return {row["id"]: row for row in found}
+
+    def matching_ids(self, where: str) -> np.ndarray:
+        """Ids of the rows that satisfy a checked ``where`` predicate."""
+        check_where(where)
+        try:
+            with self._lock:
+                found = self._db.execute(f"SELECT id FROM catalog WHERE {where}").fetchnumpy()
+        except duckdb.Error as exc:
+            message = " ".join(str(exc).split())
+            raise ClipsearchError(f"invalid where {where!r}: {message}") from None
+        return np.asarray(found["id"], dtype=np.int64)

@@ -1,0 +1,112 @@
+"""Run the app with uvicorn: bind, announce in ``INDEX/server.json``, serve, clean up."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.server.config import ServerConfig
+from clipsearch.server.discovery import new_info, remove_info, write_info
+
+logger = logging.getLogger("clipsearch.server")
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to host:port (port 0: a free one), not listening yet."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+    except socket.gaierror as exc:
+        raise ClipsearchError(f"cannot serve on {host!r}: {exc.strerror}") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        raise ClipsearchError(f"cannot serve on {host}:{port}: {exc.strerror}") from None
+    return sock
+
+
+def url_for(host: str, port: int) -> str:
+    """The URL a client on this machine uses to reach a server bound to ``host``."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _stop_on_sigterm() -> None:
+    """Make SIGTERM unwind the stack like Ctrl-C, so ``server.json`` is removed.
+
+    uvicorn shuts down gracefully on SIGTERM and then re-raises it to the handler that was
+    there before: the default one would kill the process before our clean-up runs.
+    """
+
+    def stop(signum: int, frame: object) -> None:
+        raise SystemExit(0)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
+def limit_threads(threads: int) -> None:
+    """CPU threads per query for BLAS, torch and FAISS (process-wide: the server only).
+
+    Call it before numpy is imported: OpenBLAS reads its thread count once, when it loads.
+    Many concurrent queries each running a many-threaded matmul made the server spend twice
+    the CPU per query (spinning BLAS threads) at 8 clients on 2 cores.
+    """
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    import faiss
+    import torch
+
+    torch.set_num_threads(threads)
+    faiss.omp_set_num_threads(threads)
+
+
+def serve(
+    config: ServerConfig,
+    host: str,
+    port: int,
+    log_level: str = "info",
+    announce: Callable[[str], None] | None = None,
+) -> None:
+    """Load and warm the index, then serve until interrupted (Ctrl-C, SIGTERM)."""
+    limit_threads(config.threads)
+    _stop_on_sigterm()
+    import uvicorn
+
+    from clipsearch.server.app import create_app
+
+    sock = bind(host, port)  # a port in use fails now, not after loading the model
+    try:
+        app = create_app(config)
+    except BaseException:
+        sock.close()
+        raise
+    sock.listen(128)  # from here connections wait in the backlog until uvicorn serves
+    url = url_for(host, sock.getsockname()[1])
+    info = new_info(url, config.index_dir)
+    try:
+        write_info(config.index_dir, info)
+    except OSError as exc:  # a read-only index still serves; query just won't find it
+        logger.warning("cannot write %s/server.json: %s", config.index_dir, exc)
+    (announce or (lambda line: print(line, file=sys.stderr, flush=True)))(url)
+    server = uvicorn.Server(
+        uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5, server_header=False)
+    )
+    try:
+        server.run(sockets=[sock])
+    finally:
+        remove_info(config.index_dir, info)
+        sock.close()

@@ -1,0 +1,206 @@
+"""From a ``Source`` to training batches: captions, augmentation, sampling, DataLoader.
+
+Everything random about a sample (which caption or template, the crop, the flip) is drawn
+from a generator seeded by (seed, epoch, index), and the order of samples by (seed, epoch).
+So a batch depends only on the step number: not on the number of workers or ranks, and a
+resumed run sees exactly the batches it would have seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from clipsearch.decode import DecodeError
+from clipsearch.errors import ClipsearchError
+from clipsearch.train.sources import Source, caption_key
+
+log = logging.getLogger(__name__)
+# A sample that cannot be decoded is replaced by the next one; give up after this many.
+_MAX_SUBSTITUTES = 16
+
+
+def train_transform(
+    image_size: int | Sequence[int],
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_scale: Sequence[float] = (0.5, 1.0),
+    flip: bool = True,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Random resized crop (+ horizontal flip), then the model's normalization."""
+    from torchvision import transforms as T
+
+    steps: list[Any] = [
+        T.RandomResizedCrop(
+            image_size,
+            scale=(float(crop_scale[0]), float(crop_scale[1])),
+            interpolation=T.InterpolationMode.BICUBIC,
+            antialias=True,
+        )
+    ]
+    if flip:
+        steps.append(T.RandomHorizontalFlip())
+    steps += [T.ToTensor(), T.Normalize(mean=list(mean), std=list(std))]
+    return T.Compose(steps)
+
+
+class PairDataset(Dataset):
+    """Item ``(epoch, i)`` -> (pixels, caption, key). Equal keys mark positives of each other:
+    the class for class-labelled data, the caption text otherwise."""
+
+    def __init__(
+        self,
+        source: Source,
+        transform: Callable[[Image.Image], torch.Tensor],
+        templates: Sequence[str],
+        seed: int,
+    ) -> None:
+        self.source = source
+        self.transform = transform
+        self.templates = list(templates)
+        self.seed = seed
+        self.by_label = source.captions is None
+        if self.by_label and source.labels is None:
+            raise ClipsearchError(f"{source.origin} has neither captions nor labels")
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, str, int]:
+        epoch, i = item
+        rng = np.random.default_rng([self.seed, epoch, i])
+        image, i = self._decode(i)
+        caption, key = self.caption(i, rng)
+        with torch.random.fork_rng(devices=[]):
+            # CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding.
+            torch.default_generator.manual_seed(int(rng.integers(2**62)))
+            pixels = self.transform(image)
+        return pixels, caption, key
+
+    def caption(self, i: int, rng: np.random.Generator) -> tuple[str, int]:
+        if self.by_label:
+            label = int(self.source.labels[i])
+            template = self.templates[int(rng.integers(len(self.templates)))]
+            return template.format(self.source.classes[label]), label
+        options = self.source.captions[i]
+        text = options[int(rng.integers(len(options)))]
+        return text, caption_key(text)
+
+    def _decode(self, i: int) -> tuple[Image.Image, int]:
+        for attempt in range(_MAX_SUBSTITUTES):
+            j = (i + attempt) % len(self.source)
+            try:
+                return self.source.image(j), j
+            except DecodeError as exc:
+                log.warning("skipping %s: %s", self.source.describe(j), exc.reason)
+        raise ClipsearchError(f"{_MAX_SUBSTITUTES} images in a row cannot be decoded near #{i}")
+
+
+class Collate:
+    """Stack pixels, tokenize the batch's captions in one call (in the worker)."""
+
+    def __init__(self, tokenizer: Callable[[list[str]], torch.Tensor]) -> None:
+        self.tokenizer = tokenizer
+
+    def __call__(self, batch: list[tuple[torch.Tensor, str, int]]) -> dict[str, Any]:
+        pixels, captions, keys = zip(*batch, strict=True)
+        return {
+            "images": torch.stack(pixels),
+            "texts": self.tokenizer(list(captions)),
+            "keys": torch.tensor(keys, dtype=torch.int64),
+            "captions": list(captions),
+        }
+
+
+class StepSampler:
+    """Per step, this rank's share of the global batch, as ``(epoch, index)`` items.
+
+    Epoch e visits a permutation of all samples seeded by (seed, e), in global batches of
+    ``global_batch`` (the last partial batch is dropped); rank r takes the r-th slice.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        global_batch: int,
+        seed: int,
+        start_step: int,
+        total_steps: int,
+        rank: int = 0,
+        world: int = 1,
+    ) -> None:
+        if global_batch % world:
+            raise ClipsearchError(f"batch_size {global_batch} is not divisible by {world} ranks")
+        self.steps_per_epoch = n // global_batch
+        if self.steps_per_epoch == 0:
+            raise ClipsearchError(f"batch_size {global_batch} is larger than the {n} samples")
+        self.n, self.global_batch, self.seed = n, global_batch, seed
+        self.start, self.total, self.rank, self.world = start_step, total_steps, rank, world
+
+    def __len__(self) -> int:
+        return max(self.total - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        local = self.global_batch // self.world
+        perm, perm_epoch = None, -1
+        for step in range(self.start, self.total):
+            epoch, b = divmod(step, self.steps_per_epoch)
+            if epoch != perm_epoch:
+                perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                perm_epoch = epoch
+            batch = perm[b * self.global_batch : (b + 1) * self.global_batch]
+            mine = batch[self.rank * local : (self.rank + 1) * local]
+            yield [(epoch, int(i)) for i in mine]
+
+
+def _worker_init(_: int) -> None:
+    # Workers decode one image at a time: extra intra-op threads only oversubscribe the CPU.
+    torch.set_num_threads(1)
+
+
+def train_loader(dataset: PairDataset, sampler: StepSampler, collate: Collate, workers: int):
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collate,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+        # Workers' base seed comes from here, not from the global RNG a resumed run restores.
+        generator=torch.Generator(),
+    )
+
+
+class EvalDataset(Dataset):
+    """Item ``i`` -> (pixels, i), with the model's inference preprocessing."""
+
+    def __init__(self, source: Source, preprocess: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.source, self.preprocess = source, preprocess
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        try:
+            image = self.source.image(i)
+        except DecodeError as exc:
+            log.warning("evaluating %s as gray: %s", self.source.describe(i), exc.reason)
+            image = Image.new("RGB", (64, 64), (128, 128, 128))
+        return self.preprocess(image), i
+
+
+def eval_loader(source: Source, preprocess: Callable, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(
+        EvalDataset(source, preprocess),
+        batch_size=batch_size,
+        num_workers=workers,
+        worker_init_fn=_worker_init if workers else None,
+        generator=torch.Generator(),
+    )

@@ -1,0 +1,271 @@
+"""A live `clipsearch serve` on 127.0.0.1: `clipsearch query` through it, raw HTTP requests,
+and the web page in a real headless Chromium (skipped with the reason when unavailable)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.server.client import find_server
+from clipsearch.server.discovery import SERVER_FILE, ServerInfo, read_info, write_info
+
+from .test_serve import COLORS, build, color, write_image
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START_TIMEOUT = 90.0
+
+
+def serve_command(index_dir: Path) -> list[str]:
+    """`clipsearch serve`, or the same typer command run directly until it is registered."""
+    from clipsearch.cli.main import app
+
+    if any(c.name == "serve" for c in app.registered_commands):
+        base = [sys.executable, "-m", "clipsearch", "serve"]
+    else:
+        code = "import typer; from clipsearch.cli.serve import serve; typer.run(serve)"
+        base = [sys.executable, "-c", code]
+    return [*base, "--index", str(index_dir), "--port", "0", "--log-level", "warning"]
+
+
+class Live:
+    def __init__(self, process: subprocess.Popen, url: str, index_dir: Path, photos: Path):
+        self.process, self.url, self.index_dir, self.photos = process, url, index_dir, photos
+
+    def raw(self, path: str, host: str | None = None) -> tuple[int, bytes]:
+        """GET ``path`` exactly as written (no client-side normalization of '..')."""
+        parts = urlsplit(self.url)
+        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+        headers = {"Host": host} if host else {}
+        connection.request("GET", path, headers=headers)
+        response = connection.getresponse()
+        status, body = response.status, response.read()
+        connection.close()
+        return status, body
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    root = tmp_path_factory.mktemp("live")
+    photos = root / "photos"
+    for c, name in enumerate(COLORS):
+        for i in range(4):
+            write_image(photos / name / f"{name} {i}.png", color(name, i), 10 * c + i)
+    index_dir = build(photos, root / "index")
+    process = subprocess.Popen(
+        serve_command(index_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    deadline = time.monotonic() + START_TIMEOUT
+    info = None
+    while time.monotonic() < deadline and process.poll() is None:
+        info = read_info(index_dir)
+        if info is not None and info.pid == process.pid:
+            break
+        time.sleep(0.1)
+    if info is None or info.pid != process.pid:
+        process.kill()
+        pytest.fail(f"the server did not start: {process.communicate()[0]}")
+    yield Live(process, info.url, index_dir, photos)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def run_query(*args: str, cwd: Path | None = None) -> tuple[list[dict], bool]:
+    """`clipsearch query ... --json` in a fresh process: (rows, whether torch was imported)."""
+    code = (
+        "import sys\n"
+        "from clipsearch.cli import main\n"
+        "sys.argv = ['clipsearch', 'query', *sys.argv[1:]]\n"
+        "try:\n"
+        "    main()\n"
+        "finally:\n"
+        "    print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, *args, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=cwd,
+    )
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout), "TORCH True" in result.stderr
+
+
+def test_query_answers_through_the_running_server(live):
+    rows, torch_loaded = run_query("a photo", "-k", "4", "--index", str(live.index_dir))
+    assert not torch_loaded  # the server embedded the text: no model in this process
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4]
+    local, torch_local = run_query("a photo", "-k", "4", "--index", str(live.index_dir), "--local")
+    assert torch_local
+    assert [(r["id"], r["path"]) for r in rows] == [(r["id"], r["path"]) for r in local]
+    for a, b in zip(rows, local, strict=True):
+        assert a["score"] == pytest.approx(b["score"], abs=1e-5)
+
+
+def test_query_by_image_and_explicit_server_url(live, tmp_path):
+    query = live.photos / "blue" / "blue 3.png"
+    rows, torch_loaded = run_query(
+        "--image", str(query), "-k", "2", "--server", live.url, cwd=tmp_path
+    )
+    assert not torch_loaded
+    assert rows[0]["path"] == str(query) and rows[0]["score"] == pytest.approx(1.0, abs=2e-3)
+
+
+def test_a_stale_server_file_is_ignored(live, tmp_path):
+    copy = tmp_path / "index"
+    shutil.copytree(live.index_dir, copy, ignore=shutil.ignore_patterns(SERVER_FILE))
+    assert find_server(copy) is None  # no file
+    (copy / SERVER_FILE).write_text("{not json")
+    assert find_server(copy) is None
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], text=True, capture_output=True
+    ).stdout.strip()
+    write_info(copy, ServerInfo(live.url, int(dead), str(copy), "2020-01-01T00:00:00+00:00"))
+    assert find_server(copy) is None  # its process is gone
+    # Alive (this test's pid) but nothing listens at the URL any more.
+    closed = "http://127.0.0.1:9"
+    write_info(copy, ServerInfo(closed, os.getpid(), str(copy), "2020-01-01T00:00:00+00:00"))
+    assert find_server(copy) is None
+    # A live server, but for another index: not used for this one.
+    write_info(copy, ServerInfo(live.url, os.getpid(), str(copy), "2020-01-01T00:00:00+00:00"))
+    assert find_server(copy) is None
+    assert find_server(live.index_dir) is not None
+    with pytest.raises(ClipsearchError, match="serves"):  # --server URL --index OTHER
+        find_server(copy, live.url, index_given=True)
+    assert find_server(copy, live.url, index_given=False).index == str(live.index_dir)
+    rows, torch_loaded = run_query("a photo", "-k", "3", "--index", str(copy))
+    assert torch_loaded and len(rows) == 3  # searched locally, quietly
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../../../../../../etc/passwd",
+        "/api/images/../../../../../../etc/passwd",
+        "/api/images/1/../../../../../../etc/passwd",
+        "/static/..%2f..%2f..%2f..%2f..%2fetc%2fpasswd",
+        "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
+        "//etc/passwd",
+        "/static//etc/passwd",
+        "/static/../server/engine.py",
+        "/api/images/1/file%00.png",
+    ],
+)
+def test_raw_traversal_requests_get_no_file(live, path):
+    status, body = live.raw(path)
+    assert 400 <= status < 500, (path, status)
+    assert b"root:" not in body and b"import" not in body
+
+
+def test_the_live_server_refuses_foreign_host_names(live):
+    status, body = live.raw("/api/info", host="attacker.example:8000")
+    assert status == 400 and json.loads(body)["error"].startswith("host ")
+    assert live.raw("/api/info", host="localhost")[0] == 200
+
+
+# -- the page in a real browser ---------------------------------------------------------------
+
+
+def _browser_or_skip():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return sync_playwright
+
+
+def _wait(page, script: str, timeout: float = 20.0) -> None:
+    """Poll a JavaScript condition (page.wait_for_function would eval, which the CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(script):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")
+
+
+THUMBNAILS_LOADED = """() => {
+  const images = Array.from(document.querySelectorAll('.card img'));
+  return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0);
+}"""
+
+
+def test_the_page_in_headless_chromium(live, tmp_path):
+    sync_playwright = _browser_or_skip()
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
+            page.on("pageerror", lambda e: problems.append(str(e)))
+            page.goto(f"{live.url}/")
+            _wait(page, "() => document.querySelector('#info').textContent.includes('12 images')")
+
+            page.fill("#q", "a red photo")
+            page.press("#q", "Enter")
+            _wait(page, "() => document.querySelectorAll('.card').length === 12")
+            _wait(page, THUMBNAILS_LOADED)
+            assert "12 results" in page.text_content("#status")
+
+            third = page.locator(".card").nth(2)
+            like_id = third.get_attribute("data-id")
+            third.locator(".like").click()
+            _wait(page, f"() => document.querySelector('.card')?.dataset.id === '{like_id}'")
+            assert page.text_content(".card .score") == "1.000"
+            assert page.is_visible("#query-image") and "like=" in page.url
+            _wait(page, THUMBNAILS_LOADED)
+            shot = tmp_path / "serve-page.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"\nscreenshot: {shot}")
+
+            page.locator(".card .thumb").first.click()
+            _wait(page, "() => document.querySelector('#viewer').open")
+            _wait(page, "() => document.querySelector('#viewer-img').naturalWidth > 0")
+            page.click("#viewer-close")
+
+            upload = live.photos / "green" / "green 1.png"
+            page.set_input_files("#file", str(upload))
+            _wait(
+                page, "() => document.querySelector('.card .name')?.title.endsWith('green 1.png')"
+            )
+            page.fill("#where", "width >")
+            page.press("#where", "Enter")
+            _wait(page, "() => document.querySelector('#status').classList.contains('error')")
+            assert "invalid where" in page.text_content("#status")
+        finally:
+            browser.close()
+    unexpected = [p for p in problems if "400 (Bad Request)" not in p]  # the bad filter above
+    assert unexpected == []
+
+
+def test_stopping_the_server_removes_server_json(live):
+    live.process.send_signal(signal.SIGTERM)
+    assert live.process.wait(timeout=30) == 0
+    assert not (live.index_dir / SERVER_FILE).exists()

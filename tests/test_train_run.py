@@ -1,0 +1,234 @@
+"""Whole runs on small real data: resume is exact, 2-process DDP matches 1 process, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from clipsearch.checkpoint import WEIGHTS_NAME
+from clipsearch.errors import ClipsearchError
+from clipsearch.model import Model
+from clipsearch.train import load_config, train
+from clipsearch.train.report import read_metrics
+
+from .conftest import REPO
+from .test_train_data import write_class_parquet
+
+RECIPE = """
+name = "tiny-test"
+[data]
+path = "train.parquet"
+label_column = "label_name"
+templates = ["a photo of a {{}}.", "a {{}} square."]
+workers = {workers}
+[model]
+arch = "clipsearch-tiny"
+image_size = 16
+[optim]
+steps = {steps}
+batch_size = 8
+accum = {accum}
+lr = 1e-3
+warmup = 2
+seed = 3
+[eval]
+data.path = "test.parquet"
+data.label_column = "label_name"
+templates = "simple"
+every = {eval_every}
+[output]
+log_every = 1
+save_every = 100
+plots = {plots}
+"""
+
+
+def write_recipe(tmp_path: Path, steps=6, accum=1, workers=0, eval_every=0, plots="false") -> Path:
+    write_class_parquet(tmp_path / "train.parquet", 24)
+    write_class_parquet(tmp_path / "test.parquet", 9)
+    recipe = tmp_path / "recipe.toml"
+    text = RECIPE.format(
+        steps=steps, accum=accum, workers=workers, eval_every=eval_every, plots=plots
+    )
+    recipe.write_text(text)
+    return recipe
+
+
+def losses(directory: Path) -> list[float]:
+    return [r["loss"] for r in read_metrics(directory / "metrics.jsonl") if r["kind"] == "train"]
+
+
+def weights(directory: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(directory / WEIGHTS_NAME))
+
+
+def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
+    recipe = write_recipe(tmp_path, steps=4, eval_every=2)
+    whole = train(load_config(recipe, out=tmp_path / "whole"))
+    assert whole.step == 4 and "zeroshot_top1" in whole.metrics
+
+    part = load_config(recipe, out=tmp_path / "part")
+    assert train(part, stop_after=2).step == 2
+    assert len(losses(tmp_path / "part")) == 2
+    with pytest.raises(ClipsearchError, match="already holds a run"):
+        train(part)
+    changed = load_config(recipe, ["optim.lr=0.1"], out=tmp_path / "part")
+    with pytest.raises(ClipsearchError, match=r"optim\.lr"):
+        train(changed, resume=True)
+    resumed = train(part, resume=True)
+    assert resumed.step == 4
+
+    assert losses(tmp_path / "part") == pytest.approx(losses(tmp_path / "whole"), abs=1e-6)
+    assert len(set(losses(tmp_path / "whole"))) == 4  # it does train
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "part")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-6, rtol=0, msg=name)
+    assert resumed.metrics == pytest.approx(whole.metrics)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ddp_step_grads(rank: int, world: int) -> dict[str, torch.Tensor]:
+    """Gradients of one accumulated step on this rank's share of a fixed global batch of 8."""
+    from contextlib import nullcontext
+
+    from clipsearch.train.config import ModelConfig
+    from clipsearch.train.model import build_model
+    from clipsearch.train.step import contrastive_step
+
+    torch.manual_seed(0)
+    built = build_model(ModelConfig(arch="clipsearch-tiny", image_size=16))
+    module = built.module
+    module.output_dict = True
+    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    words = ["cat", "dog", "cat", "ship", "frog", "dog", "car", "cat"]
+    texts = built.tokenizer([f"a photo of a {w}." for w in words])
+    keys = torch.tensor([sorted(set(words)).index(w) for w in words])
+    mine = slice(rank * 8 // world, (rank + 1) * 8 // world)
+    model = torch.nn.parallel.DistributedDataParallel(module) if world > 1 else module
+    batch = {"images": images[mine], "texts": texts[mine], "keys": keys[mine]}
+    contrastive_step(
+        model,
+        module,
+        batch,
+        accum=2,
+        kind="clip",
+        use_keys=True,
+        world=world,
+        autocast=nullcontext,
+        backward=lambda loss: loss.backward(),
+    )
+    return {n: p.grad for n, p in module.named_parameters()}
+
+
+DDP_WORKER = """
+import sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from clipsearch.distributed import join
+from clipsearch.train import load_config, train
+from tests.test_train_run import ddp_step_grads
+
+group = join()
+grads = ddp_step_grads(group.rank, group.world)
+if group.is_main:
+    torch.save(grads, sys.argv[4])
+train(load_config(sys.argv[2], out=sys.argv[3]))
+"""
+
+
+def test_two_process_ddp_matches_one_process(tmp_path):
+    recipe = write_recipe(tmp_path, steps=3, accum=2)
+    port = str(_free_port())
+    procs = []
+    for rank in range(2):
+        env = {
+            **os.environ,
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": port,
+            "OMP_NUM_THREADS": "1",
+        }
+        args = [str(REPO), str(recipe), str(tmp_path / "ddp"), str(tmp_path / "grads.pt")]
+        command = [sys.executable, "-c", DDP_WORKER, *args]
+        procs.append(
+            subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        )
+    single_grads = ddp_step_grads(0, 1)
+    single = train(load_config(recipe, out=tmp_path / "single"))
+    outputs = [p.communicate(timeout=180)[0].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "on 2 process(es)" in outputs[0]
+
+    # the gradient itself (not only Adam's scale-free update): features gathered with grad
+    ddp_grads = torch.load(tmp_path / "grads.pt")
+    for name, grad in single_grads.items():
+        torch.testing.assert_close(ddp_grads[name], grad, atol=1e-6, rtol=1e-4, msg=name)
+    # whole runs: the same losses and weights
+    assert single.step == 3
+    assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "single"), abs=1e-5)
+    a, b = weights(tmp_path / "single"), weights(tmp_path / "ddp")
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_cli_train_then_eval_end_to_end(tmp_path):
+    recipe = write_recipe(tmp_path, steps=4, workers=1, plots="true")
+    out = tmp_path / "run"
+    command = [sys.executable, "-m", "clipsearch.train", str(recipe), "--out", str(out), "--json"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    facts = json.loads(result.stdout)
+    assert facts["step"] == 4 and 0 <= facts["metrics"]["zeroshot_top1"] <= 100
+    assert "step 4/4" in result.stderr and "samples/s" in result.stderr
+
+    records = read_metrics(out / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2, 3, 4]
+    assert any(r["kind"] == "eval" and "zeroshot_top5" in r for r in records)
+    for png in ("curves.png", "predictions.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = Model.load(str(out))
+    emb = model.embed_texts(["a photo of a red."])
+    np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+    bad = subprocess.run([*command, "--set", "optim.lrr=1"], capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "error: unknown recipe key 'optim.lrr'; did you mean optim.lr?"
+
+    import typer
+    from typer.testing import CliRunner
+
+    from clipsearch.cli.train import evaluate
+
+    app = typer.Typer()
+    app.command("eval")(evaluate)
+    app.command("unused")(lambda: None)
+    args = [
+        "eval",
+        "--model",
+        str(out),
+        "--data",
+        str(tmp_path / "test.parquet"),
+        "--workers",
+        "0",
+        "--json",
+    ]
+    ran = CliRunner().invoke(app, args)
+    assert ran.exit_code == 0, ran.output
+    metrics = json.loads(ran.stdout)
+    assert metrics["eval_images"] == 9 and 0 <= metrics["zeroshot_top1"] <= 100
