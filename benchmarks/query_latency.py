@@ -17,64 +17,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-import numpy as np
-
-from clipsearch import catalog, vectors
-from clipsearch.manifest import Manifest, commit_manifest
-
-
-def clustered_unit_vectors(n: int, dim: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    centers = rng.standard_normal((max(8, n // 500), dim)).astype(np.float32)
-    data = centers[rng.integers(0, len(centers), n)] + 0.6 * rng.standard_normal((n, dim)).astype(
-        np.float32
-    )
-    return data / np.linalg.norm(data, axis=1, keepdims=True)
-
-
-def fabricate_index(directory: Path, n: int, identity: dict) -> None:
-    dim = int(identity["dim"])
-    embeddings = clustered_unit_vectors(n, dim)
-    schema = catalog.catalog_schema(dim, "float16")
-    now = datetime.now(timezone.utc)
-    parts = []
-    for start in range(0, n, 50_000):
-        stop = min(n, start + 50_000)
-        rows = [
-            {
-                "id": i,
-                "path": f"/photos/{i // 1000:03d}/img_{i:06d}.jpg",
-                "size": 1_000_000 + i,
-                "mtime_ns": 1_600_000_000_000_000_000 + i,
-                "content_hash": f"{i:032x}",
-                "width": 4000,
-                "height": 3000,
-                "format": "JPEG",
-                "taken_at": None,
-                "indexed_at": now,
-            }
-            for i in range(start, stop)
-        ]
-        table = catalog.rows_to_table(rows, embeddings[start:stop], schema)
-        path = catalog.write_table(directory / catalog.CATALOG_DIR, "part", table)
-        parts.append(path.relative_to(directory).as_posix())
-    index, info = vectors.build(np.arange(n, dtype=np.int64), embeddings)
-    (directory / "vectors").mkdir(exist_ok=True)
-    vectors.save(index, directory / "vectors" / "index-000001.faiss")
-    manifest = Manifest(
-        model=identity,
-        embedding_dim=dim,
-        embedding_dtype="float16",
-        snapshot=1,
-        next_id=n,
-        counts={"images": n, "errors": 0},
-        catalog=parts,
-    )
-    manifest.vector_index = {"file": "vectors/index-000001.faiss", **info.__dict__}
-    commit_manifest(directory, manifest)
+from synthetic_index import make_index
 
 
 def wall(command: list[str], repeats: int) -> float:
@@ -100,8 +45,7 @@ def main() -> None:
     load_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "index"
-        directory.mkdir()
-        fabricate_index(directory, args.n, model.identity)
+        make_index(directory, args.n, args.model)
         cli = str(Path(sys.executable).with_name("clipsearch"))
         query = [cli, "query", "a photo of a dog", "--index", str(directory)]
         cold = wall(query, args.repeats)

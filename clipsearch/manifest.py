@@ -67,6 +67,15 @@ def read_manifest(index_dir: Path) -> Manifest | None:
     return Manifest(**{k: v for k, v in data.items() if k in known})
 
 
+def indexed_model_spec(index_dir: Path) -> str | None:
+    """The model spec an index was built with; None when there is no readable index there."""
+    try:
+        manifest = read_manifest(index_dir)
+    except ClipsearchError:
+        return None
+    return manifest.model_spec if manifest else None
+
+
 def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
     """Atomically make ``manifest`` the current snapshot (durable once this returns)."""
     manifest.updated_at = utc_now()

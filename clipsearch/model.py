@@ -88,8 +88,8 @@ class Model:
         """
         if not isinstance(spec, ModelSpec):
             spec = parse_spec(spec or default_model_spec())
-        torch_device = _resolve_device(device)
-        precision = _resolve_precision(precision, torch_device)
+        torch_device = resolve_device(device)
+        precision = resolve_precision(precision, torch_device)
         cache = str(cache_dir) if cache_dir else None
         architectures.register()
         with _quiet_open_clip_logs():
@@ -192,7 +192,8 @@ def _normalized_numpy(features: torch.Tensor) -> np.ndarray:
     return features.cpu().numpy()
 
 
-def _resolve_device(device: str) -> torch.device:
+def resolve_device(device: str) -> torch.device:
+    """auto → CUDA when available, else CPU; a CUDA device that is not there is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -204,7 +205,8 @@ def _resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def _resolve_precision(precision: str, device: torch.device) -> str:
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto → bf16 (or fp16) on GPU, fp32 on CPU."""
     if precision == "auto":
         if device.type != "cuda":
             return "fp32"

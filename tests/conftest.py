@@ -28,7 +28,9 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
-def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None):
+def run_cli(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 300
+):
     """Run the real console entry point in a subprocess, as a user would."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
@@ -37,5 +39,5 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict[str, str] | None = No
         env=full_env,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )

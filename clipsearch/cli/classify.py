@@ -81,6 +81,11 @@ def classify(
     template_list = zs.resolve_templates(templates)
     failures: list[tuple[str, str]] = []
     if paths:
+        if model is None:  # like the index's own queries: the model of the index, if any
+            from clipsearch.manifest import indexed_model_spec
+            from clipsearch.settings import resolve_index_dir
+
+            model = indexed_model_spec(resolve_index_dir(index))
         predictions, failures = _classify_files(
             paths, label_list, template_list, top, model, workers, batch_size, device, cache_dir
         )

@@ -178,16 +178,8 @@ def _image_to_text(
     if text or not image or len(image) != 1:
         raise ClipsearchError("--texts ranks texts against one --image (and takes no TEXT)")
     if model is None and Path(texts).is_file():
-        model = _index_model_spec(index)  # a plain FILE is embedded with the index's model
+        from clipsearch.manifest import indexed_model_spec
+
+        model = indexed_model_spec(resolve_index_dir(index))  # FILE: the index's model
     rows = rank_image_against_texts(image[0], texts, model, k, device, cache_dir)
     print_text_hits(rows, as_json)
-
-
-def _index_model_spec(index: str | None) -> str | None:
-    from clipsearch.manifest import read_manifest
-
-    try:
-        manifest = read_manifest(resolve_index_dir(index))
-    except ClipsearchError:
-        return None
-    return manifest.model_spec if manifest else None

@@ -21,6 +21,7 @@ import torch
 
 from clipsearch.distributed import Group, join
 from clipsearch.errors import ClipsearchError
+from clipsearch.model import resolve_device, resolve_precision
 from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, to_dict
 from clipsearch.train.data import Collate, PairDataset, StepSampler, train_loader, train_transform
@@ -96,7 +97,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     out = Path(cfg.output.dir)
     state = _resume_state(out, cfg) if resume else _check_fresh(out)
     device = _device(cfg.optim.device, group)
-    precision = _precision(cfg.optim.precision, device)
+    precision = resolve_precision(cfg.optim.precision, device)
     torch.manual_seed(cfg.optim.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork DataLoader workers
 
@@ -262,25 +263,10 @@ def _flat(table: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _device(name: str, group: Group) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ClipsearchError(f"optim.device = {name!r} but CUDA is not available")
-        if group.world > 1:
-            device = torch.device("cuda", group.local_rank)
+    device = resolve_device(name)
+    if device.type == "cuda" and group.world > 1:
+        device = torch.device("cuda", group.local_rank)  # one GPU per torchrun rank
     return device
-
-
-def _precision(name: str, device: torch.device) -> str:
-    if name == "auto":
-        if device.type != "cuda":
-            return "fp32"
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if name not in ("fp32", "bf16", "fp16"):
-        raise ClipsearchError(f"optim.precision = {name!r}: use auto, fp32, bf16 or fp16")
-    return name
 
 
 def _autocast(precision: str, device: torch.device):
