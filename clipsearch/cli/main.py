@@ -49,8 +49,13 @@ def _root(
 
 def main() -> None:
     """Console entry point: user errors become ``error: ...`` and a non-zero exit, no traceback."""
+    run(app)
+
+
+def run(typer_app: typer.Typer) -> None:
+    """Run a typer app with clipsearch's error handling (also for ``-m clipsearch.train``)."""
     try:
-        app()
+        typer_app()
     except ClipsearchError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(exc.exit_code)

@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, JsonOpt, ModelOpt
-from clipsearch.errors import ClipsearchError
 
 
 def train(
@@ -132,13 +130,8 @@ def evaluate(
 
 def standalone() -> None:
     """``python -m clipsearch.train``: the train command alone (what torchrun launches)."""
+    from clipsearch.cli.main import run
+
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(train)
-    try:
-        app()
-    except ClipsearchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+    run(app)
