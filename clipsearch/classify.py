@@ -142,9 +142,10 @@ def classify_index(
     classifier = load_classifier(
         index.manifest.model, labels, resolve_templates(templates), lambda: index.model
     )
-    ids, embeddings = index.snapshot.embeddings()
-    paths = index.snapshot.rows(ids.tolist(), ["path"])
-    return classifier.predict([paths[i]["path"] for i in ids.tolist()], embeddings, top, ids)
+    table = index.snapshot.table(["id", "path", "embedding"])  # one pass over the catalog
+    embeddings = index.snapshot.embeddings_of(table)
+    ids = table.column("id").to_numpy()
+    return classifier.predict(table.column("path").to_pylist(), embeddings, top, ids)
 
 
 def classify_files(

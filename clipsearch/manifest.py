@@ -8,14 +8,13 @@ one, never a mix. See indexes/README.md for the format.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.storage import write_json_atomic
+from clipsearch.storage import read_json_object, write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -47,13 +46,9 @@ class Manifest:
 
 def read_manifest(index_dir: Path) -> Manifest | None:
     """The committed manifest of ``index_dir``, or None when no snapshot was ever committed."""
-    path = index_dir / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    data = read_json_object(index_dir / MANIFEST_NAME, "index manifest")
+    if data is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise ClipsearchError(f"cannot read index manifest {path}: {exc}") from None
     kind = data.get("kind", "images")
     if kind != "images":
         raise ClipsearchError(f"{index_dir} holds {kind}, not an image index")

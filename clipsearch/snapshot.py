@@ -112,24 +112,31 @@ class Snapshot:
         return found[0][0] if found else None
 
     def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, float32 embeddings) of the given rows, or of every row (read with pyarrow)."""
+        """(ids, float32 embeddings) of the given rows, or of every row."""
+        table = self.table(["id", "embedding"], ids)
+        return table.column("id").to_numpy(), self.embeddings_of(table)
+
+    def embeddings_of(self, table: Any) -> np.ndarray:
+        from clipsearch.catalog import embeddings_of
+
+        return embeddings_of(table).reshape(-1, self.manifest.embedding_dim)
+
+    def table(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> Any:
+        """Catalog columns as one pyarrow table (bulk reads: faster than DuckDB round trips)."""
         import pyarrow as pa
         import pyarrow.compute as pc
 
-        from clipsearch.catalog import catalog_schema, embeddings_of, read_tables
+        from clipsearch.catalog import catalog_schema, read_tables
 
         def read() -> Any:
             manifest = self.manifest
             schema = catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
-            table = read_tables(self.index_dir, manifest.catalog, ["id", "embedding"], schema)
+            table = read_tables(self.index_dir, manifest.catalog, list(columns), schema)
             if ids is not None:
                 table = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
             return table
 
-        table = self._read(read)
-        return table.column("id").to_numpy(), embeddings_of(table).reshape(
-            -1, self.manifest.embedding_dim
-        )
+        return self._read(read)
 
     def _check_columns(self, names: Sequence[str]) -> None:
         known = set(self.columns())

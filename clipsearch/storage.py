@@ -30,6 +30,19 @@ def write_json_atomic(path: Path, data: Any) -> None:
     fsync_dir(path.parent)
 
 
+def read_json_object(path: Path, what: str = "manifest") -> dict[str, Any] | None:
+    """A committed JSON object, or None when there is none; anything unreadable is an error."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    except (OSError, ValueError) as exc:
+        raise ClipsearchError(f"cannot read {what} {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ClipsearchError(f"cannot read {what} {path}: not a JSON object")
+    return data
+
+
 def fsync_file(path: Path) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())

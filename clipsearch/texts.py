@@ -24,7 +24,6 @@ deleted.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import time
 import uuid
@@ -41,7 +40,13 @@ from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
-from clipsearch.storage import LOCK_NAME, fsync_file, write_json_atomic, writer_lock
+from clipsearch.storage import (
+    LOCK_NAME,
+    fsync_file,
+    read_json_object,
+    write_json_atomic,
+    writer_lock,
+)
 
 if TYPE_CHECKING:
     import faiss
@@ -302,14 +307,9 @@ def read_text_manifest(directory: Path) -> TextManifest | None:
     A directory holding something else (an image index) is an error that says so.
     """
     path = directory / MANIFEST_NAME
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError):
+    data = read_json_object(path)
+    if data is None:
         return None
-    except (OSError, ValueError) as exc:
-        raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ClipsearchError(f"cannot read manifest {path}: not a JSON object")
     kind = data.get("kind", "images")
     if kind != KIND:
         what = "an image index" if kind == "images" else f"a {kind!r} collection"
