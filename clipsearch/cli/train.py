@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, JsonOpt, ModelOpt
+from clipsearch.errors import ClipsearchError
 
 
 def train(
@@ -84,6 +85,15 @@ def evaluate(
         str, typer.Option(help="Zero-shot prompt set: default (80), simple (7), photo (12).")
     ] = "default",
     limit: Annotated[int, typer.Option(min=0, help="Evaluate the first N images (0: all).")] = 0,
+    queries: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of free-text queries with the class each should find (columns: "
+            "query,label); reports each one's precision@K on the labelled images.",
+            show_default=False,
+        ),
+    ] = None,
+    k: Annotated[int, typer.Option("--k", min=1, help="K of the queries' precision@K.")] = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes.")] = 2,
     device: DeviceOpt = "auto",
@@ -108,6 +118,7 @@ def evaluate(
         limit=limit,
     )
     source = load_source(source_cfg)
+    query_list = read_queries(queries, source.classes) if queries else []
     loaded = Model.load(model, device=device, cache_dir=cache_dir)
     result = run(
         source,
@@ -118,14 +129,43 @@ def evaluate(
         batch_size,
         workers,
         examples=0,
+        queries=query_list,
+        k=k,
     )
     metrics = {"model": str(loaded.spec), "data": str(data), **result.metrics}
+    per_query = [
+        {"query": text, "label": label, f"precision_at_{k}": precision}
+        for (text, label), precision in zip(query_list, result.query_precision, strict=True)
+    ]
     if as_json:
-        print(json.dumps(metrics, indent=2))
+        print(json.dumps({**metrics, "queries": per_query} if queries else metrics, indent=2))
         return
     for name, value in metrics.items():
         shown = f"{value:.2f}" if isinstance(value, float) else value
-        print(f"{name:>20}  {shown}")
+        print(f"{name:>24}  {shown}")
+    for row in per_query:
+        print(f"{row[f'precision_at_{k}']:6.1f}%  {row['query']}  ({row['label']})")
+
+
+def read_queries(path: Path, classes: list[str] | None) -> list[tuple[str, str]]:
+    """(query, class name) rows of a CSV with columns query,label; labels must be classes."""
+    import csv
+
+    if not classes:
+        raise ClipsearchError("--queries needs labelled images (a class-name column)")
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = [(row["query"].strip(), row["label"].strip()) for row in csv.DictReader(f)]
+    except OSError as exc:
+        raise ClipsearchError(f"cannot read --queries {path}: {exc.strerror}") from None
+    except (KeyError, AttributeError):
+        raise ClipsearchError(f"--queries {path}: needs the columns query,label") from None
+    unknown = sorted({label for _, label in rows} - set(classes))
+    if unknown:
+        raise ClipsearchError(f"--queries {path}: labels not among the classes: {unknown}")
+    if not rows:
+        raise ClipsearchError(f"--queries {path}: no queries")
+    return rows
 
 
 def standalone() -> None:

@@ -9,6 +9,7 @@ resumed run sees exactly the batches it would have seen.
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -162,6 +163,9 @@ class StepSampler:
 def _worker_init(_: int) -> None:
     # Workers decode one image at a time: extra intra-op threads only oversubscribe the CPU.
     torch.set_num_threads(1)
+    # On a CPU-bound run they would pre-empt the training threads, which wait on each other at
+    # every parallel region; at low priority they fill idle time instead (as the indexer's).
+    os.nice(19)
 
 
 def train_loader(dataset: PairDataset, sampler: StepSampler, collate: Collate, workers: int):

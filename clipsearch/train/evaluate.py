@@ -27,6 +27,8 @@ class EvalResult:
     metrics: dict[str, float]
     # A few examples for the predictions grid: (image index, truth, prediction).
     examples: list[tuple[int, str, str]] = field(default_factory=list)
+    # Precision@k (in %) of each free-text query, in the order given (see query_precision).
+    query_precision: list[float] = field(default_factory=list)
 
 
 def embed_source(
@@ -73,6 +75,16 @@ def retrieval(
     return metrics, image_rank[:, 0]
 
 
+def query_precision(
+    image_emb: np.ndarray, labels: np.ndarray, query_emb: np.ndarray, targets: np.ndarray, k: int
+) -> np.ndarray:
+    """Per query: the share of its ``k`` nearest images whose label is the query's target
+    class (how well words never seen in training find the right pictures)."""
+    k = min(k, len(image_emb))
+    top = np.argpartition(-(query_emb @ image_emb.T), k - 1, axis=1)[:, :k]
+    return (labels[top] == targets[:, None]).mean(axis=1)
+
+
 def evaluate(
     source: Source,
     preprocess: Callable,
@@ -82,8 +94,11 @@ def evaluate(
     batch_size: int = 256,
     workers: int = 0,
     examples: int = 16,
+    queries: Sequence[tuple[str, str]] = (),
+    k: int = 20,
 ) -> EvalResult:
-    """Zero-shot metrics when the source has labels, retrieval when it has captions."""
+    """Zero-shot metrics when the source has labels, retrieval when it has captions;
+    precision@k of ``queries`` ((text, class name) pairs) on a labelled source."""
     image_emb = embed_source(source, preprocess, embed_pixels, batch_size, workers)
     result = EvalResult({"eval_images": float(len(source))})
     shown = _spread(len(source), examples)
@@ -94,6 +109,12 @@ def evaluate(
         result.examples = [
             (i, source.classes[source.labels[i]], source.classes[predicted[i]]) for i in shown
         ]
+        if queries:
+            targets = np.array([source.classes.index(label) for _, label in queries])
+            query_emb = _normalized(embed_texts([text for text, _ in queries]))
+            precision = query_precision(image_emb, source.labels, query_emb, targets, k)
+            result.query_precision = [float(p * 100) for p in precision]
+            result.metrics[f"query_precision_at_{k}"] = float(precision.mean() * 100)
     if source.captions is not None:
         texts = [c for caps in source.captions for c in caps]
         text_image = np.repeat(np.arange(len(source)), [len(c) for c in source.captions])

@@ -102,7 +102,9 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork DataLoader workers
 
     built = build_model(cfg.model, cfg.loss.kind, cfg.loss.init_temperature)
-    module = built.module.to(device)
+    # Convolutions run ~1.5x faster in channels-last (oneDNN on CPU, tensor cores on GPU);
+    # it only touches 4-d weights, so transformer towers are unaffected.
+    module = built.module.to(device, memory_format=torch.channels_last)
     module.output_dict = True
     source = load_source(cfg.data)
     eval_source = load_source(cfg.eval.data) if cfg.eval.data.path else None

@@ -21,10 +21,17 @@ Features = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]
 
 
 def forward(model: Any, images: torch.Tensor, texts: torch.Tensor, autocast: Callable) -> Features:
-    """Normalized image and text features, exp(logit_scale) and the logit bias (or None)."""
+    """Normalized image and text features, exp(logit_scale) and the logit bias (or None).
+
+    Each distinct caption is encoded once: class-prompt batches repeat a few dozen captions
+    hundreds of times, and the text tower (a pretrained language model above all) would
+    otherwise cost as much as the image tower. Indexing back carries the gradient to all.
+    """
+    unique, inverse = torch.unique(texts, dim=0, return_inverse=True)
     with autocast():
-        out = model(images, texts)
-    return out["image_features"], out["text_features"], out["logit_scale"], out.get("logit_bias")
+        out = model(images, unique)
+    text_features = out["text_features"][inverse]
+    return out["image_features"], text_features, out["logit_scale"], out.get("logit_bias")
 
 
 def contrastive_step(
