@@ -27,8 +27,8 @@ def _conv_bn(c_in: int, c_out: int) -> list[nn.Module]:
 
 def _stage(c_in: int, c_out: int) -> nn.Sequential:
     """conv, 2x2 max-pool, conv: one halving of resolution."""
-    first = _conv_bn(c_in, c_out)
-    return nn.Sequential(*first[:1], nn.MaxPool2d(2), *first[1:], *_conv_bn(c_out, c_out))
+    conv, norm, act = _conv_bn(c_in, c_out)
+    return nn.Sequential(conv, nn.MaxPool2d(2), norm, act, *_conv_bn(c_out, c_out))
 
 
 class ConvNet(nn.Module):
