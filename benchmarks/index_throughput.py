@@ -27,12 +27,16 @@ import tempfile
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
-import torch
-from PIL import Image
+from clipsearch.settings import let_decoders_share_cores
 
-from clipsearch.indexer import IndexOptions, default_workers, update_index
-from clipsearch.model import Model
+let_decoders_share_cores()  # as `clipsearch index` does, before torch and faiss load
+
+import pyarrow.parquet as pq  # noqa: E402
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from clipsearch.indexer import IndexOptions, default_workers, update_index  # noqa: E402
+from clipsearch.model import Model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 CACHE = Path(tempfile.gettempdir()) / "clipsearch-bench"
@@ -157,13 +161,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[2, default_workers()])
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-noop", action="store_true")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"needs the real data in {SHARED}")
-    print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}")
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, OpenMP wait {policy}")
     if not args.skip_throughput:
         throughput(args)
     if not args.skip_noop:

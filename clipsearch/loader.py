@@ -8,6 +8,7 @@ be decoded comes back as a ``FailedFile`` with its reason instead of stopping th
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -92,13 +93,17 @@ def decoded_batches(
     pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches in the order of ``entries``; ``workers=0`` decodes in this process."""
-    loader = DataLoader(
-        _Files(entries, preprocess, min_side, max_pixels),
-        batch_size=batch_size,
-        num_workers=workers,
-        collate_fn=_collate,
-        pin_memory=pin_memory,
-        prefetch_factor=4 if workers else None,
-        worker_init_fn=_lower_priority,
-    )
-    yield from loader
+    with warnings.catch_warnings():
+        # torch warns when workers outnumber cores: ours do so on purpose, at low priority.
+        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
+        loader = DataLoader(
+            _Files(entries, preprocess, min_side, max_pixels),
+            batch_size=batch_size,
+            num_workers=workers,
+            collate_fn=_collate,
+            pin_memory=pin_memory,
+            prefetch_factor=4 if workers else None,
+            worker_init_fn=_lower_priority,
+        )
+        batches = iter(loader)  # the workers start (and torch checks their number) here
+    yield from batches

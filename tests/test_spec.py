@@ -1,9 +1,10 @@
+import os
 from pathlib import Path
 
 import pytest
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.settings import resolve_index_dir
+from clipsearch.settings import let_decoders_share_cores, resolve_index_dir
 from clipsearch.spec import parse_spec
 
 
@@ -73,3 +74,12 @@ def test_index_dir_resolution(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPSEARCH_INDEX", "/data/idx")
     assert resolve_index_dir() == Path("/data/idx")
     assert resolve_index_dir("named") == tmp_path / "indexes" / "named"
+
+
+def test_index_lets_decoders_share_cores_unless_the_user_chose(monkeypatch):
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    let_decoders_share_cores()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    let_decoders_share_cores()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

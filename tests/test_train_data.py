@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import tarfile
 from pathlib import Path
@@ -212,6 +213,22 @@ def test_augmentation_is_seeded_by_epoch_and_index(tmp_path):
     torch.manual_seed(123)  # the global RNG plays no part
     assert torch.equal(a, dataset[(0, 2)][0]) and torch.equal(a, b)
     assert not torch.equal(a, dataset[(1, 2)][0])  # another epoch, another crop
+
+
+def test_translate_shifts_without_resizing():
+    # A 16-px ramp: a shift keeps every column's values (no resampling blur), moved by <= 3.
+    ramp = np.tile(np.arange(0, 160, 10, dtype=np.uint8), (16, 1))
+    image = Image.fromarray(np.stack([ramp] * 3, axis=-1))
+    transform = train_transform(16, (0, 0, 0), (1, 1, 1), flip=False, translate=3)
+    shifts = set()
+    for seed in range(40):
+        torch.manual_seed(seed)
+        row = (transform(image)[0, 8] * 255).round().int().tolist()
+        assert set(row) <= set(range(0, 160, 10))
+        inside = row[3:-3]
+        shifts.add(inside[0] - 30)
+        assert all(b - a == 10 for a, b in itertools.pairwise(inside))
+    assert shifts == {-30, -20, -10, 0, 10, 20, 30}  # every shift of up to 3 px, both ways
 
 
 def test_step_sampler_splits_each_global_batch_across_ranks():

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
+import io
 
-from clipsearch.train.evaluate import query_precision, retrieval, zero_shot
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from clipsearch.train.config import SourceConfig
+from clipsearch.train.evaluate import embed_source, query_precision, retrieval, zero_shot
+from clipsearch.train.sources import load_source
 
 
 def unit(rows: list[list[float]]) -> np.ndarray:
@@ -47,3 +55,29 @@ def test_query_precision_is_the_share_of_the_right_class_in_the_top_k():
     np.testing.assert_allclose(wrong, [1.0, 0.0])
     wide = query_precision(images, labels, queries[:1], np.array([1]), k=20)
     np.testing.assert_allclose(wide, [0.5])
+
+
+def test_flip_averages_an_image_with_its_mirror(tmp_path):
+    # Two PNGs, the second the mirror image of the first; a fixed random projection as model.
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)
+    blobs = []
+    for array in (pixels, pixels[:, ::-1]):
+        buf = io.BytesIO()
+        Image.fromarray(np.ascontiguousarray(array)).save(buf, "PNG")
+        blobs.append(buf.getvalue())
+    pq.write_table(pa.table({"image": blobs, "label_name": ["a", "b"]}), tmp_path / "m.parquet")
+    source = load_source(SourceConfig(path=str(tmp_path / "m.parquet")))
+    projection = torch.from_numpy(rng.standard_normal((8 * 8 * 3, 16)).astype(np.float32))
+
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 255
+
+    def embed(batch: torch.Tensor) -> np.ndarray:
+        return (batch.flatten(1) @ projection).numpy()
+
+    plain = embed_source(source, to_tensor, embed, batch_size=2, workers=0)
+    assert plain[0] @ plain[1] < 0.9  # the projection tells the two apart ...
+    both = embed_source(source, to_tensor, embed, batch_size=2, workers=0, flip=True)
+    np.testing.assert_allclose(both[0], both[1], atol=1e-5)  # ... the flip average does not
+    np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)

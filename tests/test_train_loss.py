@@ -66,6 +66,24 @@ def test_multi_positive_targets_3x3_by_hand():
     assert distinct.item() == pytest.approx(clip_loss(image, text, scale).item(), abs=1e-6)
 
 
+def test_label_smoothing_spreads_target_mass_over_the_batch():
+    image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    text = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    scale = torch.tensor(2.0)
+    rows = [[1.2, 0.0], [1.6, 2.0]]
+    cols = [[1.2, 1.6], [0.0, 2.0]]
+    eps = 0.2  # targets: (1 - eps) on the pair + eps / 2 on each of the 2 columns
+
+    def smoothed(row: list[float], i: int) -> float:
+        target = [eps / 2 + (1 - eps) * (j == i) for j in range(2)]
+        return -sum(t * _log_softmax(row, j) for j, t in enumerate(target))
+
+    expected = sum(smoothed(m[i], i) for m in (rows, cols) for i in range(2)) / 4
+    got = clip_loss(image, text, scale, smoothing=eps).item()
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got > clip_loss(image, text, scale).item()  # the pairs are already ranked first
+
+
 def test_siglip_loss_2x2_by_hand():
     image = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     text = torch.tensor([[1.0, 0.0], [0.6, 0.8]])

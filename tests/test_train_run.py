@@ -232,6 +232,9 @@ def test_cli_train_then_eval_end_to_end(tmp_path):
     assert ran.exit_code == 0, ran.output
     metrics = json.loads(ran.stdout)
     assert metrics["eval_images"] == 9 and 0 <= metrics["zeroshot_top1"] <= 100
+    flipped = CliRunner().invoke(app, [*args, "--flip"])
+    assert flipped.exit_code == 0, flipped.output
+    assert json.loads(flipped.stdout)["eval_images"] == 9
 
     queries = tmp_path / "queries.csv"
     queries.write_text("query,label\na crimson square,red\na leafy square,green\n")

@@ -17,7 +17,7 @@ from clipsearch.cli.options import (
     parse_size,
 )
 from clipsearch.errors import ClipsearchError
-from clipsearch.settings import resolve_index_dir
+from clipsearch.settings import let_decoders_share_cores, resolve_index_dir
 
 _SHOWN_ERRORS = 10
 
@@ -33,7 +33,8 @@ def index(
         int | None,
         typer.Option(
             min=0,
-            help="Decoding processes (0: decode in this process). Default: min(4, CPUs).",
+            help="Decoding processes (0: decode in this process). Default: one per CPU, "
+            "at least 4, at most 8.",
             show_default=False,
         ),
     ] = None,
@@ -82,6 +83,7 @@ def index(
 
     Several processes: torchrun --nproc-per-node N -m clipsearch index PATH... (rank 0 commits).
     """
+    let_decoders_share_cores()  # before the imports below load torch and faiss
     from clipsearch.cli.progress import make_progress
     from clipsearch.distributed import main_process
     from clipsearch.indexer import IndexOptions, default_workers, update_index

@@ -96,6 +96,14 @@ def evaluate(
     k: Annotated[int, typer.Option("--k", min=1, help="K of the queries' precision@K.")] = 20,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 256,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes.")] = 2,
+    flip: Annotated[
+        bool,
+        typer.Option(
+            "--flip",
+            help="Test-time augmentation: embed each image and its mirror image and average "
+            "the two (twice the model time).",
+        ),
+    ] = False,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
@@ -131,6 +139,7 @@ def evaluate(
         examples=0,
         queries=query_list,
         k=k,
+        flip=flip,
     )
     metrics = {"model": str(loaded.spec), "data": str(data), **result.metrics}
     per_query = [

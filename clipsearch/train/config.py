@@ -51,6 +51,7 @@ class DataConfig(SourceConfig):
 
     templates: str | list[str] = "photo"  # class label -> caption: a set name or "{}" strings
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resized crop
+    translate: int = 0  # >0: no resized crop; shift up to N px (reflect-padded random crop)
     flip: bool = True  # random horizontal flip
     workers: int = 2  # DataLoader decoding processes (0: in the training process)
 
@@ -75,6 +76,7 @@ class LossConfig:
     multi_positive: str = "auto"  # same caption/class = positives: auto (on for class data)
     init_temperature: float = 0.07  # logit_scale starts at log(1/T)
     max_logit_scale: float = 100.0  # logit_scale is clamped to <= log(this)
+    label_smoothing: float = 0.0  # clip loss: this share of each target spread over the batch
 
 
 @dataclass

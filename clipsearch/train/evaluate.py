@@ -32,10 +32,22 @@ class EvalResult:
 
 
 def embed_source(
-    source: Source, preprocess: Callable, embed_pixels: EmbedPixels, batch_size: int, workers: int
+    source: Source,
+    preprocess: Callable,
+    embed_pixels: EmbedPixels,
+    batch_size: int,
+    workers: int,
+    flip: bool = False,
 ) -> np.ndarray:
+    """Normalized embeddings of every image; with ``flip`` each is the mean of the image's and
+    its mirror image's (test-time augmentation: the model was trained on both)."""
     loader = eval_loader(source, preprocess, batch_size, workers)
-    chunks = [embed_pixels(pixels) for pixels, _ in loader]
+    chunks = []
+    for pixels, _ in loader:
+        emb = embed_pixels(pixels)
+        if flip:
+            emb = _normalized(emb) + _normalized(embed_pixels(pixels.flip(-1)))
+        chunks.append(emb)
     return _normalized(np.concatenate(chunks))
 
 
@@ -96,10 +108,11 @@ def evaluate(
     examples: int = 16,
     queries: Sequence[tuple[str, str]] = (),
     k: int = 20,
+    flip: bool = False,
 ) -> EvalResult:
     """Zero-shot metrics when the source has labels, retrieval when it has captions;
     precision@k of ``queries`` ((text, class name) pairs) on a labelled source."""
-    image_emb = embed_source(source, preprocess, embed_pixels, batch_size, workers)
+    image_emb = embed_source(source, preprocess, embed_pixels, batch_size, workers, flip)
     result = EvalResult({"eval_images": float(len(source))})
     shown = _spread(len(source), examples)
     if source.labels is not None and source.classes:

@@ -101,6 +101,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     torch.manual_seed(cfg.optim.seed)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # we fork DataLoader workers
 
+    _check_smoothing(cfg.loss.kind, cfg.loss.label_smoothing)
     built = build_model(cfg.model, cfg.loss.kind, cfg.loss.init_temperature)
     # Convolutions run ~1.5x faster in channels-last (oneDNN on CPU, tensor cores on GPU);
     # it only touches 4-d weights, so transformer towers are unaffected.
@@ -157,7 +158,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
 def _loader(run: _Run):
     cfg, pre = run.cfg, run.built.preprocess_cfg
     transform = train_transform(
-        pre["size"], pre["mean"], pre["std"], cfg.data.crop_scale, cfg.data.flip
+        pre["size"], pre["mean"], pre["std"], cfg.data.crop_scale, cfg.data.flip, cfg.data.translate
     )
     dataset = PairDataset(run.source, transform, get_templates(cfg.data.templates), cfg.optim.seed)
     sampler = StepSampler(
@@ -193,6 +194,7 @@ def _optimize(run: _Run, batch: dict[str, Any], lr: float) -> torch.Tensor:
         world=run.group.world,
         autocast=run.autocast,
         backward=backward,
+        smoothing=run.cfg.loss.label_smoothing,
     )
     if scaler is not None:
         scaler.unscale_(run.optimizer)
@@ -276,6 +278,13 @@ def _autocast(precision: str, device: torch.device):
         return nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
+
+
+def _check_smoothing(kind: str, smoothing: float) -> None:
+    if not 0 <= smoothing < 1:
+        raise ClipsearchError(f"loss.label_smoothing = {smoothing}: use a value in [0, 1)")
+    if smoothing and kind != "clip":
+        raise ClipsearchError("loss.label_smoothing applies to loss.kind = clip only")
 
 
 def _multi_positive(option: str, source: Source) -> bool:

@@ -22,14 +22,20 @@ def clip_loss(
     text: torch.Tensor,
     logit_scale: torch.Tensor,
     keys: torch.Tensor | None = None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """Symmetric cross-entropy over ``logit_scale * image @ text.T`` (scale already exp'd)."""
+    """Symmetric cross-entropy over ``logit_scale * image @ text.T`` (scale already exp'd).
+
+    ``smoothing`` moves that share of each row's target mass onto all N columns evenly."""
     logits = logit_scale * image @ text.T
     if keys is None:
         target = torch.arange(len(logits), device=logits.device)
     else:
         target = positive_targets(keys)  # symmetric, so it serves both directions
-    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+    return (
+        F.cross_entropy(logits, target, label_smoothing=smoothing)
+        + F.cross_entropy(logits.T, target, label_smoothing=smoothing)
+    ) / 2
 
 
 def siglip_loss(
@@ -55,9 +61,10 @@ def contrastive_loss(
     logit_scale: torch.Tensor,
     logit_bias: torch.Tensor | None,
     keys: torch.Tensor | None,
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
     # Features may arrive in bf16/fp16 from autocast: the softmax is computed in fp32.
     image, text = image.float(), text.float()
     if kind == "siglip":
         return siglip_loss(image, text, logit_scale.float(), logit_bias.float(), keys)
-    return clip_loss(image, text, logit_scale.float(), keys)
+    return clip_loss(image, text, logit_scale.float(), keys, smoothing)

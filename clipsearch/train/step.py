@@ -45,6 +45,7 @@ def contrastive_step(
     world: int,
     autocast: Callable[[], AbstractContextManager],
     backward: Callable[[torch.Tensor], None],
+    smoothing: float = 0.0,
 ) -> torch.Tensor:
     """Forward and backward this rank's share of one global batch; return the loss.
 
@@ -56,7 +57,13 @@ def contrastive_step(
     if accum == 1:
         img, txt, scale, bias = forward(model, images, texts, autocast)
         loss = contrastive_loss(
-            kind, gather_with_grad(img, world), gather_with_grad(txt, world), scale, bias, keys
+            kind,
+            gather_with_grad(img, world),
+            gather_with_grad(txt, world),
+            scale,
+            bias,
+            keys,
+            smoothing,
         )
         backward(loss)
         return loss.detach()
@@ -86,7 +93,7 @@ def contrastive_step(
                 bias = bias.detach() if bias is not None else None
             full_img = _splice(all_img, j, gather_with_grad(img, world))
             full_txt = _splice(all_txt, j, gather_with_grad(txt, world))
-            loss = contrastive_loss(kind, full_img, full_txt, scale, bias, keys)
+            loss = contrastive_loss(kind, full_img, full_txt, scale, bias, keys, smoothing)
             backward(loss)
     return loss.detach()
 
