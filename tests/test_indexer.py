@@ -334,7 +334,7 @@ def test_interrupt_and_kill_then_resume(tmp_path):
     _wait_for_staged_parts(process, index_dir / "staging", 1)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130
+    assert process.returncode == 130, stderr
     assert stderr.strip().splitlines()[-1].startswith("error: interrupted: images embedded so far")
 
     # kill -9 later on: nothing committed, readers still see the first snapshot
