@@ -81,3 +81,44 @@ def test_flip_averages_an_image_with_its_mirror(tmp_path):
     both = embed_source(source, to_tensor, embed, batch_size=2, workers=0, flip=True)
     np.testing.assert_allclose(both[0], both[1], atol=1e-5)  # ... the flip average does not
     np.testing.assert_allclose(np.linalg.norm(both, axis=1), 1.0, atol=1e-5)
+
+
+def test_shift_views_are_the_image_moved_each_way_with_reflected_borders():
+    from clipsearch.errors import ClipsearchError
+    from clipsearch.train.evaluate import _shifted
+
+    batch = torch.arange(16.0).view(1, 1, 4, 4)
+    down_right, up_left = _shifted(batch, 1)
+    # moved down-right by one: row/column 0 is the reflection of row/column 1
+    np.testing.assert_array_equal(down_right[0, 0, 1:, 1:], batch[0, 0, :3, :3])
+    assert down_right[0, 0, 0, 0] == batch[0, 0, 1, 1]
+    np.testing.assert_array_equal(up_left[0, 0, :3, :3], batch[0, 0, 1:, 1:])
+    assert up_left[0, 0, 3, 3] == batch[0, 0, 2, 2]
+    with pytest.raises(ClipsearchError, match="less than the 4x4"):
+        _shifted(batch, 4)
+
+
+def test_shift_averages_over_moved_copies(tmp_path):
+    # A model that only sees the top-left pixel: the shifted views change what it sees, so the
+    # shift average differs from the plain embedding and equals the mean of the three views.
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 255, (6, 6, 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "PNG")
+    pq.write_table(pa.table({"image": [buf.getvalue()], "label_name": ["a"]}), tmp_path / "s.pq")
+    source = load_source(SourceConfig(path=str(tmp_path / "s.pq"), format="parquet"))
+
+    def to_tensor(image: Image.Image) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(image, dtype=np.float32)).permute(2, 0, 1) / 255
+
+    def corner(batch: torch.Tensor) -> np.ndarray:
+        return (batch[:, :, 0, 0] + 0.1).numpy()
+
+    plain = embed_source(source, to_tensor, corner, batch_size=1, workers=0)
+    shifted = embed_source(source, to_tensor, corner, batch_size=1, workers=0, shift=1)
+    image = to_tensor(Image.fromarray(pixels))
+    views = [image[:, 0, 0], image[:, 1, 1], image[:, 1, 1]]  # itself, down-right, up-left
+    unit_views = [(v.numpy() + 0.1) / np.linalg.norm(v.numpy() + 0.1) for v in views]
+    expected = sum(unit_views) / np.linalg.norm(sum(unit_views))
+    np.testing.assert_allclose(shifted[0], expected, atol=1e-5)
+    assert abs(float(plain[0] @ shifted[0])) < 1 - 1e-4

@@ -199,3 +199,19 @@ def test_repeated_captions_are_encoded_once_with_the_same_loss_and_gradients():
     assert loss.item() == pytest.approx(expected.item(), abs=1e-6)
     for name, g in grads.items():
         torch.testing.assert_close(module.get_parameter(name).grad, g, atol=1e-6, rtol=1e-5)
+
+
+def test_sgd_option_is_nesterov_with_the_same_decay_groups():
+    from clipsearch.errors import ClipsearchError
+    from clipsearch.train.config import OptimConfig
+
+    module = build_model(ModelConfig(arch="clipsearch-tiny")).module
+    cfg = OptimConfig(optimizer="sgd", lr=0.1, momentum=0.9, weight_decay=5e-4)
+    optimizer = make_optimizer(module, cfg)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert [(g["weight_decay"], g["nesterov"], g["momentum"]) for g in optimizer.param_groups] == [
+        (5e-4, True, 0.9),
+        (0.0, True, 0.9),
+    ]
+    with pytest.raises(ClipsearchError, match="use adamw or sgd"):
+        make_optimizer(module, OptimConfig(optimizer="adam"))

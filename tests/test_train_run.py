@@ -235,6 +235,11 @@ def test_cli_train_then_eval_end_to_end(tmp_path):
     flipped = CliRunner().invoke(app, [*args, "--flip"])
     assert flipped.exit_code == 0, flipped.output
     assert json.loads(flipped.stdout)["eval_images"] == 9
+    views = CliRunner().invoke(app, [*args, "--flip", "--shift", "1"])
+    assert views.exit_code == 0, views.output
+    assert json.loads(views.stdout)["eval_images"] == 9
+    negative = CliRunner().invoke(app, [*args, "--shift", "-1"])
+    assert negative.exit_code == 2 and "--shift" in negative.output
 
     queries = tmp_path / "queries.csv"
     queries.write_text("query,label\na crimson square,red\na leafy square,green\n")

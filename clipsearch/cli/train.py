@@ -104,6 +104,15 @@ def evaluate(
             "the two (twice the model time).",
         ),
     ] = False,
+    shift: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Test-time augmentation: also embed copies moved by this many pixels (down-"
+            "right and up-left, reflect-padded) and average (mirrored too with --flip; 1 suits "
+            "a model trained with data.translate).",
+        ),
+    ] = 0,
     device: DeviceOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
@@ -140,6 +149,7 @@ def evaluate(
         queries=query_list,
         k=k,
         flip=flip,
+        shift=shift,
     )
     metrics = {"model": str(loaded.spec), "data": str(data), **result.metrics}
     per_query = [

@@ -85,10 +85,12 @@ class OptimConfig:
     steps: int = 0  # total optimizer steps; 0: from epochs
     batch_size: int = 256  # global contrastive batch (all ranks, all micro-batches)
     accum: int = 1  # micro-batches per step: same loss, batch_size/accum in memory
+    optimizer: str = "adamw"  # adamw, or sgd (Nesterov momentum, coupled weight decay)
     lr: float = 1e-3
     weight_decay: float = 0.1  # not on biases, norms, embeddings, logit_scale
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    eps: float = 1e-6
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # adamw
+    eps: float = 1e-6  # adamw
+    momentum: float = 0.9  # sgd
     warmup: int = 100  # linear warmup steps, then cosine to zero
     grad_clip: float = 1.0  # max grad norm (0: off)
     precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16

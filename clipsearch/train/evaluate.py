@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from clipsearch.errors import ClipsearchError
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
 from clipsearch.zeroshot import classifier_weights
@@ -38,17 +39,32 @@ def embed_source(
     batch_size: int,
     workers: int,
     flip: bool = False,
+    shift: int = 0,
 ) -> np.ndarray:
-    """Normalized embeddings of every image; with ``flip`` each is the mean of the image's and
-    its mirror image's (test-time augmentation: the model was trained on both)."""
+    """Normalized embeddings of every image, optionally averaged over test-time views: with
+    ``flip`` its mirror image, with ``shift`` copies moved by ``shift`` px down-right and
+    up-left (each mirrored too with ``flip``). The model was trained on such views; the views
+    cost one model pass each."""
     loader = eval_loader(source, preprocess, batch_size, workers)
     chunks = []
     for pixels, _ in loader:
-        emb = embed_pixels(pixels)
+        views = [pixels, *_shifted(pixels, shift)] if shift else [pixels]
         if flip:
-            emb = _normalized(emb) + _normalized(embed_pixels(pixels.flip(-1)))
+            views += [view.flip(-1) for view in views]
+        emb = sum(_normalized(embed_pixels(view)) for view in views)
         chunks.append(emb)
     return _normalized(np.concatenate(chunks))
+
+
+def _shifted(pixels: torch.Tensor, shift: int) -> list[torch.Tensor]:
+    """The batch moved by ``shift`` px along both axes, each way (reflect-padded, as the
+    training translation)."""
+    height, width = pixels.shape[-2:]
+    if shift >= min(height, width):
+        raise ClipsearchError(f"shift {shift} px: use less than the {height}x{width} image size")
+    padded = torch.nn.functional.pad(pixels, (shift,) * 4, mode="reflect")
+    far = 2 * shift
+    return [padded[..., :height, :width], padded[..., far : far + height, far : far + width]]
 
 
 def zero_shot(
@@ -109,10 +125,11 @@ def evaluate(
     queries: Sequence[tuple[str, str]] = (),
     k: int = 20,
     flip: bool = False,
+    shift: int = 0,
 ) -> EvalResult:
     """Zero-shot metrics when the source has labels, retrieval when it has captions;
     precision@k of ``queries`` ((text, class name) pairs) on a labelled source."""
-    image_emb = embed_source(source, preprocess, embed_pixels, batch_size, workers, flip)
+    image_emb = embed_source(source, preprocess, embed_pixels, batch_size, workers, flip, shift)
     result = EvalResult({"eval_images": float(len(source))})
     shown = _spread(len(source), examples)
     if source.labels is not None and source.classes:

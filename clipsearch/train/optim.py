@@ -1,4 +1,5 @@
-"""AdamW with the usual CLIP exclusions, and a cosine learning-rate schedule with warmup."""
+"""AdamW (or Nesterov SGD) with the usual CLIP exclusions from weight decay, and a cosine
+learning-rate schedule with warmup."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 
 import torch
 
+from clipsearch.errors import ClipsearchError
 from clipsearch.train.config import OptimConfig
 
 
@@ -14,14 +16,23 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or "embedding" in name or "logit_scale" in name or "logit_bias" in name
 
 
-def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.AdamW:
+def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     groups = [
         {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
     ]
+    groups = [g for g in groups if g["params"]]
+    if cfg.optimizer == "sgd":
+        # Weight decay here is the L2 term of classic ConvNet training (coupled), as in the
+        # fast CIFAR-10 baselines this option is for.
+        return torch.optim.SGD(
+            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True
+        )
+    if cfg.optimizer != "adamw":
+        raise ClipsearchError(f"optim.optimizer = {cfg.optimizer!r}: use adamw or sgd")
     return torch.optim.AdamW(
-        [g for g in groups if g["params"]],
+        groups,
         lr=cfg.lr,
         betas=tuple(cfg.betas),
         eps=cfg.eps,
