@@ -215,3 +215,7 @@ def test_sgd_option_is_nesterov_with_the_same_decay_groups():
     ]
     with pytest.raises(ClipsearchError, match="use adamw or sgd"):
         make_optimizer(module, OptimConfig(optimizer="adam"))
+    with pytest.raises(ClipsearchError, match=r"\[optim\] settings: Invalid momentum value: -1"):
+        make_optimizer(module, OptimConfig(optimizer="sgd", momentum=-1.0))
+    with pytest.raises(ClipsearchError, match="Invalid learning rate"):
+        make_optimizer(module, OptimConfig(lr=-1.0))

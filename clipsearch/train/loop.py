@@ -107,6 +107,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     # it only touches 4-d weights, so transformer towers are unaffected.
     module = built.module.to(device, memory_format=torch.channels_last)
     module.output_dict = True
+    optimizer = make_optimizer(module, cfg.optim)  # before the data: a bad setting fails fast
     source = load_source(cfg.data)
     eval_source = load_source(cfg.eval.data) if cfg.eval.data.path else None
     steps_per_epoch = StepSampler(len(source), cfg.optim.batch_size, 0, 0, 0).steps_per_epoch
@@ -116,7 +117,6 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
             f"batch_size {cfg.optim.batch_size} over {group.world} rank(s) does not split "
             f"into accum = {cfg.optim.accum} equal micro-batches"
         )
-    optimizer = make_optimizer(module, cfg.optim)
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
     step = 0
     if state is not None:

@@ -23,21 +23,24 @@ def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
         {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
     ]
     groups = [g for g in groups if g["params"]]
-    if cfg.optimizer == "sgd":
-        # Weight decay here is the L2 term of classic ConvNet training (coupled), as in the
-        # fast CIFAR-10 baselines this option is for.
-        return torch.optim.SGD(
-            groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True
+    try:
+        if cfg.optimizer == "sgd":
+            # Weight decay here is the L2 term of classic ConvNet training (coupled), as in
+            # the fast CIFAR-10 baselines this option is for.
+            return torch.optim.SGD(
+                groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0, foreach=True
+            )
+        if cfg.optimizer != "adamw":
+            raise ClipsearchError(f"optim.optimizer = {cfg.optimizer!r}: use adamw or sgd")
+        return torch.optim.AdamW(
+            groups,
+            lr=cfg.lr,
+            betas=tuple(cfg.betas),
+            eps=cfg.eps,
+            foreach=True,  # torch picks it only on GPUs; on CPUs too it is ~3x faster
         )
-    if cfg.optimizer != "adamw":
-        raise ClipsearchError(f"optim.optimizer = {cfg.optimizer!r}: use adamw or sgd")
-    return torch.optim.AdamW(
-        groups,
-        lr=cfg.lr,
-        betas=tuple(cfg.betas),
-        eps=cfg.eps,
-        foreach=True,  # torch picks it only on GPUs; on CPUs too it is ~3x faster
-    )
+    except ValueError as exc:  # torch's own checks: "Invalid learning rate: -1.0", ...
+        raise ClipsearchError(f"[optim] settings: {exc}") from None
 
 
 def lr_at(step: int, total: int, cfg: OptimConfig) -> float:
