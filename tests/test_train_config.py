@@ -94,7 +94,8 @@ def test_unknown_recipe_key_and_bad_toml(tmp_path):
 
 def test_shipped_recipes_parse():
     names = {r.stem for r in RECIPES}
-    assert {"cifar10-tiny", "cifar10", "cifar10-lit", "cifar10-seed", "captions"} <= names
+    shipped = {"cifar10-tiny", "cifar10", "cifar10-10min", "cifar10-lit", "cifar10-seed"}
+    assert shipped | {"captions"} <= names
     for recipe in RECIPES:
         cfg = load_config(recipe)
         assert cfg.data.path and cfg.eval.data.path, recipe

@@ -231,6 +231,27 @@ def test_translate_shifts_without_resizing():
     assert shifts == {-30, -20, -10, 0, 10, 20, 30}  # every shift of up to 3 px, both ways
 
 
+def test_alternate_flip_mirrors_each_image_every_other_epoch(tmp_path):
+    source = load_source(
+        SourceConfig(
+            path=str(write_class_parquet(tmp_path / "t.parquet", 12)), label_column="label_name"
+        )
+    )
+    plain = PairDataset(source, train_transform(20, MEAN, STD, (1.0, 1.0), flip=False), ["{}"], 0)
+    alternating = PairDataset(
+        source, train_transform(20, MEAN, STD, (1.0, 1.0), flip=False), ["{}"], 0, True
+    )
+    first_sides = []
+    for i in range(12):
+        image = plain[(0, i)][0]
+        views = [alternating[(epoch, i)][0] for epoch in range(4)]
+        mirrored = [torch.equal(v, image.flip(-1)) for v in views]
+        assert all(m or torch.equal(v, image) for m, v in zip(mirrored, views, strict=True))
+        assert mirrored in ([False, True, False, True], [True, False, True, False])
+        first_sides.append(mirrored[0])
+    assert 0 < sum(first_sides) < 12  # which side comes first is drawn per image
+
+
 def test_step_sampler_splits_each_global_batch_across_ranks():
     one = list(StepSampler(20, 8, seed=0, start_step=0, total_steps=5))
     ranks = [list(StepSampler(20, 8, 0, 0, 5, rank=r, world=2)) for r in range(2)]

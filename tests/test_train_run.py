@@ -259,3 +259,27 @@ def test_cli_train_then_eval_end_to_end(tmp_path):
     # (the CLI's runner turns a ClipsearchError into this one line and exit code 2)
     assert isinstance(ran.exception, ClipsearchError)
     assert str(ran.exception).endswith("labels not among the classes: ['purple']")
+
+
+def test_whitened_convnet_run_fits_its_stem_and_scales_batchnorm_bias_lr(tmp_path):
+    from clipsearch.train.state import load_state
+
+    recipe = write_recipe(tmp_path, steps=2)
+    overrides = [
+        "model.arch=clipsearch-convnet-whitened",
+        "model.image_size=0",  # the architecture's 32 px
+        "optim.optimizer=sgd",
+        "optim.lr=0.1",
+        "optim.bn_bias_lr_scale=8",
+    ]
+    out = tmp_path / "run"
+    assert train(load_config(recipe, overrides, out=out)).step == 2
+
+    stem = weights(out)["visual.trunk.features.0.weight"].flatten(1)  # (24, 12)
+    torch.testing.assert_close(stem[12:], -stem[:12])  # each whitening filter and its negative
+    gram = stem[:12] @ stem[:12].T  # eigenvectors / sqrt(eigenvalue): orthogonal rows
+    off_diagonal = gram - torch.diag(gram.diag())
+    assert off_diagonal.abs().max() < 1e-3 * gram.diag().max()
+    groups = load_state(out)["optimizer"]["param_groups"]
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 8.0]
+    assert groups[2]["lr"] == pytest.approx(8 * groups[0]["lr"]) and groups[0]["lr"] > 0

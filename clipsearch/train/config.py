@@ -53,6 +53,7 @@ class DataConfig(SourceConfig):
     crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resized crop
     translate: int = 0  # >0: no resized crop; shift up to N px (reflect-padded random crop)
     flip: bool = True  # random horizontal flip
+    alternate_flip: bool = False  # with flip: each image mirrored every other epoch instead
     workers: int = 2  # DataLoader decoding processes (0: in the training process)
 
 
@@ -91,6 +92,9 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # adamw
     eps: float = 1e-6  # adamw
     momentum: float = 0.9  # sgd
+    bn_bias_lr_scale: float = 1.0  # BatchNorm biases learn this many times faster (airbench: 64)
+    lookahead_every: int = 0  # >0: weight averaging every N steps (see train/lookahead.py)
+    lookahead_start: float = 3.0  # ... from this epoch on
     warmup: int = 100  # linear warmup steps, then cosine to zero
     grad_clip: float = 1.0  # max grad norm (0: off)
     precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16

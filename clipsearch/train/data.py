@@ -63,7 +63,11 @@ def train_transform(
 
 class PairDataset(Dataset):
     """Item ``(epoch, i)`` -> (pixels, caption, key). Equal keys mark positives of each other:
-    the class for class-labelled data, the caption text otherwise."""
+    the class for class-labelled data, the caption text otherwise.
+
+    ``alternate_flip``: image i is mirrored in every other epoch (whether it starts mirrored is
+    drawn once per image) rather than by a coin each epoch, so any two consecutive epochs show
+    both sides of every image (airbench's alternating flip; the transform must not flip)."""
 
     def __init__(
         self,
@@ -71,11 +75,13 @@ class PairDataset(Dataset):
         transform: Callable[[Image.Image], torch.Tensor],
         templates: Sequence[str],
         seed: int,
+        alternate_flip: bool = False,
     ) -> None:
         self.source = source
         self.transform = transform
         self.templates = list(templates)
         self.seed = seed
+        self.alternate_flip = alternate_flip
         self.by_label = source.captions is None
         if self.by_label and source.labels is None:
             raise ClipsearchError(f"{source.origin} has neither captions nor labels")
@@ -92,7 +98,12 @@ class PairDataset(Dataset):
             # CPU generator only: torch.manual_seed would also queue a lazy CUDA seeding.
             torch.default_generator.manual_seed(int(rng.integers(2**62)))
             pixels = self.transform(image)
+        if self.alternate_flip and (epoch + self._first_side(i)) % 2:
+            pixels = pixels.flip(-1)
         return pixels, caption, key
+
+    def _first_side(self, i: int) -> int:
+        return int(np.random.default_rng([self.seed, i, 1]).integers(2))
 
     def caption(self, i: int, rng: np.random.Generator) -> tuple[str, int]:
         if self.by_label:

@@ -26,7 +26,8 @@ from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, to_dict
 from clipsearch.train.data import Collate, PairDataset, StepSampler, train_loader, train_transform
 from clipsearch.train.evaluate import evaluate, module_embedders
-from clipsearch.train.model import Built, build_model, save_model
+from clipsearch.train.lookahead import Lookahead
+from clipsearch.train.model import Built, build_model, fit_to_data, save_model
 from clipsearch.train.optim import lr_at, make_optimizer
 from clipsearch.train.sources import Source, load_source
 from clipsearch.train.state import STATE_NAME, load_state, rng_state, save_state, set_rng_state
@@ -58,6 +59,7 @@ class _Run:
     module: torch.nn.Module  # the network
     model: Any  # what the step calls: the DDP wrapper, or the network itself
     optimizer: torch.optim.Optimizer
+    lookahead: Lookahead
     scaler: torch.amp.GradScaler | None
     source: Source
     eval_source: Source | None
@@ -80,6 +82,7 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
         lr = lr_at(run.step, run.total, cfg.optim)
         loss = _optimize(run, batch, lr)
         run.step += 1
+        run.lookahead.after_step(run.module, run.step)
         done = run.step == run.total
         stop = done or run.step == stop_after
         if run.group.is_main and (_due(run.step, cfg.output.log_every) or stop):
@@ -118,13 +121,20 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
             f"into accum = {cfg.optim.accum} equal micro-batches"
         )
     scaler = torch.amp.GradScaler(device.type) if precision == "fp16" else None
+    start = round(cfg.optim.lookahead_start * steps_per_epoch)
+    lookahead = Lookahead(cfg.optim.lookahead_every, start, total, steps_per_epoch)
     step = 0
+    if state is None and not cfg.model.init:
+        preprocess = _eval_preprocess(built)
+        note = fit_to_data(module, lambda i: preprocess(source.image(i)), len(source))
+        built.notes.extend([note] if note else [])
     if state is not None:
         module.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
+        lookahead.load_state_dict(state.get("lookahead", {}), device)
         step = int(state["step"])
     model: Any = module
     if group.world > 1:
@@ -140,6 +150,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
         module=module,
         model=model,
         optimizer=optimizer,
+        lookahead=lookahead,
         scaler=scaler,
         source=source,
         eval_source=eval_source,
@@ -157,10 +168,13 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
 
 def _loader(run: _Run):
     cfg, pre = run.cfg, run.built.preprocess_cfg
+    alternate = cfg.data.flip and cfg.data.alternate_flip
+    random_flip = cfg.data.flip and not alternate
     transform = train_transform(
-        pre["size"], pre["mean"], pre["std"], cfg.data.crop_scale, cfg.data.flip, cfg.data.translate
+        pre["size"], pre["mean"], pre["std"], cfg.data.crop_scale, random_flip, cfg.data.translate
     )
-    dataset = PairDataset(run.source, transform, get_templates(cfg.data.templates), cfg.optim.seed)
+    templates = get_templates(cfg.data.templates)
+    dataset = PairDataset(run.source, transform, templates, cfg.optim.seed, alternate)
     sampler = StepSampler(
         len(run.source),
         cfg.optim.batch_size,
@@ -176,7 +190,7 @@ def _loader(run: _Run):
 def _optimize(run: _Run, batch: dict[str, Any], lr: float) -> torch.Tensor:
     """One optimizer step on one global batch; returns the batch's loss."""
     for group in run.optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)  # states saved before lr_scale lack it
     batch = {k: v.to(run.device) if torch.is_tensor(v) else v for k, v in batch.items()}
     run.optimizer.zero_grad(set_to_none=True)
     scaler = run.scaler
@@ -368,6 +382,7 @@ def _save(run: _Run) -> None:
             "model": run.module.state_dict(),
             "optimizer": run.optimizer.state_dict(),
             "scaler": run.scaler.state_dict() if run.scaler is not None else {},
+            "lookahead": run.lookahead.state_dict(),
             "rng": rng_state(),
             "config": to_dict(run.cfg),
         }

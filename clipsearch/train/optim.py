@@ -16,13 +16,31 @@ def no_decay(name: str, param: torch.nn.Parameter) -> bool:
     return param.ndim < 2 or "embedding" in name or "logit_scale" in name or "logit_bias" in name
 
 
+def batchnorm_biases(module: torch.nn.Module) -> set[int]:
+    """ids of the BatchNorm biases (ConvNet towers; transformers' LayerNorms are not these)."""
+    norms = (m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm))
+    return {id(m.bias) for m in norms if m.bias is not None}
+
+
 def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Parameter groups carry an ``lr_scale``: the step's learning rate times it is theirs."""
+    if cfg.bn_bias_lr_scale <= 0:
+        raise ClipsearchError(f"optim.bn_bias_lr_scale = {cfg.bn_bias_lr_scale}: use a value > 0")
     named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    bn_biases = batchnorm_biases(module) if cfg.bn_bias_lr_scale != 1 else set()
     groups = [
         {"params": [p for n, p in named if not no_decay(n, p)], "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in named if no_decay(n, p)], "weight_decay": 0.0},
+        {
+            "params": [p for n, p in named if no_decay(n, p) and id(p) not in bn_biases],
+            "weight_decay": 0.0,
+        },
+        {
+            "params": [p for n, p in named if id(p) in bn_biases],
+            "weight_decay": 0.0,
+            "lr_scale": cfg.bn_bias_lr_scale,
+        },
     ]
-    groups = [g for g in groups if g["params"]]
+    groups = [{"lr_scale": 1.0, **g} for g in groups if g["params"]]
     try:
         if cfg.optimizer == "sgd":
             # Weight decay here is the L2 term of classic ConvNet training (coupled), as in
