@@ -327,9 +327,15 @@ def test_interrupt_and_kill_then_resume(tmp_path):
         "16",
     ]
 
-    # Ctrl-C: a clean stop with a one-line message
+    # Ctrl-C: a clean stop with a one-line message. The child must take SIGINT as a terminal
+    # does: a shell without job control (nohup ... &) starts background jobs ignoring it.
     process = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     _wait_for_staged_parts(process, index_dir / "staging", 1)
     process.send_signal(signal.SIGINT)
