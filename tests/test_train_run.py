@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -283,3 +285,17 @@ def test_whitened_convnet_run_fits_its_stem_and_scales_batchnorm_bias_lr(tmp_pat
     groups = load_state(out)["optimizer"]["param_groups"]
     assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 8.0]
     assert groups[2]["lr"] == pytest.approx(8 * groups[0]["lr"]) and groups[0]["lr"] > 0
+
+
+def test_whitening_reads_an_undecodable_training_image_as_gray(tmp_path, caplog):
+    recipe = write_recipe(tmp_path, steps=1)
+    table = pq.read_table(tmp_path / "train.parquet").to_pydict()
+    table["image"][1] = b"not a png"  # among the images the stem is fitted to
+    pq.write_table(pa.table(table), tmp_path / "train.parquet")
+    overrides = ["model.arch=clipsearch-convnet-whitened", "model.image_size=0"]
+    with caplog.at_level("WARNING"):
+        result = train(load_config(recipe, overrides, out=tmp_path / "run"))
+    assert result.step == 1
+    assert any("#1" in r.getMessage() and "as gray" in r.getMessage() for r in caplog.records)
+    stem = weights(tmp_path / "run")["visual.trunk.features.0.weight"]
+    assert torch.isfinite(stem).all() and stem.abs().sum() > 0

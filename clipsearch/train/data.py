@@ -216,7 +216,7 @@ class EvalDataset(Dataset):
         try:
             image = self.source.image(i)
         except DecodeError as exc:
-            log.warning("evaluating %s as gray: %s", self.source.describe(i), exc.reason)
+            log.warning("reading %s as gray: %s", self.source.describe(i), exc.reason)
             image = Image.new("RGB", (64, 64), (128, 128, 128))
         return self.preprocess(image), i
 

@@ -11,7 +11,7 @@ import copy
 import importlib.util
 import math
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -210,18 +210,17 @@ def load_image_init(module: torch.nn.Module, path: Path) -> str:
 WHITENING_IMAGES = 5000
 
 
-def fit_to_data(module: torch.nn.Module, images: Callable[[int], torch.Tensor], n: int) -> str:
+def fit_to_data(module: torch.nn.Module, batches: Iterable[torch.Tensor]) -> str:
     """Data-dependent initialisation before the first step: a whitening image tower
-    (``clipsearch-convnet-whitened``) fits its stem to the first ``WHITENING_IMAGES`` of the
-    ``n`` training images (``images(i)``: image i, preprocessed). Returns a note, "" if the
-    tower has nothing to fit."""
+    (``clipsearch-convnet-whitened``) fits its stem to ``batches`` of preprocessed training
+    images (the first ``WHITENING_IMAGES``). Returns a note, "" if the tower has nothing to
+    fit, in which case ``batches`` is never read."""
     trunk = getattr(getattr(module, "visual", None), "trunk", None)
     if not getattr(trunk, "whitens", False):
         return ""
-    count = min(n, WHITENING_IMAGES)
-    batch = torch.stack([images(i) for i in range(count)])
-    trunk.fit_whitening(batch.to(next(trunk.parameters()).device))
-    return f"whitening stem fitted to {count:,} training images"
+    images = torch.cat(list(batches))
+    trunk.fit_whitening(images.to(next(trunk.parameters()).device))
+    return f"whitening stem fitted to {len(images):,} training images"
 
 
 def save_model(directory: Path, built: Built, module: torch.nn.Module) -> Path:
