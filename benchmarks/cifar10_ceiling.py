@@ -2,6 +2,7 @@
 run on this machine and on ../shared/data's copy of CIFAR-10.
 
     python benchmarks/cifar10_ceiling.py [--epochs 9.9] [--precision bf16|fp32] [--seed 0]
+                                         [--rejpeg QUALITY]
 
 The recipe is Keller Jordan's airbench94 (github.com/KellerJordan/cifar10-airbench): 94.01%
 test accuracy, averaged over 1,000 runs, after 9.9 epochs on an A100 in fp16, on the original
@@ -42,12 +43,19 @@ BATCH, LR, MOMENTUM, WEIGHT_DECAY, BIAS_LR_SCALE = 1024, 11.5, 0.85, 0.0153, 64.
 SMOOTHING, WHITEN_BIAS_EPOCHS, LOOKAHEAD_START, LOOKAHEAD_EVERY = 0.2, 3, 3, 5
 
 
-def load(pattern: str) -> tuple[torch.Tensor, torch.Tensor]:
+def decode(data: bytes, rejpeg: int) -> np.ndarray:
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    if rejpeg:  # one more JPEG pass, as the copy's pixels already had (Pillow's defaults: 4:2:0)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=rejpeg)
+        image = Image.open(buffer).convert("RGB")
+    return np.asarray(image)
+
+
+def load(pattern: str, rejpeg: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Images normalized, (N, 3, 32, 32) channels-last float32, and int64 labels."""
     table = pq.read_table(sorted(glob.glob(str(DATA / pattern))), columns=["image", "label"])
-    pixels = np.stack(
-        [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in table["image"].to_pylist()]
-    )
+    pixels = np.stack([decode(b, rejpeg) for b in table["image"].to_pylist()])
     images = (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255 - MEAN) / STD
     labels = torch.from_numpy(table["label"].to_numpy().astype(np.int64))
     return images.contiguous(memory_format=torch.channels_last), labels
@@ -176,6 +184,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=9.9)
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rejpeg", type=int, default=0, metavar="QUALITY",
+        help="JPEG-compress every image once more at this quality (how much JPEG costs)",
+    )  # fmt: skip
     parser.add_argument("--max-steps", type=int, default=0, help="stop early (smoke test)")
     args = parser.parse_args()
 
@@ -185,8 +197,8 @@ def main() -> None:
         return contextlib.nullcontext()
 
     torch.manual_seed(args.seed)
-    train_x, train_y = load("train-*.parquet")
-    test_x, test_y = load("test.parquet")
+    train_x, train_y = load("train-*.parquet", args.rejpeg)
+    test_x, test_y = load("test.parquet", args.rejpeg)
     net = make_net(train_x[:5000])
     steps_per_epoch = len(train_x) // BATCH
     total = math.ceil(steps_per_epoch * args.epochs)
