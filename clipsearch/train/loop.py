@@ -17,7 +17,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from clipsearch.distributed import Group, join
@@ -25,23 +24,10 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.model import resolve_device, resolve_precision
 from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, to_dict
-from clipsearch.train.data import (
-    Collate,
-    PairDataset,
-    StepSampler,
-    eval_loader,
-    train_loader,
-    train_transform,
-)
+from clipsearch.train.data import Collate, PairDataset, StepSampler, train_loader, train_transform
 from clipsearch.train.evaluate import evaluate, module_embedders
 from clipsearch.train.lookahead import Lookahead
-from clipsearch.train.model import (
-    WHITENING_IMAGES,
-    Built,
-    build_model,
-    fit_to_data,
-    save_model,
-)
+from clipsearch.train.model import Built, build_model, fit_to_data, save_model
 from clipsearch.train.optim import lr_at, make_optimizer
 from clipsearch.train.sources import Source, load_source
 from clipsearch.train.state import STATE_NAME, load_state, rng_state, save_state, set_rng_state
@@ -139,10 +125,7 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     lookahead = Lookahead(cfg.optim.lookahead_every, start, total, steps_per_epoch)
     step = 0
     if state is None and not cfg.model.init:
-        # Decoded in workers like the training data; an undecodable image is read as gray.
-        first = source.subset(np.arange(min(len(source), WHITENING_IMAGES)))
-        loader = eval_loader(first, _eval_preprocess(built), 500, cfg.data.workers)
-        note = fit_to_data(module, (pixels for pixels, _ in loader))
+        note = fit_to_data(module, source, _eval_preprocess(built), cfg.data.workers)
         built.notes.extend([note] if note else [])
     if state is not None:
         module.load_state_dict(state["model"])

@@ -11,17 +11,20 @@ import copy
 import importlib.util
 import math
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from clipsearch import architectures, checkpoint
 from clipsearch.errors import ClipsearchError
 from clipsearch.train.config import ModelConfig
+from clipsearch.train.data import eval_loader
+from clipsearch.train.sources import Source
 
 # A Hugging Face text tower's config and tokenizer files: copied into every checkpoint so it
 # loads without the directory it was trained from (the weights are in the safetensors file).
@@ -210,15 +213,17 @@ def load_image_init(module: torch.nn.Module, path: Path) -> str:
 WHITENING_IMAGES = 5000
 
 
-def fit_to_data(module: torch.nn.Module, batches: Iterable[torch.Tensor]) -> str:
+def fit_to_data(module: torch.nn.Module, source: Source, preprocess: Callable, workers: int) -> str:
     """Data-dependent initialisation before the first step: a whitening image tower
-    (``clipsearch-convnet-whitened``) fits its stem to ``batches`` of preprocessed training
-    images (the first ``WHITENING_IMAGES``). Returns a note, "" if the tower has nothing to
-    fit, in which case ``batches`` is never read."""
+    (``clipsearch-convnet-whitened``) fits its stem to the first ``WHITENING_IMAGES`` of the
+    training images, preprocessed by ``preprocess``. Returns a note, "" if the tower has
+    nothing to fit (then nothing is read)."""
     trunk = getattr(getattr(module, "visual", None), "trunk", None)
     if not getattr(trunk, "whitens", False):
         return ""
-    images = torch.cat(list(batches))
+    # Decoded in workers like the training data; an undecodable image is read as gray.
+    first = source.subset(np.arange(min(len(source), WHITENING_IMAGES)))
+    images = torch.cat([pixels for pixels, _ in eval_loader(first, preprocess, 500, workers)])
     trunk.fit_whitening(images.to(next(trunk.parameters()).device))
     return f"whitening stem fitted to {len(images):,} training images"
 
