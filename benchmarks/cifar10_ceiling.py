@@ -195,7 +195,8 @@ def main() -> None:
         "--recipe", choices=sorted(RECIPES), default="airbench94",
         help="airbench94 (widths 64/256/256) or its wider airbench95 (128/384/384)",
     )  # fmt: skip
-    parser.add_argument("--epochs", type=float, help="default: the recipe's (9.9 or 15)")
+    defaults = ", ".join(f"{name} {epochs:g}" for name, (_, _, epochs) in RECIPES.items())
+    parser.add_argument("--epochs", type=float, help=f"default: the recipe's ({defaults})")
     parser.add_argument("--precision", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
@@ -210,14 +211,14 @@ def main() -> None:
             return torch.autocast("cpu", torch.bfloat16)
         return contextlib.nullcontext()
 
-    widths, peak_lr, epochs = RECIPES[args.recipe]
-    args.epochs = args.epochs or epochs
+    widths, peak_lr, recipe_epochs = RECIPES[args.recipe]
+    epochs = args.epochs or recipe_epochs
     torch.manual_seed(args.seed)
     train_x, train_y = load("train-*.parquet", args.rejpeg)
     test_x, test_y = load("test.parquet", args.rejpeg)
     net = make_net(train_x[:5000], widths)
     steps_per_epoch = len(train_x) // BATCH
-    total = math.ceil(steps_per_epoch * args.epochs)
+    total = math.ceil(steps_per_epoch * epochs)
     optimizer, schedule = make_optimizer(net, total, peak_lr)
     lookahead = Lookahead(net)
     # Half the images mirrored once; then every other epoch all of them (alternating flip).
@@ -227,7 +228,7 @@ def main() -> None:
     )
 
     step, start = 0, time.perf_counter()
-    for epoch in range(math.ceil(args.epochs)):
+    for epoch in range(math.ceil(epochs)):
         net[0].bias.requires_grad_(epoch < WHITEN_BIAS_EPOCHS)
         images = translated(padded)
         images = images.flip(-1) if epoch % 2 else images
