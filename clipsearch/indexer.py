@@ -26,9 +26,9 @@ from clipsearch.diff import Changes, content_hash, diff, normalized_roots, under
 from clipsearch.distributed import Group
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import Manifest, commit_manifest, read_manifest, utc_now
+from clipsearch.model.spec import parse_spec
 from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
-from clipsearch.spec import parse_spec
 from clipsearch.staging import STAGING_DIR, Staging
 from clipsearch.storage import writer_lock
 from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
@@ -57,6 +57,7 @@ class IndexOptions:
     embedding_dtype: str = "float16"
     device: str = "auto"
     cache_dir: str | None = None
+    engine: str = "auto"
     vectors: VectorIndexConfig = field(default_factory=VectorIndexConfig)
 
 
@@ -233,7 +234,7 @@ class _Run:
         return todo, len(wanted) - len(todo)
 
     def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
-        from clipsearch.loader import decoded_batches  # torch: only when there is work
+        from clipsearch.loader import decoded_batches
 
         if self.model is None:
             self._load_model()
@@ -251,7 +252,6 @@ class _Run:
             batch_size=options.batch_size,
             workers=options.workers,
             max_pixels=options.max_pixels,
-            pin_memory=model.device.type == "cuda",
         )
         for batch in batches:
             if batch.files:
@@ -294,21 +294,28 @@ class _Run:
     # -- pieces ----------------------------------------------------------------------------
 
     def _load_model(self) -> None:
-        from clipsearch.model import Model, identities_match
+        from clipsearch.model import Model, identities_match, surely_different
 
         options = self.options
-        self.model = Model.load(self.spec, device=options.device, cache_dir=options.cache_dir)
+        built_with = self.manifest.model_spec if self.manifest else None
+        if built_with and surely_different(self.spec, built_with):
+            raise self._other_model(built_with)  # known without loading (or exporting) it
+        self.model = Model.load(
+            self.spec, device=options.device, cache_dir=options.cache_dir, engine=options.engine
+        )
         if self.manifest and not identities_match(self.model.identity, self.manifest.model):
-            built_with = self.manifest.model_spec
             if self.spec == built_with:
                 raise ClipsearchError(
                     f"the weights of model '{built_with}' changed since index {self.index_dir} "
                     "was built: index into a new --index"
                 )
-            raise ClipsearchError(
-                f"index {self.index_dir} was built with model '{built_with}', not "
-                f"'{self.spec}': omit --model, or choose another --index"
-            )
+            raise self._other_model(built_with)
+
+    def _other_model(self, built_with: str | None) -> ClipsearchError:
+        return ClipsearchError(
+            f"index {self.index_dir} was built with model '{built_with}', not "
+            f"'{self.spec}': omit --model, or choose another --index"
+        )
 
     def _wanted_rows(self, staged: pa.Table | None) -> pa.Table | None:
         """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
@@ -389,6 +396,9 @@ class _Run:
     def _next_manifest(self, parts: list[str]) -> Manifest:
         old = self.manifest
         identity = old.model if old else self.model.identity
+        embedded_with = set(old.embedded_with if old else [])
+        if self.model is not None:
+            embedded_with.add(f"{self.model.engine}/{self.model.precision}")
         return Manifest(
             model=identity,
             embedding_dim=int(identity["dim"]),
@@ -396,6 +406,7 @@ class _Run:
             snapshot=(old.snapshot if old else 0) + 1,
             next_id=self.next_id,
             catalog=parts,
+            embedded_with=sorted(embedded_with),
             created_at=old.created_at if old else utc_now(),
         )
 

@@ -1,24 +1,37 @@
 """Decode image files in parallel worker processes into model-ready batches.
 
-A torch DataLoader does the work: each worker hashes, decodes (``clipsearch.decode``) and
-preprocesses one file at a time, so the main process only runs the model. A file that cannot
-be decoded comes back as a ``FailedFile`` with its reason instead of stopping the run.
+Each worker hashes, decodes (``clipsearch.decode``) and preprocesses a few files at a time,
+so the main process only runs the model. A file that cannot be decoded comes back as a
+``FailedFile`` with its reason instead of stopping the run. Plain ``multiprocessing``: no
+torch, so the onnx engine's indexing never imports it.
+
+Workers run at the lowest priority (they fill the model's idle time instead of stalling
+its threads), ignore Ctrl-C (the main process stops them), and on Linux are killed by the
+kernel when the main process dies, so a killed indexer leaves no worker behind.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+import signal
+import sys
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import islice
+from typing import Any
 
-import torch
+import numpy as np
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 
 from clipsearch.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
 from clipsearch.diff import content_hash
 from clipsearch.scan import FileEntry
+
+FILES_PER_TASK = 8  # small tasks keep the workers evenly busy; order is restored below
+_PR_SET_PDEATHSIG = 1
 
 
 @dataclass
@@ -36,33 +49,32 @@ class FailedFile:
 
 @dataclass
 class Batch:
-    pixels: torch.Tensor  # (len(files), 3, H, W), ready for Model.embed_pixels
+    pixels: np.ndarray  # (len(files), 3, H, W) float32, ready for Model.embed_pixels
     files: list[DecodedFile]
     failures: list[FailedFile]
 
 
-class _Files(Dataset):
+Decoded = tuple[np.ndarray | None, DecodedFile | FailedFile]
+
+
+class _Decoder:
+    """Decode and preprocess files; picklable, so it runs in worker processes."""
+
     def __init__(
-        self,
-        entries: Sequence[FileEntry],
-        preprocess: Callable[[Image.Image], torch.Tensor],
-        min_side: int,
-        max_pixels: int,
+        self, preprocess: Callable[[Image.Image], Any], min_side: int, max_pixels: int
     ) -> None:
-        self.entries = entries
         self.preprocess = preprocess
         self.min_side = min_side
         self.max_pixels = max_pixels
 
-    def __len__(self) -> int:
-        return len(self.entries)
+    def __call__(self, entries: Sequence[FileEntry]) -> list[Decoded]:
+        return [self.one(entry) for entry in entries]
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor | None, DecodedFile | FailedFile]:
-        entry = self.entries[i]
+    def one(self, entry: FileEntry) -> Decoded:
         try:
             digest = content_hash(entry.path, entry.size)
             image, info = load_image(entry.path, min_side=self.min_side, max_pixels=self.max_pixels)
-            pixels = self.preprocess(image)
+            pixels = np.asarray(self.preprocess(image), dtype=np.float32)
         except DecodeError as exc:
             return None, FailedFile(entry, exc.reason)
         except OSError as exc:
@@ -70,40 +82,72 @@ class _Files(Dataset):
         return pixels, DecodedFile(entry, digest, info)
 
 
-def _collate(items: list[tuple[torch.Tensor | None, DecodedFile | FailedFile]]) -> Batch:
-    pixels = [p for p, _ in items if p is not None]
-    files = [f for p, f in items if p is not None]
-    failures = [f for p, f in items if p is None]
-    stacked = torch.stack(pixels) if pixels else torch.empty(0)
-    return Batch(stacked, files, failures)  # type: ignore[arg-type]
-
-
-def _lower_priority(worker_id: int) -> None:
-    """Decoders yield the CPU to the model: they fill idle time instead of stalling its threads."""
-    os.nice(19)
-
-
 def decoded_batches(
     entries: Sequence[FileEntry],
-    preprocess: Callable[[Image.Image], torch.Tensor],
+    preprocess: Callable[[Image.Image], Any],
     min_side: int,
     batch_size: int = 64,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    pin_memory: bool = False,
 ) -> Iterator[Batch]:
     """Yield batches in the order of ``entries``; ``workers=0`` decodes in this process."""
-    with warnings.catch_warnings():
-        # torch warns when workers outnumber cores: ours do so on purpose, at low priority.
-        warnings.filterwarnings("ignore", "This DataLoader will create", UserWarning)
-        loader = DataLoader(
-            _Files(entries, preprocess, min_side, max_pixels),
-            batch_size=batch_size,
-            num_workers=workers,
-            collate_fn=_collate,
-            pin_memory=pin_memory,
-            prefetch_factor=4 if workers else None,
-            worker_init_fn=_lower_priority,
-        )
-        batches = iter(loader)  # the workers start (and torch checks their number) here
-    yield from batches
+    decoder = _Decoder(preprocess, min_side, max_pixels)
+    tasks = (entries[i : i + FILES_PER_TASK] for i in range(0, len(entries), FILES_PER_TASK))
+    if workers == 0:
+        results: Iterable[list[Decoded]] = map(decoder, tasks)
+    else:
+        # Enough tasks in flight for two batches ahead, and never an unbounded backlog of
+        # decoded pixels when the model is the slower side.
+        window = max(2 * workers, 2 * -(-batch_size // FILES_PER_TASK))
+        results = _in_order(decoder, tasks, workers, window)
+    pending: list[Decoded] = []
+    for decoded in results:
+        pending += decoded
+        while len(pending) >= batch_size:
+            yield _collate(pending[:batch_size])
+            pending = pending[batch_size:]
+    if pending:
+        yield _collate(pending)
+
+
+def _in_order(
+    decoder: _Decoder, tasks: Iterator[Sequence[FileEntry]], workers: int, window: int
+) -> Iterator[list[Decoded]]:
+    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    with context.Pool(workers, initializer=_start_worker, initargs=(decoder, os.getpid())) as pool:
+        in_flight = deque(pool.apply_async(_decode, (task,)) for task in islice(tasks, window))
+        while in_flight:
+            done = in_flight.popleft().get()
+            for task in islice(tasks, 1):
+                in_flight.append(pool.apply_async(_decode, (task,)))
+            yield done
+    # leaving the with-block (also on an exception or an abandoned generator) terminates
+    # the workers
+
+
+_worker_decoder: _Decoder | None = None
+
+
+def _start_worker(decoder: _Decoder, parent: int) -> None:
+    global _worker_decoder
+    _worker_decoder = decoder
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(19)
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the line above took effect
+            os._exit(1)
+
+
+def _decode(entries: Sequence[FileEntry]) -> list[Decoded]:
+    assert _worker_decoder is not None
+    return _worker_decoder(entries)
+
+
+def _collate(items: list[Decoded]) -> Batch:
+    pixels = [p for p, _ in items if p is not None]
+    files = [f for p, f in items if p is not None]
+    failures = [f for p, f in items if p is None]
+    stacked = np.stack(pixels) if pixels else np.empty((0,), np.float32)
+    return Batch(stacked, files, failures)  # type: ignore[arg-type]

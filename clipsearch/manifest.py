@@ -35,6 +35,9 @@ class Manifest:
     catalog: list[str] = field(default_factory=list)  # Parquet parts, relative to the index
     errors: str | None = None  # Parquet list of unreadable files, relative to the index
     vector_index: dict[str, Any] = field(default_factory=dict)  # {"file": ..., kind, params...}
+    # "ENGINE/PRECISION" of every run that embedded rows, e.g. ["onnx/fp32"]: one model's
+    # embeddings from different engines or precisions are comparable, this says which ran.
+    embedded_with: list[str] = field(default_factory=list)
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = FORMAT_VERSION

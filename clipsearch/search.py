@@ -25,9 +25,9 @@ from PIL import Image
 
 from clipsearch import terms
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.spec import parse_spec
 from clipsearch.settings import resolve_index_dir
 from clipsearch.snapshot import Snapshot, open_manifest
-from clipsearch.spec import parse_spec
 
 if TYPE_CHECKING:
     from clipsearch.classify import Prediction
@@ -57,8 +57,10 @@ class Index:
         model: str | None = None,
         device: str = "auto",
         cache_dir: str | os.PathLike | None = None,
+        engine: str = "auto",
     ) -> None:
         self.index_dir = index_dir
+        self.engine = engine
         self.snapshot = Snapshot(index_dir)
         self.device = device
         self.cache_dir = cache_dir
@@ -75,10 +77,11 @@ class Index:
         model: str | None = None,
         device: str = "auto",
         cache_dir: str | os.PathLike | None = None,
+        engine: str = "auto",
     ) -> Index:
         """Open an index by name (``indexes/NAME``) or path; None opens the default index."""
         path = None if name_or_path is None else os.fspath(name_or_path)
-        return cls(resolve_index_dir(path), model, device, cache_dir)
+        return cls(resolve_index_dir(path), model, device, cache_dir, engine)
 
     def __len__(self) -> int:
         return int(self.snapshot.manifest.counts["images"])
@@ -89,16 +92,23 @@ class Index:
 
     @cached_property
     def model(self) -> Model:
-        from clipsearch.model import Model, identities_match
+        from clipsearch.model import Model, identities_match, surely_different
 
-        model = Model.load(self.model_spec, device=self.device, cache_dir=self.cache_dir)
         built_with = self.snapshot.manifest.model
+        if surely_different(self.model_spec, built_with["spec"]):
+            raise self._other_model(built_with["spec"])  # known without loading it
+        model = Model.load(
+            self.model_spec, device=self.device, cache_dir=self.cache_dir, engine=self.engine
+        )
         if not identities_match(model.identity, built_with):
-            raise ClipsearchError(
-                f"index {self.index_dir} was built with model '{built_with['spec']}'; "
-                f"'{self.model_spec}' is a different model: omit --model"
-            )
+            raise self._other_model(built_with["spec"])
         return model
+
+    def _other_model(self, built_with: str) -> ClipsearchError:
+        return ClipsearchError(
+            f"index {self.index_dir} was built with model '{built_with}'; "
+            f"'{self.model_spec}' is a different model: omit --model"
+        )
 
     def refresh(self) -> bool:
         """Move to the newest committed snapshot; True when it changed."""

@@ -11,6 +11,8 @@ from pathlib import Path
 DEFAULT_MODEL_SPEC = "ViT-B-32:laion2b_s34b_b79k"
 MODEL_ENV = "CLIPSEARCH_MODEL"
 INDEX_ENV = "CLIPSEARCH_INDEX"
+ENGINE_ENV = "CLIPSEARCH_ENGINE"
+CACHE_ENV = "CLIPSEARCH_CACHE"
 INDEXES_DIR = "indexes"
 DEFAULT_INDEX_NAME = "default"
 
@@ -29,6 +31,15 @@ def let_decoders_share_cores() -> None:
 def default_model_spec() -> str:
     """The model used when no ``--model`` is given: $CLIPSEARCH_MODEL, else the built-in."""
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL_SPEC
+
+
+def cache_root() -> Path:
+    """Where clipsearch keeps what it can rebuild (ONNX exports): $CLIPSEARCH_CACHE, else
+    $XDG_CACHE_HOME/clipsearch, else ~/.cache/clipsearch."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser().absolute()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "clipsearch"
 
 
 def resolve_index_dir(name_or_path: str | None = None) -> Path:

@@ -604,6 +604,7 @@ def rank_image_against_texts(
     k: int = 10,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
     """Rank the texts of ``texts_value`` (FILE or collection) by similarity to one image.
 
@@ -618,7 +619,9 @@ def rank_image_against_texts(
     _check_image_file(image)
     if model_spec is None:
         model_spec = found.model_spec if isinstance(found, TextCollection) else None
-    model = Model.load(model_spec or default_model_spec(), device=device, cache_dir=cache_dir)
+    model = Model.load(
+        model_spec or default_model_spec(), device=device, cache_dir=cache_dir, engine=engine
+    )
     if isinstance(found, TextCollection):
         check_model(found, model)
         searcher: TextCollection | TextList = found
@@ -656,6 +659,7 @@ def build_collection(
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
+    engine: str = "auto",
 ) -> tuple[TextCollection, float]:
     """Load the model and build: what ``clipsearch texts index`` runs.
 
@@ -669,7 +673,7 @@ def build_collection(
     texts = read_texts_file(source)  # a bad file fails before a model is loaded
     old = _check_target(directory)
     spec = model_spec or (old.model_spec if old else default_model_spec())
-    model = Model.load(spec, device=device, cache_dir=cache_dir)
+    model = Model.load(spec, device=device, cache_dir=cache_dir, engine=engine)
     collection = TextCollection.build(texts, directory, model, progress=progress)
     return collection, time.perf_counter() - start
 

@@ -8,12 +8,16 @@ Templates are format strings with one ``{}`` (``{label}`` is accepted too).
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
 
+TEMPLATES_FILE = Path(__file__).with_name("prompt_templates.json")
 # "a photo of a {}." and close variants: captions for training on class-labelled images.
 PHOTO_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
@@ -47,20 +51,18 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
     if name_or_list == "photo":
         return list(PHOTO_TEMPLATES)
     if name_or_list in ("default", "simple"):
-        # open_clip's lists are lambdas; calling them with "{}" gives format strings.
-        from open_clip.zero_shot_metadata import (
-            OPENAI_IMAGENET_TEMPLATES,
-            SIMPLE_IMAGENET_TEMPLATES,
-        )
-
-        chosen = (
-            OPENAI_IMAGENET_TEMPLATES if name_or_list == "default" else SIMPLE_IMAGENET_TEMPLATES
-        )
-        return [t("{}") for t in chosen]
+        return list(_imagenet_templates()[name_or_list])
     raise ClipsearchError(
         f"unknown template set {name_or_list!r}: use {', '.join(template_names())} "
         "or a list of strings with {}"
     )
+
+
+@functools.cache
+def _imagenet_templates() -> dict[str, list[str]]:
+    """CLIP's 80 ImageNet prompts and open_clip's 7 simple ones, stored as data so that
+    classifying needs no open_clip (tests/test_onnx_engine.py checks they equal its lists)."""
+    return json.loads(TEMPLATES_FILE.read_text(encoding="utf-8"))
 
 
 def prompts(label: str, templates: Sequence[str]) -> list[str]:

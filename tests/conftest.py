@@ -14,11 +14,29 @@ SHARED_DATA = Path(os.environ.get("CLIPSEARCH_SHARED_DATA", REPO.parent / "share
 TINY = "random:clipsearch-tiny"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory) -> Path:
+    """ONNX exports go to a folder of this test session (subprocesses inherit it), never
+    to the user's cache."""
+    path = tmp_path_factory.mktemp("export-cache")
+    os.environ["CLIPSEARCH_CACHE"] = str(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
+    """The tiny model in the torch engine (training, saving and the reference numbers)."""
     from clipsearch.model import Model
 
-    return Model.load(TINY)
+    return Model.load(TINY, engine="torch")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx():
+    """The same weights in the onnx engine (exported once into the session's cache)."""
+    from clipsearch.model import Model
+
+    return Model.load(TINY, engine="onnx")
 
 
 @pytest.fixture(scope="session")

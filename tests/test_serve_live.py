@@ -93,7 +93,8 @@ def live(tmp_path_factory):
 
 
 def run_query(*args: str, cwd: Path | None = None) -> tuple[list[dict], bool]:
-    """`clipsearch query ... --json` in a fresh process: (rows, whether torch was imported)."""
+    """`clipsearch query ... --json` in a fresh process: (rows, whether it loaded a model:
+    imported torch or ONNX Runtime)."""
     code = (
         "import sys\n"
         "from clipsearch.cli import main\n"
@@ -101,7 +102,8 @@ def run_query(*args: str, cwd: Path | None = None) -> tuple[list[dict], bool]:
         "try:\n"
         "    main()\n"
         "finally:\n"
-        "    print('TORCH', 'torch' in sys.modules, file=sys.stderr)\n"
+        "    loaded = 'torch' in sys.modules or 'onnxruntime' in sys.modules\n"
+        "    print('MODEL', loaded, file=sys.stderr)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code, *args, "--json"],
@@ -111,15 +113,15 @@ def run_query(*args: str, cwd: Path | None = None) -> tuple[list[dict], bool]:
         cwd=cwd,
     )
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), "TORCH True" in result.stderr
+    return json.loads(result.stdout), "MODEL True" in result.stderr
 
 
 def test_query_answers_through_the_running_server(live):
-    rows, torch_loaded = run_query("a photo", "-k", "4", "--index", str(live.index_dir))
-    assert not torch_loaded  # the server embedded the text: no model in this process
+    rows, model_loaded = run_query("a photo", "-k", "4", "--index", str(live.index_dir))
+    assert not model_loaded  # the server embedded the text: no model in this process
     assert [r["rank"] for r in rows] == [1, 2, 3, 4]
-    local, torch_local = run_query("a photo", "-k", "4", "--index", str(live.index_dir), "--local")
-    assert torch_local
+    local, model_local = run_query("a photo", "-k", "4", "--index", str(live.index_dir), "--local")
+    assert model_local
     assert [(r["id"], r["path"]) for r in rows] == [(r["id"], r["path"]) for r in local]
     for a, b in zip(rows, local, strict=True):
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
@@ -127,10 +129,10 @@ def test_query_answers_through_the_running_server(live):
 
 def test_query_by_image_and_explicit_server_url(live, tmp_path):
     query = live.photos / "blue" / "blue 3.png"
-    rows, torch_loaded = run_query(
+    rows, model_loaded = run_query(
         "--image", str(query), "-k", "2", "--server", live.url, cwd=tmp_path
     )
-    assert not torch_loaded
+    assert not model_loaded
     assert rows[0]["path"] == str(query) and rows[0]["score"] == pytest.approx(1.0, abs=2e-3)
 
 
@@ -156,8 +158,8 @@ def test_a_stale_server_file_is_ignored(live, tmp_path):
     with pytest.raises(ClipsearchError, match="serves"):  # --server URL --index OTHER
         find_server(copy, live.url, index_given=True)
     assert find_server(copy, live.url, index_given=False).index == str(live.index_dir)
-    rows, torch_loaded = run_query("a photo", "-k", "3", "--index", str(copy))
-    assert torch_loaded and len(rows) == 3  # searched locally, quietly
+    rows, model_loaded = run_query("a photo", "-k", "3", "--index", str(copy))
+    assert model_loaded and len(rows) == 3  # searched locally, quietly
 
 
 @pytest.mark.parametrize(

@@ -4,8 +4,8 @@ from pathlib import Path
 import pytest
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.spec import parse_spec
 from clipsearch.settings import let_decoders_share_cores, resolve_index_dir
-from clipsearch.spec import parse_spec
 
 
 def test_pretrained_tag():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 import torch
 
-from clipsearch.checkpoint import CONFIG_NAME
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model
+from clipsearch.model.checkpoint import CONFIG_NAME
 from clipsearch.train.config import ModelConfig
 from clipsearch.train.model import build_model, resolve_hf_dir, save_model
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from clipsearch.checkpoint import WEIGHTS_NAME
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model
+from clipsearch.model.checkpoint import WEIGHTS_NAME
 from clipsearch.train import load_config, train
 from clipsearch.train.report import read_metrics
 

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt, ModelOpt
 from clipsearch.errors import ClipsearchError
 
 
@@ -60,6 +60,7 @@ def classify(
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes for PATHs.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -87,12 +88,21 @@ def classify(
 
             model = indexed_model_spec(resolve_index_dir(index))
         predictions, failures = _classify_files(
-            paths, label_list, template_list, top, model, workers, batch_size, device, cache_dir
+            paths,
+            label_list,
+            template_list,
+            top,
+            model,
+            workers,
+            batch_size,
+            device,
+            cache_dir,
+            engine,
         )
     else:
         from clipsearch.search import Index
 
-        opened = Index.open(index, model=model, device=device, cache_dir=cache_dir)
+        opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
         predictions = opened.classify(label_list, template_list, top)
         if write_tags:
             zs.write_tags(opened.index_dir, predictions)
@@ -105,11 +115,13 @@ def classify(
     _print(predictions, failures, report, plot, as_json)
 
 
-def _classify_files(paths, labels, templates, top, model, workers, batch_size, device, cache_dir):
+def _classify_files(
+    paths, labels, templates, top, model, workers, batch_size, device, cache_dir, engine
+):
     from clipsearch import classify as zs
     from clipsearch.model import Model
 
-    loaded = Model.load(model, device=device, cache_dir=cache_dir)
+    loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
     classifier = zs.load_classifier(loaded.identity, labels, templates, lambda: loaded)
     return zs.classify_files(paths, loaded, classifier, top, workers, batch_size)
 

@@ -11,6 +11,7 @@ import typer
 from clipsearch.cli.options import (
     CacheDirOpt,
     DeviceOpt,
+    EngineOpt,
     IndexOpt,
     JsonOpt,
     ModelOpt,
@@ -73,6 +74,7 @@ def index(
         ),
     ] = 512,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -98,6 +100,7 @@ def index(
         part_rows=checkpoint_every,
         device=device,
         cache_dir=str(cache_dir) if cache_dir else None,
+        engine=engine,
         vectors=VectorIndexConfig(
             flat_threshold=flat_threshold,
             max_memory=parse_size(max_memory) if max_memory else None,

@@ -11,10 +11,8 @@ from typing import Annotated, Any
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, JsonOpt, ModelOpt
 from clipsearch.settings import MODEL_ENV, default_model_spec, resolve_index_dir
-
-_PACKAGES = {"torch": "torch", "open_clip": "open_clip_torch", "faiss": None, "duckdb": "duckdb"}
 
 
 def _version(distribution: str) -> str | None:
@@ -33,25 +31,35 @@ def _faiss_facts() -> dict[str, Any]:
 
 
 def _device_facts() -> dict[str, Any]:
-    import torch
+    from clipsearch.model.engines import gpu_available
 
-    if torch.cuda.is_available():
+    if gpu_available():
+        import torch
+
         return {"device": "cuda", "name": torch.cuda.get_device_name(0)}
     return {"device": "cpu", "name": platform.processor() or platform.machine()}
 
 
-def gather_info() -> dict[str, Any]:
+def gather_info(engine: str = "auto", device: str = "auto") -> dict[str, Any]:
+    from clipsearch.model.engines import default_choice
+    from clipsearch.settings import cache_root
+
     index_dir = resolve_index_dir()
     faiss_facts = _faiss_facts()
+    choice = default_choice(engine, device)
     return {
         "clipsearch": __version__,
         "python": platform.python_version(),
         "torch": _version("torch"),
         "open_clip": _version("open_clip_torch"),
+        "onnxruntime": _version("onnxruntime"),
         "faiss": faiss_facts["version"],
         "faiss_gpus": faiss_facts["gpus"],
         "duckdb": _version("duckdb"),
         **_device_facts(),
+        "engine": choice.engine,
+        "engine_why": choice.reason,
+        "export_cache": str(cache_root() / "onnx"),
         "model": default_model_spec(),
         "model_from": "env " + MODEL_ENV if os.environ.get(MODEL_ENV) else "built-in default",
         "index": str(index_dir),
@@ -62,6 +70,7 @@ def gather_info() -> dict[str, Any]:
 def info(
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -69,11 +78,13 @@ def info(
 
     With --model, also load that model and show its identity (dim, image size, weights).
     """
-    facts = gather_info()
+    facts = gather_info(engine, device)
     if model is not None:
         from clipsearch.model import Model
 
-        loaded = Model.load(model, device=device, cache_dir=cache_dir)
+        loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
+        facts["model_engine"] = loaded.engine
+        facts["model_precision"] = loaded.precision
         facts["model_identity"] = loaded.identity
         facts["model_logit_scale"] = round(loaded.logit_scale, 4)
     if as_json:
@@ -85,12 +96,17 @@ def info(
         f"python      {facts['python']}",
         f"torch       {facts['torch']}",
         f"open_clip   {facts['open_clip']}",
+        f"onnxruntime {facts['onnxruntime']}",
         f"faiss       {facts['faiss']} ({faiss_kind})",
         f"duckdb      {facts['duckdb']}",
         f"device      {facts['device']} ({facts['name']})",
+        f"engine      {facts['engine']} ({facts['engine_why']})",
+        f"exports     {facts['export_cache']}",
         f"model       {facts['model']} ({facts['model_from']})",
         f"index       {facts['index']}" + ("" if facts["index_exists"] else " (not created yet)"),
     ]
+    if "model_engine" in facts:
+        lines.append(f"  {'engine':<12}{facts['model_engine']} ({facts['model_precision']})")
     for key, value in facts.get("model_identity", {}).items():
         lines.append(f"  {key:<12}{value}")
     print("\n".join(lines))

@@ -10,6 +10,7 @@ import typer
 from clipsearch.settings import (
     DEFAULT_INDEX_NAME,
     DEFAULT_MODEL_SPEC,
+    ENGINE_ENV,
     INDEX_ENV,
     INDEXES_DIR,
     MODEL_ENV,
@@ -30,6 +31,17 @@ ModelOpt = Annotated[
 ]
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N.")
+]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        envvar=ENGINE_ENV,
+        help=(
+            "What runs the model: auto (ONNX Runtime on CPU, exported once per model and "
+            "cached; torch on a GPU), onnx, or torch."
+        ),
+    ),
 ]
 CacheDirOpt = Annotated[
     Path | None,

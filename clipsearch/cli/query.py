@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt, ModelOpt
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import INDEX_ENV, resolve_index_dir
 
@@ -74,6 +74,7 @@ def query(
     index: IndexOpt = None,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
     server: Annotated[
@@ -95,7 +96,7 @@ def query(
     if as_json and paths:
         raise ClipsearchError("--json and --paths are alternatives: give one")
     if texts is not None:
-        _image_to_text(text, image, texts, k, index, model, device, cache_dir, as_json)
+        _image_to_text(text, image, texts, k, index, model, device, cache_dir, engine, as_json)
         return
     wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     terms = [*(text or []), *(f"-{t}" for t in negative or [])]
@@ -105,7 +106,7 @@ def query(
     if rows is None:
         from clipsearch.search import Index
 
-        opened = Index.open(index, model=model, device=device, cache_dir=cache_dir)
+        opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
         hits = opened.search(terms or None, image=image or None, k=k, where=where, columns=wanted)
         rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
     if html is not None:
@@ -140,7 +141,7 @@ def _via_server(
     if client is None:
         return None
     if model is not None:
-        from clipsearch.spec import parse_spec
+        from clipsearch.model.spec import parse_spec
 
         if str(parse_spec(model)) != client.health.get("model"):
             return None
@@ -171,6 +172,7 @@ def _image_to_text(
     model: str | None,
     device: str,
     cache_dir: Path | None,
+    engine: str,
     as_json: bool,
 ) -> None:
     from clipsearch.cli.texts import print_text_hits, rank_image_against_texts
@@ -181,5 +183,5 @@ def _image_to_text(
         from clipsearch.manifest import indexed_model_spec
 
         model = indexed_model_spec(resolve_index_dir(index))  # FILE: the index's model
-    rows = rank_image_against_texts(image[0], texts, model, k, device, cache_dir)
+    rows = rank_image_against_texts(image[0], texts, model, k, device, cache_dir, engine)
     print_text_hits(rows, as_json)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, IndexOpt, ModelOpt, parse_size
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, ModelOpt, parse_size
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.config import DEFAULT_HOST, DEFAULT_MAX_PIXELS, DEFAULT_PORT
 from clipsearch.settings import resolve_index_dir
@@ -28,6 +28,7 @@ def serve(
     ] = DEFAULT_PORT,
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     max_upload: Annotated[
         str, typer.Option(help="Largest uploaded query image, e.g. 20M.")
@@ -101,6 +102,7 @@ def serve(
         model=model,
         device=device,
         cache_dir=str(cache_dir) if cache_dir else None,
+        engine=engine,
         max_upload_bytes=parse_size(max_upload),
         max_pixels=max_pixels,
         thumbnail_cache_bytes=parse_size(thumbnail_cache),

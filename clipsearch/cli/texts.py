@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, JsonOpt, ModelOpt
 from clipsearch.settings import INDEXES_DIR, resolve_index_dir
 
 texts_app = typer.Typer(
@@ -56,6 +56,7 @@ def index(
     ],
     model: ModelOpt = None,
     device: DeviceOpt = "auto",
+    engine: EngineOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -67,7 +68,13 @@ def index(
 
     directory = resolve_index_dir(name)
     collection, seconds = build_collection(
-        file, directory, model, device=device, cache_dir=cache_dir, progress=_Progress()
+        file,
+        directory,
+        model,
+        device=device,
+        cache_dir=cache_dir,
+        progress=_Progress(),
+        engine=engine,
     )
     manifest = collection.manifest
     if as_json:
@@ -143,6 +150,7 @@ def rank_image_against_texts(
     k: int = 10,
     device: str = "auto",
     cache_dir: str | os.PathLike | None = None,
+    engine: str = "auto",
 ) -> list[dict[str, Any]]:
     """For ``clipsearch query --image PATH --texts FILE|NAME``: rows ``{rank, id, text, score}``.
 
@@ -152,7 +160,9 @@ def rank_image_against_texts(
     """
     from clipsearch import texts
 
-    return texts.rank_image_against_texts(image_path, texts_value, model_spec, k, device, cache_dir)
+    return texts.rank_image_against_texts(
+        image_path, texts_value, model_spec, k, device, cache_dir, engine
+    )
 
 
 def print_text_hits(rows: list[dict[str, Any]], as_json: bool = False) -> None:

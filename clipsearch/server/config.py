@@ -27,6 +27,7 @@ class ServerConfig:
     model: str | None = None  # must be the index's model; None: the one it was built with
     device: str = "auto"
     cache_dir: str | None = None
+    engine: str = "auto"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     max_pixels: int = DEFAULT_MAX_PIXELS
     thumbnail_cache_bytes: int = DEFAULT_THUMBNAIL_CACHE

@@ -77,7 +77,11 @@ class Engine:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.index = Index.open(
-            config.index_dir, model=config.model, device=config.device, cache_dir=config.cache_dir
+            config.index_dir,
+            model=config.model,
+            device=config.device,
+            cache_dir=config.cache_dir,
+            engine=config.engine,
         )
         self.index_dir = self.index.index_dir
         self._watched = (str(self.index_dir / MANIFEST_NAME), str(self.index_dir / TAGS_NAME))

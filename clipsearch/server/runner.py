@@ -59,7 +59,8 @@ def _stop_on_sigterm() -> None:
 
 
 def limit_threads(threads: int) -> None:
-    """CPU threads per query for BLAS, torch and FAISS (process-wide: the server only).
+    """CPU threads per query for BLAS, torch, ONNX Runtime and FAISS (process-wide: the
+    server only; torch and ONNX Runtime read OMP_NUM_THREADS when they start).
 
     Call it before numpy is imported: OpenBLAS reads its thread count once, when it loads.
     Many concurrent queries each running a many-threaded matmul made the server spend twice
@@ -68,9 +69,7 @@ def limit_threads(threads: int) -> None:
     for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         os.environ[name] = str(threads)
     import faiss
-    import torch
 
-    torch.set_num_threads(threads)
     faiss.omp_set_num_threads(threads)
 
 

@@ -21,7 +21,7 @@ import torch
 
 from clipsearch.distributed import Group, join
 from clipsearch.errors import ClipsearchError
-from clipsearch.model import resolve_device, resolve_precision
+from clipsearch.model.torch_engine import resolve_device, resolve_precision
 from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, to_dict
 from clipsearch.train.data import Collate, PairDataset, StepSampler, train_loader, train_transform

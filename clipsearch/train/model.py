@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipsearch import architectures, checkpoint
+from clipsearch import architectures
 from clipsearch.errors import ClipsearchError
+from clipsearch.model import checkpoint
 from clipsearch.train.config import ModelConfig
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
@@ -138,13 +139,14 @@ def _from_scratch(cfg: ModelConfig, loss_kind: str, temperature: float) -> Built
 def _from_spec(cfg: ModelConfig) -> Built:
     from clipsearch.model import Model
 
-    model = Model.load(cfg.init, device="cpu", precision="fp32")
+    model = Model.load(cfg.init, device="cpu", precision="fp32", engine="torch")
     hf_dir = None
     if model.spec.kind == "checkpoint" and (model.spec.path / "config.json").is_file():
         hf_dir = model.spec.path
     notes = [f"initialised from {model.spec} ({model.identity['weights']})"]
+    towers = model.towers
     return Built(
-        model.module.train(), model.model_cfg, {}, model.tokenizer, model.arch, hf_dir, notes
+        towers.module.train(), towers.model_cfg, {}, towers.tokenizer, towers.arch, hf_dir, notes
     )
 
 

@@ -1,8 +1,7 @@
-"""The model layer: load any model spec, embed images and texts into one normalized space.
+"""The torch engine: open_clip builds the towers from any model spec.
 
-``Model.load(spec)`` is the only way the rest of clipsearch gets a model, so every command
-accepts the same specs (see ``clipsearch.spec``) and every index can pin the exact weights
-it was built with (``Model.identity``).
+Training, GPU inference and ONNX export run on it. Importing this module imports torch and
+open_clip (~8 s on a small CPU box), so only code that needs them does.
 """
 
 from __future__ import annotations
@@ -22,19 +21,18 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from clipsearch import architectures, checkpoint
+from clipsearch import architectures
 from clipsearch.errors import ClipsearchError
-from clipsearch.hub import endpoint_host, hub_access
-from clipsearch.settings import default_model_spec
-from clipsearch.spec import ModelSpec, parse_spec
+from clipsearch.model import checkpoint
+from clipsearch.model.hub import endpoint_host, hub_access
+from clipsearch.model.spec import ModelSpec
 
 RANDOM_SEED = 0
-_OFFLINE_FIX = (
+OFFLINE_FIX = (
     "point --model (or CLIPSEARCH_MODEL) at a local checkpoint directory, such as one "
     "written by `clipsearch train`, or connect once so the weights are cached"
 )
-
-ImageInput = Image.Image | str | os.PathLike
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 @dataclass
@@ -48,148 +46,68 @@ class _Built:
     tokenizer_name: str
 
 
-class Model:
-    """A CLIP-style model ready for inference: ``embed_images`` and ``embed_texts``.
+class TorchPreprocess:
+    """open_clip's eval transform as a picklable callable PIL image → float32 (3, H, W) array."""
 
-    Embeddings are float32 numpy arrays of shape (n, dim) with L2-normalized rows, so the
-    inner product of two rows is their cosine similarity.
-    """
+    def __init__(self, transform: Callable[[Image.Image], torch.Tensor]) -> None:
+        self.transform = transform
 
-    def __init__(
-        self, built: _Built, spec: ModelSpec, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        self.spec = spec
+    def __call__(self, image: Image.Image) -> np.ndarray:
+        return self.transform(image).numpy()
+
+
+class TorchTowers:
+    """An open_clip module with its tokenizer and transform, on one device and dtype."""
+
+    engine = "torch"
+
+    def __init__(self, built: _Built, device: torch.device, precision: str) -> None:
         self.module = built.module.eval()
-        self.device = device
-        self.dtype = dtype
-        self.arch = built.arch
         self.model_cfg = built.model_cfg
+        self.arch = built.arch
+        self.weights_id = built.weights_id
+        self.device = device
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
         self.preprocess_cfg: dict[str, Any] = dict(open_clip.get_model_preprocess_cfg(self.module))
-        self.preprocess: Callable[[Image.Image], torch.Tensor] = image_transform_v2(
-            PreprocessCfg(**self.preprocess_cfg), is_train=False
-        )
+        self.transform = image_transform_v2(PreprocessCfg(**self.preprocess_cfg), is_train=False)
         self.tokenizer = open_clip.get_tokenizer(built.tokenizer_name)
-        self._weights_id = built.weights_id
-
-    # -- loading -------------------------------------------------------------------------
-
-    @classmethod
-    def load(
-        cls,
-        spec: str | ModelSpec | None = None,
-        device: str = "auto",
-        precision: str = "auto",
-        cache_dir: str | os.PathLike | None = None,
-    ) -> Model:
-        """Load a model by spec (default: $CLIPSEARCH_MODEL or the built-in default).
-
-        device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
-        precision: "auto" (bf16/fp16 on GPU, fp32 on CPU), "fp32", "fp16", "bf16".
-        """
-        if not isinstance(spec, ModelSpec):
-            spec = parse_spec(spec or default_model_spec())
-        torch_device = resolve_device(device)
-        precision = resolve_precision(precision, torch_device)
-        cache = str(cache_dir) if cache_dir else None
-        architectures.register()
-        with _quiet_open_clip_logs():
-            built = _LOADERS[spec.kind](spec, cache)
-        dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-        built.module.to(device=torch_device, dtype=dtype)
-        return cls(built, spec, torch_device, dtype)
-
-    # -- facts -----------------------------------------------------------------------------
-
-    @property
-    def dim(self) -> int:
-        return int(self.model_cfg["embed_dim"])
-
-    @property
-    def image_size(self) -> int:
-        size = self.preprocess_cfg["size"]
-        return int(size if isinstance(size, int) else max(size))
 
     @property
     def logit_scale(self) -> float:
-        """exp(learned temperature parameter): multiply cosines by it to get logits."""
         return float(self.module.logit_scale.detach().float().exp().item())
 
-    @property
-    def identity(self) -> dict[str, Any]:
-        """Pins exactly which weights these are, so an index can refuse a different model."""
-        return {
-            "spec": str(self.spec),
-            "arch": self.arch,
-            "weights": self._weights_id,
-            "dim": self.dim,
-            "image_size": self.image_size,
-            "mean": [float(x) for x in self.preprocess_cfg["mean"]],
-            "std": [float(x) for x in self.preprocess_cfg["std"]],
-        }
+    def preprocess(self) -> TorchPreprocess:
+        return TorchPreprocess(self.transform)
 
-    # -- embedding -------------------------------------------------------------------------
-
-    def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
-        """Embed PIL images or image paths."""
-        from clipsearch.decode import DecodeError, load_image
-
-        def to_pixels(item: ImageInput) -> torch.Tensor:
-            if isinstance(item, Image.Image):
-                return self.preprocess(item.convert("RGB"))
-            try:
-                image, _ = load_image(item, min_side=self.image_size)
-            except DecodeError as exc:
-                raise ClipsearchError(f"cannot read image {item}: {exc.reason}") from None
-            return self.preprocess(image)
-
-        chunks = [
-            self.embed_pixels(torch.stack([to_pixels(x) for x in images[i : i + batch_size]]))
-            for i in range(0, len(images), batch_size)
-        ]
-        return self._concat(chunks)
-
-    def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Embed a batch already transformed by ``preprocess`` (shape (n, 3, H, W))."""
+    def encode_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
-            features = self.module.encode_image(pixels.to(self.device, self.dtype))
-            return _normalized_numpy(features)
+            batch = torch.as_tensor(pixels).to(self.device, self.dtype)
+            return self.module.encode_image(batch).float().cpu().numpy()
 
-    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
-        chunks = []
-        for i in range(0, len(texts), batch_size):
-            tokens = self.tokenizer(list(texts[i : i + batch_size])).to(self.device)
-            with torch.inference_mode():
-                chunks.append(_normalized_numpy(self.module.encode_text(tokens)))
-        return self._concat(chunks)
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        tokens = self.tokenizer(list(texts)).to(self.device)
+        with torch.inference_mode():
+            return self.module.encode_text(tokens).float().cpu().numpy()
 
-    def _concat(self, chunks: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
-
-    # -- saving ----------------------------------------------------------------------------
-
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write a checkpoint directory that ``Model.load(directory)`` reads back."""
+    def save(self, directory: Path, source: str) -> Path:
         return checkpoint.save_checkpoint(
-            Path(directory),
+            directory,
             self.module.state_dict(),
             self.model_cfg,
             self.preprocess_cfg,
-            {"arch": self.arch, "source": str(self.spec)},
+            {"arch": self.arch, "source": source},
         )
 
 
-def identities_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Same weights and preprocessing, wherever the spec pointed (a moved checkpoint matches)."""
-
-    def pinned(identity: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in identity.items() if k != "spec"}
-
-    return pinned(a) == pinned(b)
-
-
-def _normalized_numpy(features: torch.Tensor) -> np.ndarray:
-    features = torch.nn.functional.normalize(features.float(), dim=-1)
-    return features.cpu().numpy()
+def load_towers(spec: ModelSpec, device: str, precision: str, cache_dir: str | None) -> TorchTowers:
+    torch_device = resolve_device(device)
+    precision = resolve_precision(precision, torch_device)
+    architectures.register()
+    with _quiet_open_clip_logs():
+        built = _LOADERS[spec.kind](spec, cache_dir)
+    built.module.to(device=torch_device, dtype=_DTYPES[precision])
+    return TorchTowers(built, torch_device, precision)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -211,8 +129,11 @@ def resolve_precision(precision: str, device: torch.device) -> str:
         if device.type != "cuda":
             return "fp32"
         return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ClipsearchError(f"unknown precision {precision!r}: use auto, fp32, fp16 or bf16")
+    if precision not in _DTYPES:
+        raise ClipsearchError(
+            f"precision {precision!r} is not available in the torch engine: use auto, fp32, "
+            "fp16 or bf16 (int8 runs in the onnx engine)"
+        )
     return precision
 
 
@@ -363,10 +284,10 @@ def _download_error(
     if not online:
         return ClipsearchError(
             f"cannot load model '{spec}': tried {source} in {cache}, not there, and "
-            f"{endpoint_host()} cannot be reached (offline). Fix: {_OFFLINE_FIX}"
+            f"{endpoint_host()} cannot be reached (offline). Fix: {OFFLINE_FIX}"
         )
     return ClipsearchError(
-        f"cannot load model '{spec}': tried {source}: {_one_line(exc)[:300]}. Fix: {_OFFLINE_FIX}"
+        f"cannot load model '{spec}': tried {source}: {_one_line(exc)[:300]}. Fix: {OFFLINE_FIX}"
     )
 
 

@@ -1,0 +1,248 @@
+"""The model layer: load any model spec, embed images and texts into one normalized space.
+
+``Model.load(spec)`` is the only way the rest of clipsearch gets a model, so every command
+accepts the same specs (see ``clipsearch.model.spec``) and every index can pin the exact
+weights it was built with (``Model.identity``).
+
+Two engines run the towers (``clipsearch.model.engines`` chooses):
+- ``onnx``: ONNX Runtime on graphs exported once per model (``clipsearch.model.export``);
+  the default on CPU. It needs neither torch nor open_clip.
+- ``torch``: open_clip itself (``clipsearch.model.torch_engine``): training, GPU, export.
+Importing this package imports neither.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from PIL import Image
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.model.spec import ModelSpec, parse_spec
+from clipsearch.settings import default_model_spec
+
+ImageInput = Image.Image | str | os.PathLike
+
+
+class Towers(Protocol):
+    """What an engine provides: raw (not yet normalized) embeddings of pixels and texts."""
+
+    engine: str
+    precision: str
+
+    def encode_pixels(self, pixels: Any) -> np.ndarray: ...
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What describes a model whatever engine runs it (an ONNX export carries them along)."""
+
+    arch: str | None
+    weights: str  # "sha256:...", "pretrained:TAG" or "random:seed=N"
+    dim: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    logit_scale: float
+
+
+class Model:
+    """A CLIP-style model ready for inference: ``embed_images`` and ``embed_texts``.
+
+    Embeddings are float32 numpy arrays of shape (n, dim) with L2-normalized rows, so the
+    inner product of two rows is their cosine similarity.
+    """
+
+    def __init__(
+        self,
+        spec: ModelSpec,
+        towers: Towers,
+        facts: ModelFacts,
+        preprocess: Callable[[Image.Image], np.ndarray],
+    ) -> None:
+        self.spec = spec
+        self.towers = towers
+        self.facts = facts
+        self.preprocess = preprocess  # PIL image → float32 (3, H, W); picklable
+
+    @classmethod
+    def load(
+        cls,
+        spec: str | ModelSpec | None = None,
+        device: str = "auto",
+        precision: str = "auto",
+        cache_dir: str | os.PathLike | None = None,
+        engine: str = "auto",
+    ) -> Model:
+        """Load a model by spec (default: $CLIPSEARCH_MODEL or the built-in default).
+
+        device: "auto" (CUDA when available, else CPU), "cpu", "cuda", "cuda:N".
+        precision: "auto" (fp32 on CPU, bf16/fp16 on GPU), "fp32", "fp16", "bf16" (torch),
+        "int8" (onnx).
+        cache_dir: where downloaded pretrained weights are cached.
+        engine: "auto" ($CLIPSEARCH_ENGINE, else onnx on CPU and torch on GPU), "onnx",
+        "torch".
+        """
+        from clipsearch.model import engines
+
+        if not isinstance(spec, ModelSpec):
+            spec = parse_spec(spec or default_model_spec())
+        cache = str(cache_dir) if cache_dir else None
+        chosen = engines.choose(spec, engine, device)
+        if chosen.engine == "onnx":
+            from clipsearch.model import export
+            from clipsearch.model.onnx_engine import load_onnx_model
+
+            directory = chosen.onnx_dir or export.ensure_cached_export(spec, cache, precision)
+            return load_onnx_model(spec, directory, device, precision)
+        return cls.from_torch(spec, device, precision, cache)
+
+    @classmethod
+    def from_torch(
+        cls,
+        spec: ModelSpec,
+        device: str = "auto",
+        precision: str = "auto",
+        cache: str | None = None,
+    ) -> Model:
+        from clipsearch.model import torch_engine
+
+        towers = torch_engine.load_towers(spec, device, precision, cache)
+        cfg = towers.preprocess_cfg
+        size = cfg["size"]
+        facts = ModelFacts(
+            arch=towers.arch,
+            weights=towers.weights_id,
+            dim=int(towers.model_cfg["embed_dim"]),
+            image_size=int(size if isinstance(size, int) else max(size)),
+            mean=tuple(float(x) for x in cfg["mean"]),
+            std=tuple(float(x) for x in cfg["std"]),
+            logit_scale=towers.logit_scale,
+        )
+        return cls(spec, towers, facts, towers.preprocess())
+
+    # -- facts -----------------------------------------------------------------------------
+
+    @property
+    def engine(self) -> str:
+        return self.towers.engine
+
+    @property
+    def precision(self) -> str:
+        return self.towers.precision
+
+    @property
+    def dim(self) -> int:
+        return self.facts.dim
+
+    @property
+    def image_size(self) -> int:
+        return self.facts.image_size
+
+    @property
+    def logit_scale(self) -> float:
+        """exp(learned temperature parameter): multiply cosines by it to get logits."""
+        return self.facts.logit_scale
+
+    @property
+    def identity(self) -> dict[str, Any]:
+        """Pins exactly which weights these are, so an index can refuse a different model."""
+        return {
+            "spec": str(self.spec),
+            "arch": self.facts.arch,
+            "weights": self.facts.weights,
+            "dim": self.dim,
+            "image_size": self.image_size,
+            "mean": list(self.facts.mean),
+            "std": list(self.facts.std),
+        }
+
+    @property
+    def module(self) -> Any:
+        """The torch module (torch engine only): for training and export."""
+        return self._torch_towers().module
+
+    # -- embedding -------------------------------------------------------------------------
+
+    def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
+        """Embed PIL images or image paths."""
+        from clipsearch.decode import DecodeError, load_image
+
+        def to_pixels(item: ImageInput) -> np.ndarray:
+            if isinstance(item, Image.Image):
+                return self.preprocess(item.convert("RGB"))
+            try:
+                image, _ = load_image(item, min_side=self.image_size)
+            except DecodeError as exc:
+                raise ClipsearchError(f"cannot read image {item}: {exc.reason}") from None
+            return self.preprocess(image)
+
+        chunks = [
+            self.embed_pixels(np.stack([to_pixels(x) for x in images[i : i + batch_size]]))
+            for i in range(0, len(images), batch_size)
+        ]
+        return self._concat(chunks)
+
+    def embed_pixels(self, pixels: Any) -> np.ndarray:
+        """Embed a batch already transformed by ``preprocess`` (shape (n, 3, H, W))."""
+        return _normalized(self.towers.encode_pixels(pixels))
+
+    def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> np.ndarray:
+        chunks = [
+            _normalized(self.towers.encode_texts(list(texts[i : i + batch_size])))
+            for i in range(0, len(texts), batch_size)
+        ]
+        return self._concat(chunks)
+
+    def _concat(self, chunks: list[np.ndarray]) -> np.ndarray:
+        return np.concatenate(chunks) if chunks else np.zeros((0, self.dim), np.float32)
+
+    # -- saving ----------------------------------------------------------------------------
+
+    def save(self, directory: str | os.PathLike) -> Path:
+        """Write a checkpoint directory that ``Model.load(directory)`` reads back."""
+        return self._torch_towers().save(Path(directory), str(self.spec))
+
+    def _torch_towers(self) -> Any:
+        if self.engine != "torch":
+            raise ClipsearchError(
+                f"model '{self.spec}' runs in the {self.engine} engine; this needs the torch "
+                "engine (load it with engine='torch', or --engine torch)"
+            )
+        return self.towers
+
+
+def identities_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Same weights and preprocessing, wherever the spec pointed (a moved checkpoint matches)."""
+
+    def pinned(identity: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in identity.items() if k != "spec"}
+
+    return pinned(a) == pinned(b)
+
+
+def surely_different(a: str, b: str) -> bool:
+    """True when two specs cannot name the same weights, known without loading either:
+    different pretrained tags, random architectures or hub repos. Paths can (a moved
+    checkpoint, an ONNX export of it), so only loading tells."""
+
+    def fixed(spec: ModelSpec) -> bool:
+        return spec.kind in ("random", "hf-hub") or (
+            spec.kind == "pretrained" and not os.path.isfile(spec.tag or "")
+        )
+
+    first, second = parse_spec(a), parse_spec(b)
+    return fixed(first) and fixed(second) and str(first) != str(second)
+
+
+def _normalized(features: np.ndarray) -> np.ndarray:
+    features = np.asarray(features, dtype=np.float32)
+    norms = np.linalg.norm(features, axis=-1, keepdims=True)
+    return features / np.maximum(norms, 1e-12)

@@ -1,0 +1,279 @@
+"""Export a model's towers to an ONNX model directory, and keep one export per model.
+
+``export_model`` runs the torch engine once (torch + open_clip needed) and writes the
+directory described in ``onnx_format``. ``ensure_cached_export`` is what the onnx engine
+calls for a model spec that is not itself an ONNX directory: it finds the export of exactly
+these weights in the cache (``$CLIPSEARCH_CACHE/onnx``), or makes it. Every directory is
+written beside its final place and renamed into it, so no reader ever sees half an export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.model import Model, checkpoint, onnx_format
+from clipsearch.model.preprocess import PreprocessConfig
+from clipsearch.model.spec import ModelSpec
+from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig
+from clipsearch.settings import cache_root
+from clipsearch.storage import fsync_dir, write_json_atomic
+
+EXPORT_VERSION = 1  # bump when export_model writes different graphs for the same weights
+OPSET = 17
+_CLEAN_NAMES = {"_clean_lower": "lower", "_clean_whitespace": "whitespace"}
+_CLEAN_NAMES["_clean_canonicalize"] = "canonicalize"
+
+
+def export_model(
+    spec: ModelSpec, out_dir: Path, cache_dir: str | None = None, note: str | None = None
+) -> Path:
+    """Write the ONNX model directory of ``spec`` (fp32 graphs) to ``out_dir``, atomically;
+    ``note`` is printed to stderr once the model has loaded, before the export starts."""
+    from clipsearch.model import engines
+
+    if not engines.installed("torch") or not engines.installed("open_clip"):
+        raise ClipsearchError(
+            f"exporting model '{spec}' to ONNX needs torch and open_clip: {engines.TORCH_EXTRA}"
+        )
+    model = Model.from_torch(spec, "cpu", "fp32", cache_dir)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
+    preprocess = _preprocess_config(model)
+    tokenizer_cfg = _tokenizer_config(model)
+    out_dir = out_dir.absolute()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp's 0o700 would hide a shared export from others
+    try:
+        _write_tokenizer(model, tokenizer_cfg, work)
+        _export_graphs(model, work)
+        graphs = {p.name: p.stat().st_size for p in sorted(work.glob("*.onnx"))}
+        cfg = onnx_format.OnnxModelConfig(
+            model.identity, model.logit_scale, preprocess, tokenizer_cfg, graphs
+        )
+        write_json_atomic(work / onnx_format.CONFIG_NAME, cfg.to_json())
+        for path in work.iterdir():
+            _fsync(path)
+        _replace_dir(work, out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return out_dir
+
+
+def add_int8(directory: Path) -> None:
+    """Add int8 graphs (dynamically quantized weights) beside the fp32 ones."""
+    try:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ClipsearchError(
+            "making int8 graphs needs the onnx package: pip install onnx (or clipsearch[torch])"
+        ) from None
+    cfg = onnx_format.read_config(directory)
+    graphs = dict(cfg.graphs)
+    for tower in onnx_format.TOWERS:
+        name = onnx_format.graph_name(tower, "int8")
+        tmp = directory / f".{name}.tmp"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                directory / onnx_format.graph_name(tower, "fp32"), tmp, weight_type=QuantType.QInt8
+            )
+        _fsync(tmp)
+        os.replace(tmp, directory / name)
+        graphs[name] = (directory / name).stat().st_size
+    new = onnx_format.OnnxModelConfig(
+        cfg.identity, cfg.logit_scale, cfg.preprocess, cfg.tokenizer, graphs
+    )
+    write_json_atomic(directory / onnx_format.CONFIG_NAME, new.to_json())
+
+
+# -- the cache -------------------------------------------------------------------------------
+
+
+def cached_export_dir(spec: ModelSpec) -> Path:
+    """Where the export of ``spec``'s current weights lives in the cache.
+
+    The key is computed without loading the model: the spec, plus the weights file's size
+    and modification time for local files (a re-trained checkpoint gets a new export).
+    Pretrained tags and random:ARCH name fixed weights.
+    """
+    key = [str(spec), f"export-v{EXPORT_VERSION}"]
+    weights = _local_weights(spec)
+    if weights is not None:
+        stat = weights.stat()
+        key += [weights.name, str(stat.st_size), str(stat.st_mtime_ns)]
+    digest = hashlib.sha256("\n".join(key).encode()).hexdigest()[:16]
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", str(spec).rstrip("/").split("/")[-1])[:40]
+    return cache_root() / "onnx" / f"{slug}-{digest}"
+
+
+def ensure_cached_export(spec: ModelSpec, cache_dir: str | None, precision: str = "fp32") -> Path:
+    """The cached export of ``spec`` with graphs for ``precision``, made if missing; a
+    damaged one is rebuilt with a warning."""
+    directory = cached_export_dir(spec)
+    if onnx_format.is_onnx_dir(directory):
+        try:
+            cfg = onnx_format.read_config(directory)
+            onnx_format.check_files(directory, cfg, "fp32")
+        except ClipsearchError as exc:
+            warn(f"rebuilding the ONNX export of '{spec}': {exc}")
+        else:
+            if precision == "int8" and not cfg.has("int8"):
+                add_int8(directory)
+            return directory
+    # Seconds for a small model, a minute for a large one: say why this run waits.
+    note = f"exporting model '{spec}' to ONNX once, into {directory}"
+    export_model(spec, directory, cache_dir, note)
+    if precision == "int8":
+        add_int8(directory)
+    return directory
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+# -- pieces ----------------------------------------------------------------------------------
+
+
+def _local_weights(spec: ModelSpec) -> Path | None:
+    if spec.kind == "checkpoint" and spec.path is not None:
+        checkpoint.read_config(spec.path)  # a clear error for a path that is no checkpoint
+        return checkpoint.find_weights(spec.path)
+    if spec.kind == "pretrained" and spec.tag and os.path.isfile(spec.tag):
+        return Path(spec.tag)
+    return None
+
+
+def _preprocess_config(model: Model) -> PreprocessConfig:
+    try:
+        return PreprocessConfig.from_open_clip(model.towers.preprocess_cfg)
+    except ValueError as exc:
+        raise ClipsearchError(
+            f"cannot export model '{model.spec}' to ONNX: its preprocessing ({exc}) is not "
+            "reproduced without torch; use --engine torch"
+        ) from None
+
+
+def _tokenizer_config(model: Model) -> TokenizerConfig:
+    from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
+
+    tokenizer = model.towers.tokenizer
+    clean = _CLEAN_NAMES.get(getattr(getattr(tokenizer, "clean_fn", None), "__name__", ""))
+    unsupported = f"cannot export model '{model.spec}' to ONNX: its tokenizer"
+    if clean is None:
+        raise ClipsearchError(f"{unsupported} cleans text in a way not reproduced here")
+    if isinstance(tokenizer, SimpleTokenizer):
+        if tokenizer.reduction_fn is not None or tokenizer.vocab_size != 49408:
+            raise ClipsearchError(f"{unsupported} is not CLIP's standard BPE")
+        return TokenizerConfig(
+            CLIP_BPE, "bpe_simple_vocab_16e6.txt.gz", tokenizer.context_length, clean
+        )
+    if isinstance(tokenizer, HFTokenizer) and getattr(tokenizer.tokenizer, "is_fast", False):
+        if tokenizer.tokenizer_mode:
+            raise ClipsearchError(
+                f"{unsupported} mode {tokenizer.tokenizer_mode!r} is not supported"
+            )
+        return TokenizerConfig(
+            HF, "tokenizer.json", tokenizer.context_length, clean, tokenizer.strip_sep_token
+        )
+    raise ClipsearchError(f"{unsupported} ({type(tokenizer).__name__}) is not supported")
+
+
+def _write_tokenizer(model: Model, cfg: TokenizerConfig, directory: Path) -> None:
+    if cfg.kind == CLIP_BPE:
+        from open_clip.tokenizer import default_bpe
+
+        shutil.copyfile(default_bpe(), directory / cfg.file)
+    else:
+        model.towers.tokenizer.tokenizer.backend_tokenizer.save(str(directory / cfg.file))
+
+
+def _export_graphs(model: Model, directory: Path) -> None:
+    import torch
+
+    module = model.towers.module
+
+    class ImageTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = module
+
+        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_image(pixels)
+
+    class TextTower(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.clip = module
+
+        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+            return self.clip.encode_text(tokens)
+
+    size = model.image_size
+    pixels = torch.randn(2, 3, size, size)
+    tokens = torch.as_tensor(model.towers.tokenizer(["a photo of a dog", "x"]))
+    for tower, example, name in ((ImageTower(), pixels, "pixels"), (TextTower(), tokens, "tokens")):
+        path = directory / onnx_format.graph_name("image" if name == "pixels" else "text", "fp32")
+        _export_one(tower.eval(), example, name, path, model.spec)
+
+
+def _export_one(tower: Any, example: Any, input_name: str, path: Path, spec: ModelSpec) -> None:
+    import torch
+
+    # With gradients off, nn.MultiheadAttention takes a fused fast path that has no ONNX
+    # form; traced with them on, it exports as plain operators (and computes the same).
+    with warnings.catch_warnings(), torch.inference_mode(False), torch.enable_grad():
+        warnings.simplefilter("ignore")
+        try:
+            torch.onnx.export(
+                tower,
+                (example,),
+                str(path),
+                input_names=[input_name],
+                output_names=["embedding"],
+                dynamic_axes={input_name: {0: "n"}, "embedding": {0: "n"}},
+                opset_version=OPSET,
+                dynamo=False,
+            )
+        except Exception as exc:
+            message = " ".join(str(exc).split())[:300]
+            raise ClipsearchError(
+                f"cannot export model '{spec}' to ONNX ({path.stem} tower): {message}; "
+                "use --engine torch"
+            ) from None
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Move ``new`` to ``target``; an existing ONNX directory there is replaced, anything
+    else is refused. A concurrent exporter that got there first wins (same weights)."""
+    if target.exists():
+        if not onnx_format.is_onnx_dir(target) and any(target.iterdir()):
+            raise ClipsearchError(
+                f"{target} exists and is not an ONNX model directory: choose another output"
+            )
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        shutil.rmtree(old, ignore_errors=True)
+    try:
+        os.replace(new, target)
+    except OSError:
+        if not onnx_format.is_onnx_dir(target):
+            raise
+    fsync_dir(target.parent)

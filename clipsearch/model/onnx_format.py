@@ -1,0 +1,98 @@
+"""The ONNX model directory: what ``clipsearch export`` writes and the onnx engine reads.
+
+    clipsearch_onnx.json    format_version, the source model's identity and logit scale,
+                            preprocessing and tokenizer settings, graph files with sizes
+    image.onnx, text.onnx   the towers in fp32: pixels (n, 3, H, W) float32 → (n, dim);
+                            tokens (n, context_length) int64 → (n, dim); not normalized
+    image.int8.onnx, ...    the same with int8 weights (precision int8), when made
+    bpe_simple_vocab_16e6.txt.gz | tokenizer.json   the tokenizer's file
+
+The directory is self-contained: it loads without torch, open_clip or the checkpoint it
+came from, and its embeddings carry the source model's identity, so indexes built by either
+engine answer queries embedded by the other. Reading it needs only the standard library.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from clipsearch.errors import ClipsearchError
+from clipsearch.model.preprocess import PreprocessConfig
+from clipsearch.model.tokenizer import TokenizerConfig
+from clipsearch.storage import read_json_object
+
+CONFIG_NAME = "clipsearch_onnx.json"
+FORMAT_VERSION = 1
+PRECISIONS = ("fp32", "int8")
+TOWERS = ("image", "text")
+
+
+def graph_name(tower: str, precision: str) -> str:
+    return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
+
+
+@dataclass(frozen=True)
+class OnnxModelConfig:
+    identity: dict[str, Any]  # the source model's, "spec" included
+    logit_scale: float
+    preprocess: PreprocessConfig
+    tokenizer: TokenizerConfig
+    graphs: dict[str, int]  # file name → size in bytes, for every graph written
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format_version": FORMAT_VERSION, **asdict(self)}
+
+    def has(self, precision: str) -> bool:
+        return all(graph_name(tower, precision) in self.graphs for tower in TOWERS)
+
+
+def is_onnx_dir(path: Path) -> bool:
+    return (path / CONFIG_NAME).is_file()
+
+
+def read_config(directory: Path) -> OnnxModelConfig:
+    """Read and check a directory's config; errors are one line naming the file."""
+    path = directory / CONFIG_NAME
+    data = read_json_object(path, "ONNX model config")
+    if data is None:
+        raise ClipsearchError(f"{directory} is not an ONNX model directory: no {CONFIG_NAME}")
+    version = data.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ClipsearchError(
+            f"{path} has format_version {version!r}; this clipsearch reads {FORMAT_VERSION}: "
+            "export the model again with `clipsearch export`"
+        )
+    try:
+        pre, tok = data["preprocess"], data["tokenizer"]
+        return OnnxModelConfig(
+            identity=dict(data["identity"]),
+            logit_scale=float(data["logit_scale"]),
+            preprocess=PreprocessConfig(
+                int(pre["size"]),
+                tuple(pre["mean"]),
+                tuple(pre["std"]),
+                pre["interpolation"],
+                pre["resize_mode"],
+            ),
+            tokenizer=TokenizerConfig(**tok),
+            graphs={str(k): int(v) for k, v in data["graphs"].items()},
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ClipsearchError(f"{path} is damaged ({type(exc).__name__}: {exc})") from None
+
+
+def check_files(directory: Path, cfg: OnnxModelConfig, precision: str) -> None:
+    """The graphs for ``precision`` and the tokenizer file exist with their recorded sizes."""
+    for tower in TOWERS:
+        name = graph_name(tower, precision)
+        if name not in cfg.graphs:
+            raise ClipsearchError(f"{directory} has no {precision} graphs")
+        path = directory / name
+        size = path.stat().st_size if path.is_file() else None
+        if size != cfg.graphs[name]:
+            found = "missing" if size is None else f"{size} bytes, not {cfg.graphs[name]}"
+            raise ClipsearchError(f"{path} is damaged ({found})")
+    if not (directory / cfg.tokenizer.file).is_file():
+        raise ClipsearchError(f"{directory / cfg.tokenizer.file} is missing")
