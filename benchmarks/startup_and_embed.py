@@ -44,10 +44,10 @@ def embed() -> None:
 
     from clipsearch.model import Model
 
-    model = Model.load("random:clipsearch-tiny")
+    model = Model.load("random:clipsearch-tiny", engine="torch")
     rng = np.random.default_rng(0)
     images = [Image.fromarray(rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)) for _ in range(32)]
-    pixels = torch.stack([model.preprocess(im) for im in images])
+    pixels = np.stack([model.preprocess(im) for im in images])
     model.embed_pixels(pixels)
 
     def median_of(fn, repeats: int = 20) -> float:

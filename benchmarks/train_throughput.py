@@ -175,7 +175,7 @@ def agree(work: Path, args: argparse.Namespace) -> None:
 
     (work / "images").mkdir()
     csv = write_images(work / "images", args.batch_size)
-    start = Model.load("random:clipsearch-tiny")
+    start = Model.load("random:clipsearch-tiny", engine="torch")
     start.save(work / "init")
     torch.save({"state_dict": start.module.state_dict()}, work / "init.pt")
     metrics = run_clipsearch(csv, work, args, agree=True)
