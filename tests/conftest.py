@@ -20,6 +20,8 @@ def export_cache(tmp_path_factory) -> Path:
     to the user's cache."""
     path = tmp_path_factory.mktemp("export-cache")
     os.environ["CLIPSEARCH_CACHE"] = str(path)
+    # No background servers left behind by the suite's queries (the test of them asks).
+    os.environ["CLIPSEARCH_WARM"] = "0"
     return path
 
 

@@ -11,7 +11,7 @@ import typer
 
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt, ModelOpt
 from clipsearch.errors import ClipsearchError
-from clipsearch.settings import INDEX_ENV, resolve_index_dir
+from clipsearch.settings import DEFAULT_WARM_SECONDS, INDEX_ENV, WARM_ENV, resolve_index_dir
 
 
 def query(
@@ -88,6 +88,17 @@ def query(
     local: Annotated[
         bool, typer.Option("--local", help="Search in this process even if a server runs.")
     ] = False,
+    warm_for: Annotated[
+        float,
+        typer.Option(
+            "--warm-for",
+            envvar=WARM_ENV,
+            min=0,
+            help="After a search in this process, leave a background server for the index "
+            "that exits after this many idle seconds, so the next query answers at once "
+            "(0: off; needs the serve extra).",
+        ),
+    ] = DEFAULT_WARM_SECONDS,
 ) -> None:
     """Search an index by text, by image, or both; or rank texts against an image.
 
@@ -103,6 +114,7 @@ def query(
     rows = None
     if not local:
         rows = _via_server(server, index, model, terms, image or [], k, where, wanted)
+    searched_here = rows is None
     if rows is None:
         from clipsearch.search import Index
 
@@ -115,6 +127,10 @@ def query(
         title = " ".join([*(text or []), *(str(p) for p in image or [])])
         write_hits_page(html, f"clipsearch: {title}", rows)
     _print_hits(rows, wanted, as_json, paths)
+    if searched_here and warm_for > 0 and model is None and server is None:
+        from clipsearch.server.background import start_background_server
+
+        start_background_server(resolve_index_dir(index), warm_for, engine, device)
 
 
 def _via_server(

@@ -73,6 +73,14 @@ def serve(
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    idle_exit: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Exit after this many seconds without a request (0: never). Such a server "
+            "is the only one of its kind per index: a second one exits at once.",
+        ),
+    ] = 0,
 ) -> None:
     """Serve the index over HTTP: the search page at /, the JSON API at /api (docs at /docs).
 
@@ -111,6 +119,7 @@ def serve(
         allowed_hosts=allowed_hosts_for(host, tuple(allowed_host or ())),
         text_collections=tuple(p.expanduser().absolute() for p in texts or ()),
         threads=threads,
+        idle_exit=idle_exit,
     )
 
     def announce(url: str) -> None:

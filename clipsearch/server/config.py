@@ -42,6 +42,9 @@ class ServerConfig:
     # so one each keeps them from fighting over cores (on 2 busy cores, torch's 2 threads
     # made a tiny text query 5-45 ms instead of 1 ms).
     threads: int = 1
+    # Exit after this many seconds without a request (0: never). A server started this way
+    # is the one background server of its index (clipsearch query starts it to stay warm).
+    idle_exit: float = 0.0
 
     @property
     def thumbnails(self) -> Path:

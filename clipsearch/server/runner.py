@@ -8,7 +8,9 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
+from typing import Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.config import ServerConfig
@@ -81,6 +83,9 @@ def serve(
     announce: Callable[[str], None] | None = None,
 ) -> None:
     """Load and warm the index, then serve until interrupted (Ctrl-C, SIGTERM)."""
+    idle_lock = _only_idle_server(config.index_dir) if config.idle_exit else None
+    if config.idle_exit and idle_lock is None:
+        return  # another background server already answers for this index
     limit_threads(config.threads)
     _stop_on_sigterm()
     import uvicorn
@@ -101,11 +106,69 @@ def serve(
     except OSError as exc:  # a read-only index still serves; query just won't find it
         logger.warning("cannot write %s/server.json: %s", config.index_dir, exc)
     (announce or (lambda line: print(line, file=sys.stderr, flush=True)))(url)
+    clock = _ActivityClock(app)
     server = uvicorn.Server(
-        uvicorn.Config(app, log_level=log_level, timeout_graceful_shutdown=5, server_header=False)
+        uvicorn.Config(clock, log_level=log_level, timeout_graceful_shutdown=5, server_header=False)
     )
+    if config.idle_exit:
+        _exit_when_idle(server, clock, config.idle_exit)
     try:
         server.run(sockets=[sock])
     finally:
         remove_info(config.index_dir, info)
         sock.close()
+        if idle_lock is not None:
+            idle_lock.close()
+
+
+class _ActivityClock:
+    """ASGI wrapper that remembers when the last request started and ended."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.last = time.monotonic()
+        self.active = 0
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        self.active += 1
+        self.last = time.monotonic()
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.active -= 1
+            self.last = time.monotonic()
+
+
+def _exit_when_idle(server: Any, clock: _ActivityClock, seconds: float) -> None:
+    """Ask uvicorn to stop once no request came for ``seconds``."""
+
+    def watch() -> None:
+        while not server.should_exit:
+            idle = time.monotonic() - clock.last
+            if clock.active == 0 and idle >= seconds:
+                logger.info("no request for %.0f s: stopping", idle)
+                server.should_exit = True
+                return
+            time.sleep(min(1.0, max(0.05, seconds - idle)))
+
+    threading.Thread(target=watch, name="idle-exit", daemon=True).start()
+
+
+def _only_idle_server(index_dir: Any) -> Any:
+    """Hold ``INDEX/.idle-server.lock`` for this process's life, or None when another
+    background server holds it. The kernel drops the lock when the process dies."""
+    import fcntl
+
+    try:
+        lock = open(index_dir / ".idle-server.lock", "a+")  # noqa: SIM115 - held until exit
+    except OSError:
+        return None
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return None
+    return lock
