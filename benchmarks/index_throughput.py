@@ -1,15 +1,18 @@
 """Indexing throughput against the model-only ceiling, and the cost of a no-op re-index.
 
     python benchmarks/index_throughput.py [--images 200] [--model random:ViT-B-32]
+        [--engines torch/fp32 onnx/fp32 onnx/int8]
 
 1. Makes N large JPEGs (4000x3000, quality 90) by upscaling real COCO-mini photos from
    ../shared/data (cached under /tmp between runs).
-2. Ceiling: the same model embedding already-decoded, already-preprocessed tensors at the
-   same batch size.
-3. `update_index` on the folder: images/s while embedding (decode in worker processes +
-   model), reported as a ratio to the ceiling measured in the same run. Both are steady
-   state: the ceiling after a warm-up batch, the pipeline after its first batch (workers
-   starting, the first batch decoded with the model idle); the whole run is shown beside it.
+2. Ceiling, per engine/precision: the same model embedding already-decoded, already-
+   preprocessed pixels at the same batch size.
+3. `update_index` on the folder with each engine/precision: images/s while embedding (decode
+   in worker processes + model), reported as a ratio to that engine's own ceiling and to the
+   first engine's pipeline (torch fp32, the engine before ONNX Runtime), all in the same run.
+   Both are steady state: the ceiling after a warm-up batch, the pipeline after its first
+   batch (workers starting, the first batch decoded with the model idle); the whole run is
+   shown beside it.
 4. No-op re-index: 1,000 small PNGs (CIFAR-10 test images) indexed once with the tiny model,
    then indexed again with nothing changed; reported per 1,000 files, in process and as a
    whole `clipsearch index` command.
@@ -31,8 +34,8 @@ from clipsearch.settings import let_decoders_share_cores
 
 let_decoders_share_cores()  # as `clipsearch index` does, before torch and faiss load
 
+import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
-import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from clipsearch.indexer import IndexOptions, default_workers, update_index  # noqa: E402
@@ -93,7 +96,8 @@ class Timer:
 
 
 def ceiling(model: Model, count: int, batch_size: int) -> float:
-    pixels = torch.randn(batch_size, 3, model.image_size, model.image_size)
+    rng = np.random.default_rng(0)
+    pixels = rng.standard_normal((batch_size, 3, model.image_size, model.image_size), np.float32)
     model.embed_pixels(pixels)  # warm-up
     batches = max(1, count // batch_size)
     start = time.perf_counter()
@@ -104,27 +108,39 @@ def ceiling(model: Model, count: int, batch_size: int) -> float:
 
 def throughput(args: argparse.Namespace) -> None:
     folder = large_jpegs(args.images)
-    model = Model.load(args.model)
-    rows, peaks = [], [ceiling(model, args.images, args.batch_size)]
-    for workers in args.workers:
+    rows = []
+    for setting in args.engines:
+        engine, precision = setting.split("/")
+        model = Model.load(args.model, engine=engine, precision=precision)
+        peaks = [ceiling(model, args.images, args.batch_size)]
         with tempfile.TemporaryDirectory() as tmp:
             timer = Timer()
-            options = IndexOptions(workers=workers, batch_size=args.batch_size)
+            options = IndexOptions(
+                workers=args.workers,
+                batch_size=args.batch_size,
+                engine=engine,
+                precision=precision,
+            )
             update_index([folder], Path(tmp) / "index", args.model, options, timer)
-        rows.append((workers, timer.steady_rate(), timer.whole_rate()))
         # Bracket every pipeline run with ceilings: this machine's speed drifts by 10%
         # between minutes, so the ceiling is the mean of those measured before and after.
         peaks.append(ceiling(model, args.images, args.batch_size))
-    peak = statistics.mean(peaks)
-    print(f"\n{args.images} JPEGs 4000x3000, {args.model}, batch {args.batch_size}, CPU")
-    print(f"ceilings measured between the runs: {', '.join(f'{x:.1f}' for x in peaks)} img/s")
-    print("| pipeline | img/s after the first batch | ratio to ceiling | whole run (ratio) |")
-    print("| --- | ---: | ---: | ---: |")
-    print(f"| model only (decoded tensors, warmed up) | {peak:.1f} | 1.00 | |")
-    for workers, steady, whole in rows:
+        rows.append((setting, statistics.mean(peaks), timer.steady_rate(), timer.whole_rate()))
+        del model
+    print(
+        f"\n{args.images} JPEGs 4000x3000, {args.model}, batch {args.batch_size}, "
+        f"{args.workers} decode workers, CPU"
+    )
+    print(
+        "| engine/precision | ceiling img/s | pipeline img/s after the first batch | ratio to "
+        "its ceiling | whole run | pipeline vs the first row |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    base = rows[0][2]
+    for setting, peak, steady, whole in rows:
         print(
-            f"| `clipsearch index`, {workers} decode workers | {steady:.1f} | {steady / peak:.2f} "
-            f"| {whole:.1f} ({whole / peak:.2f}) |"
+            f"| {setting} | {peak:.1f} | {steady:.1f} | {steady / peak:.2f} | {whole:.1f} "
+            f"| {steady / base:.2f}x |"
         )
 
 
@@ -161,14 +177,20 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=200)
     parser.add_argument("--model", default="random:ViT-B-32")
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--workers", type=int, nargs="+", default=[2, default_workers()])
+    parser.add_argument("--workers", type=int, default=default_workers())
+    parser.add_argument(
+        "--engines",
+        nargs="+",
+        default=["torch/fp32", "onnx/fp32", "onnx/int8"],
+        help="ENGINE/PRECISION settings to compare; the first is the reference",
+    )
     parser.add_argument("--skip-throughput", action="store_true")
     parser.add_argument("--skip-noop", action="store_true")
     args = parser.parse_args()
     if not SHARED.is_dir():
         sys.exit(f"needs the real data in {SHARED}")
     policy = os.environ.get("OMP_WAIT_POLICY")
-    print(f"torch threads {torch.get_num_threads()}, CPUs {os.cpu_count()}, OpenMP wait {policy}")
+    print(f"CPUs {os.cpu_count()}, OpenMP wait {policy}")
     if not args.skip_throughput:
         throughput(args)
     if not args.skip_noop:

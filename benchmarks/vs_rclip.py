@@ -70,8 +70,10 @@ def rclip_model(export_dir: Path, datadir: Path) -> None:
             node.input[:] = [renames.get(n, n) for n in node.input]
             node.output[:] = [renames.get(n, n) for n in node.output]
         onnx.save(model, str(target / theirs))
+    from open_clip.tokenizer import default_bpe
+
     (datadir / "tokenizer").mkdir(exist_ok=True)
-    shutil.copy(export_dir / "bpe_simple_vocab_16e6.txt.gz", datadir / "tokenizer")
+    shutil.copy(default_bpe(), datadir / "tokenizer")
 
 
 def measured(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float, str]:

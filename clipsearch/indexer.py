@@ -58,6 +58,7 @@ class IndexOptions:
     device: str = "auto"
     cache_dir: str | None = None
     engine: str = "auto"
+    precision: str = "auto"
     vectors: VectorIndexConfig = field(default_factory=VectorIndexConfig)
 
 
@@ -301,7 +302,11 @@ class _Run:
         if built_with and surely_different(self.spec, built_with):
             raise self._other_model(built_with)  # known without loading (or exporting) it
         self.model = Model.load(
-            self.spec, device=options.device, cache_dir=options.cache_dir, engine=options.engine
+            self.spec,
+            device=options.device,
+            precision=options.precision,
+            cache_dir=options.cache_dir,
+            engine=options.engine,
         )
         if self.manifest and not identities_match(self.model.identity, self.manifest.model):
             if self.spec == built_with:

@@ -61,3 +61,55 @@ def run_cli(
         text=True,
         timeout=timeout,
     )
+
+
+# The real CLI in a fresh process that, as it exits, says which heavy modules it imported.
+WATCH_IMPORTS = (
+    "import sys\n"
+    "from clipsearch.cli import main\n"
+    "sys.argv = ['clipsearch', *sys.argv[1:]]\n"
+    "try:\n"
+    "    main()\n"
+    "finally:\n"
+    "    heavy = {'torch', 'open_clip', 'torchvision', 'onnxruntime'} & set(sys.modules)\n"
+    "    print('IMPORTED', ','.join(sorted(heavy)) or '-', file=sys.stderr)\n"
+)
+MODEL_MODULES = frozenset({"torch", "onnxruntime"})  # either engine: a model was loaded
+TORCH_MODULES = frozenset({"torch", "open_clip", "torchvision"})
+
+
+def imported(stderr: str) -> set[str]:
+    """The heavy modules a WATCH_IMPORTS process reported."""
+    lines = [line for line in stderr.splitlines() if line.startswith("IMPORTED ")]
+    assert lines, f"the process did not report its imports:\n{stderr[-1500:]}"
+    return set(lines[-1].removeprefix("IMPORTED ").split(",")) - {"-"}
+
+
+def run_cli_watching_imports(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: int = 300
+) -> tuple[subprocess.CompletedProcess, set[str]]:
+    result = subprocess.run(
+        [sys.executable, "-c", WATCH_IMPORTS, *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return result, imported(result.stderr)
+
+
+def wait_for_server(index_dir: Path, process: subprocess.Popen, timeout: float = 60.0):
+    """The ServerInfo a `clipsearch serve` process announced for ``index_dir``, or None if
+    it exited or did not announce itself in time."""
+    import time
+
+    from clipsearch.server.discovery import read_info
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process.poll() is None:
+        info = read_info(index_dir)
+        if info is not None and info.pid == process.pid:
+            return info
+        time.sleep(0.1)
+    return None

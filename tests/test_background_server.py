@@ -4,9 +4,7 @@ re-indexing, is the only one of its index, and exits by itself once idle. Real p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,22 +14,11 @@ from PIL import Image
 
 from clipsearch.server.discovery import read_info
 
-from .conftest import TINY, run_cli
+from .conftest import MODEL_MODULES, TINY, run_cli, run_cli_watching_imports
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 
 IDLE_SECONDS = 6
-_QUERY = (
-    "import sys, time\n"
-    "start = time.perf_counter()\n"
-    "from clipsearch.cli import main\n"
-    "sys.argv = ['clipsearch', 'query', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    loaded = 'torch' in sys.modules or 'onnxruntime' in sys.modules\n"
-    "    print('MODEL', loaded, file=sys.stderr)\n"
-)
 
 
 def write_photos(folder: Path, names: list[str]) -> None:
@@ -42,17 +29,11 @@ def write_photos(folder: Path, names: list[str]) -> None:
 
 
 def query(cwd: Path, *args: str, warm: float) -> tuple[list[dict], bool]:
-    env = {**os.environ, "CLIPSEARCH_WARM": str(warm)}
-    result = subprocess.run(
-        [sys.executable, "-c", _QUERY, *args, "--json"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    """(rows, whether this process loaded a model) of `clipsearch query ... --json`."""
+    env = {"CLIPSEARCH_WARM": str(warm)}
+    result, heavy = run_cli_watching_imports("query", *args, "--json", cwd=cwd, env=env)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), "MODEL True" in result.stderr
+    return json.loads(result.stdout), bool(heavy & MODEL_MODULES)
 
 
 def running(pid: int) -> bool:

@@ -23,7 +23,16 @@ from clipsearch.model import Model, export, identities_match, onnx_format
 from clipsearch.model.spec import parse_spec
 from clipsearch.model.tokenizer import CLIP_BPE, Tokenizer, TokenizerConfig
 
-from .conftest import SHARED_DATA, TINY, run_cli
+from .conftest import (
+    SHARED_DATA,
+    TINY,
+    TORCH_MODULES,
+    WATCH_IMPORTS,
+    imported,
+    run_cli,
+    run_cli_watching_imports,
+    wait_for_server,
+)
 
 SHIPPED = [
     "clipsearch-tiny",
@@ -100,7 +109,7 @@ def tiny_dir(tmp_path_factory) -> Path:
 
 def test_export_writes_a_self_contained_directory(tiny_dir, tiny_model):
     cfg = onnx_format.read_config(tiny_dir)
-    assert set(cfg.graphs) == {"image.onnx", "text.onnx"}
+    assert set(cfg.graphs) == {"image.onnx", "image.onnx.data", "text.onnx", "text.onnx.data"}
     for name, size in cfg.graphs.items():
         assert (tiny_dir / name).stat().st_size == size
     assert (tiny_dir / cfg.tokenizer.file).is_file()
@@ -227,29 +236,6 @@ def test_preprocessing_matches_open_clip_within_one_level(size):
 
 # -- no torch where it is not needed ----------------------------------------------------------
 
-_REPORT_IMPORTS = (
-    "import sys\n"
-    "from clipsearch.cli import main\n"
-    "sys.argv = ['clipsearch', *sys.argv[1:]]\n"
-    "try:\n"
-    "    main()\n"
-    "finally:\n"
-    "    heavy = sorted({'torch', 'open_clip', 'torchvision'} & set(sys.modules))\n"
-    "    print('HEAVY', ','.join(heavy) or '-', file=sys.stderr)\n"
-)
-
-
-def run_reporting_imports(*args: str, cwd: Path) -> tuple[subprocess.CompletedProcess, str]:
-    result = subprocess.run(
-        [sys.executable, "-c", _REPORT_IMPORTS, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    heavy = [line for line in result.stderr.splitlines() if line.startswith("HEAVY ")]
-    return result, heavy[-1].removeprefix("HEAVY ") if heavy else "?"
-
 
 def write_photos(folder: Path, seed: int = 0) -> None:
     colors = {"red": (220, 20, 20), "green": (20, 200, 20), "blue": (20, 20, 220)}
@@ -277,9 +263,9 @@ def test_index_query_classify_and_texts_run_without_torch(tiny_dir, tmp_path):
         ["info", *model],
     ]
     for step in steps:
-        result, heavy = run_reporting_imports(*step, cwd=tmp_path)
+        result, heavy = run_cli_watching_imports(*step, cwd=tmp_path)
         assert result.returncode == 0, f"{step}: {result.stderr[-1500:]}"
-        assert heavy == "-", f"clipsearch {' '.join(step)} imported {heavy}"
+        assert not heavy & TORCH_MODULES, f"clipsearch {' '.join(step)} imported {heavy}"
     rows = json.loads(run_cli("query", "a red photo", "-k", "3", "--json", cwd=tmp_path).stdout)
     assert len(rows) == 3
 
@@ -287,37 +273,28 @@ def test_index_query_classify_and_texts_run_without_torch(tiny_dir, tmp_path):
 def test_serve_runs_without_torch(tiny_dir, tmp_path):
     pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
     import signal
-    import time
     import urllib.request
-
-    from clipsearch.server.discovery import read_info
 
     photos_dir = tmp_path / "photos"
     write_photos(photos_dir)
     assert run_cli("index", str(photos_dir), "-m", str(tiny_dir), cwd=tmp_path).returncode == 0
     index_dir = tmp_path / "indexes" / "default"
     server = subprocess.Popen(
-        [sys.executable, "-c", _REPORT_IMPORTS, "serve", "--port", "0"],
+        [sys.executable, "-c", WATCH_IMPORTS, "serve", "--port", "0"],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        deadline = time.monotonic() + 60
-        info = None
-        while time.monotonic() < deadline and server.poll() is None:
-            info = read_info(index_dir)
-            if info is not None and info.pid == server.pid:
-                break
-            time.sleep(0.1)
-        assert info is not None and info.pid == server.pid, "the server did not start"
+        info = wait_for_server(index_dir, server)
+        assert info is not None, "the server did not start"
         with urllib.request.urlopen(f"{info.url}/api/search?q=a+red+photo&k=2") as response:
             assert len(json.loads(response.read())["hits"]) == 2
     finally:
         server.send_signal(signal.SIGTERM)
         stderr = server.communicate(timeout=30)[1]
-    assert "HEAVY -" in stderr, stderr[-1500:]
+    assert not imported(stderr) & TORCH_MODULES, stderr[-1500:]
 
 
 def test_indexes_answer_queries_from_either_engine(tiny_dir, tmp_path):
@@ -403,8 +380,36 @@ def test_int8_precision_runs_from_quantized_graphs(tiny_onnx):
     assert int8.precision == "int8" and tiny_onnx.precision == "fp32"
     assert identities_match(int8.identity, tiny_onnx.identity)
     cfg = onnx_format.read_config(export.cached_export_dir(parse_spec(TINY)))
-    assert cfg.has("int8") and cfg.graphs["text.int8.onnx"] < cfg.graphs["text.onnx"] / 2
+    assert cfg.has("int8")
+
+    def size(name: str) -> int:
+        return cfg.graphs[name] + cfg.graphs[f"{name}.data"]
+
+    assert size("text.int8.onnx") < size("text.onnx") / 2
     agreement = cosines(int8.embed_texts(TEXTS), tiny_onnx.embed_texts(TEXTS))
     assert agreement.min() > 0.9
     with pytest.raises(ClipsearchError, match="precision 'bf16' is not available in the onnx"):
         Model.load(TINY, engine="onnx", precision="bf16")
+
+
+def test_torch_only_commands_name_the_extra_where_torch_is_missing(tmp_path):
+    """A lean install: importing torch fails. Training says which extra to install."""
+    code = (
+        "import sys\n"
+        "class NoTorch:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.partition('.')[0] in ('torch', 'open_clip', 'torchvision'):\n"
+        "            raise ModuleNotFoundError(f'No module named {name!r}', name=name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from clipsearch.cli import main\n"
+        "sys.argv = ['clipsearch', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    recipe = Path(__file__).resolve().parent.parent / "train" / "cifar10-tiny.toml"
+    for args in (["train", str(recipe)], ["models"]):
+        result = subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=tmp_path
+        )
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "pip install 'clipsearch[torch]'" in result.stderr

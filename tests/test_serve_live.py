@@ -20,8 +20,9 @@ pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.client import find_server
-from clipsearch.server.discovery import SERVER_FILE, ServerInfo, read_info, write_info
+from clipsearch.server.discovery import SERVER_FILE, ServerInfo, write_info
 
+from .conftest import MODEL_MODULES, run_cli_watching_imports, wait_for_server
 from .test_serve import COLORS, build, color, write_image
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -76,14 +77,8 @@ def live(tmp_path_factory):
     process = subprocess.Popen(
         serve_command(index_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    deadline = time.monotonic() + START_TIMEOUT
-    info = None
-    while time.monotonic() < deadline and process.poll() is None:
-        info = read_info(index_dir)
-        if info is not None and info.pid == process.pid:
-            break
-        time.sleep(0.1)
-    if info is None or info.pid != process.pid:
+    info = wait_for_server(index_dir, process, START_TIMEOUT)
+    if info is None:
         process.kill()
         pytest.fail(f"the server did not start: {process.communicate()[0]}")
     yield Live(process, info.url, index_dir, photos)
@@ -93,27 +88,10 @@ def live(tmp_path_factory):
 
 
 def run_query(*args: str, cwd: Path | None = None) -> tuple[list[dict], bool]:
-    """`clipsearch query ... --json` in a fresh process: (rows, whether it loaded a model:
-    imported torch or ONNX Runtime)."""
-    code = (
-        "import sys\n"
-        "from clipsearch.cli import main\n"
-        "sys.argv = ['clipsearch', 'query', *sys.argv[1:]]\n"
-        "try:\n"
-        "    main()\n"
-        "finally:\n"
-        "    loaded = 'torch' in sys.modules or 'onnxruntime' in sys.modules\n"
-        "    print('MODEL', loaded, file=sys.stderr)\n"
-    )
-    result = subprocess.run(
-        [sys.executable, "-c", code, *args, "--json"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=cwd,
-    )
+    """`clipsearch query ... --json` in a fresh process: (rows, whether it loaded a model)."""
+    result, heavy = run_cli_watching_imports("query", *args, "--json", cwd=cwd)
     assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout), "MODEL True" in result.stderr
+    return json.loads(result.stdout), bool(heavy & MODEL_MODULES)
 
 
 def test_query_answers_through_the_running_server(live):

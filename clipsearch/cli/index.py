@@ -15,6 +15,7 @@ from clipsearch.cli.options import (
     IndexOpt,
     JsonOpt,
     ModelOpt,
+    PrecisionOpt,
     parse_size,
 )
 from clipsearch.errors import ClipsearchError
@@ -75,6 +76,7 @@ def index(
     ] = 512,
     device: DeviceOpt = "auto",
     engine: EngineOpt = "auto",
+    precision: PrecisionOpt = "auto",
     cache_dir: CacheDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -101,6 +103,7 @@ def index(
         device=device,
         cache_dir=str(cache_dir) if cache_dir else None,
         engine=engine,
+        precision=precision,
         vectors=VectorIndexConfig(
             flat_threshold=flat_threshold,
             max_memory=parse_size(max_memory) if max_memory else None,

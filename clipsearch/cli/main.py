@@ -63,3 +63,26 @@ def run(typer_app: typer.Typer) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except ModuleNotFoundError as exc:
+        extra = _EXTRAS.get((exc.name or "").partition(".")[0])
+        if extra is None:
+            raise
+        print(
+            f"error: this needs {exc.name}, which is not installed: "
+            f"pip install 'clipsearch[{extra}]'",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+
+
+# What a lean install (no extras) lacks, and the extra that brings it.
+_EXTRAS = {
+    "torch": "torch",
+    "torchvision": "torch",
+    "open_clip": "torch",
+    "safetensors": "torch",
+    "onnx": "torch",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "transformers": "lit",
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -11,9 +12,11 @@ from clipsearch.settings import (
     DEFAULT_INDEX_NAME,
     DEFAULT_MODEL_SPEC,
     ENGINE_ENV,
+    ENGINES,
     INDEX_ENV,
     INDEXES_DIR,
     MODEL_ENV,
+    PRECISIONS,
 )
 
 ModelOpt = Annotated[
@@ -32,14 +35,38 @@ ModelOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", help="auto (CUDA when available, else CPU), cpu, cuda, cuda:N.")
 ]
+
+
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in choices:
+            raise typer.BadParameter(f"{value!r} is not one of {', '.join(choices)}")
+        return value
+
+    return check
+
+
 EngineOpt = Annotated[
     str,
     typer.Option(
         "--engine",
         envvar=ENGINE_ENV,
+        callback=_one_of(ENGINES),
         help=(
             "What runs the model: auto (ONNX Runtime on CPU, exported once per model and "
             "cached; torch on a GPU), onnx, or torch."
+        ),
+    ),
+]
+PrecisionOpt = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        callback=_one_of(PRECISIONS),
+        help=(
+            "Model precision: auto (fp32 on CPU, bf16/fp16 on GPU), fp32, fp16, bf16 (torch), "
+            "int8 (onnx: weights quantized, made once from the fp32 export). Embeddings of "
+            "one model at any precision are comparable."
         ),
     ),
 ]

@@ -14,9 +14,8 @@ from pathlib import Path
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import onnx_format
 from clipsearch.model.spec import ModelSpec
-from clipsearch.settings import ENGINE_ENV
+from clipsearch.settings import ENGINE_ENV, ENGINES
 
-ENGINES = ("auto", "onnx", "torch")
 TORCH_EXTRA = "pip install 'clipsearch[torch]'"
 
 

@@ -3,9 +3,10 @@
     clipsearch_onnx.json    format_version, the source model's identity and logit scale,
                             preprocessing and tokenizer settings, graph files with sizes
     image.onnx, text.onnx   the towers in fp32: pixels (n, 3, H, W) float32 → (n, dim);
-                            tokens (n, context_length) int64 → (n, dim); not normalized
+                            tokens (n, context_length) int64 → (n, dim); not normalized;
+                            each graph's weights sit beside it in GRAPH.data
     image.int8.onnx, ...    the same with int8 weights (precision int8), when made
-    bpe_simple_vocab_16e6.txt.gz | tokenizer.json   the tokenizer's file
+    tokenizer.json          the tokenizer (Hugging Face tokenizers' format)
 
 The directory is self-contained: it loads without torch, open_clip or the checkpoint it
 came from, and its embeddings carry the source model's identity, so indexes built by either
@@ -39,7 +40,7 @@ class OnnxModelConfig:
     logit_scale: float
     preprocess: PreprocessConfig
     tokenizer: TokenizerConfig
-    graphs: dict[str, int]  # file name → size in bytes, for every graph written
+    graphs: dict[str, int]  # file name → size in bytes: every graph and its .data file
 
     def to_json(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, **asdict(self)}
@@ -84,15 +85,19 @@ def read_config(directory: Path) -> OnnxModelConfig:
 
 
 def check_files(directory: Path, cfg: OnnxModelConfig, precision: str) -> None:
-    """The graphs for ``precision`` and the tokenizer file exist with their recorded sizes."""
+    """The graphs for ``precision`` (with their weights files) and the tokenizer file exist
+    with their recorded sizes."""
+    if not cfg.has(precision):
+        raise ClipsearchError(f"{directory} has no {precision} graphs")
     for tower in TOWERS:
         name = graph_name(tower, precision)
-        if name not in cfg.graphs:
-            raise ClipsearchError(f"{directory} has no {precision} graphs")
-        path = directory / name
-        size = path.stat().st_size if path.is_file() else None
-        if size != cfg.graphs[name]:
-            found = "missing" if size is None else f"{size} bytes, not {cfg.graphs[name]}"
-            raise ClipsearchError(f"{path} is damaged ({found})")
+        for file in (name, f"{name}.data"):
+            if file not in cfg.graphs:
+                continue
+            path = directory / file
+            size = path.stat().st_size if path.is_file() else None
+            if size != cfg.graphs[file]:
+                found = "missing" if size is None else f"{size} bytes, not {cfg.graphs[file]}"
+                raise ClipsearchError(f"{path} is damaged ({found})")
     if not (directory / cfg.tokenizer.file).is_file():
         raise ClipsearchError(f"{directory / cfg.tokenizer.file} is missing")

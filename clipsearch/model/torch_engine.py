@@ -7,10 +7,8 @@ open_clip (~8 s on a small CPU box), so only code that needs them does.
 from __future__ import annotations
 
 import difflib
-import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from clipsearch import architectures
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import checkpoint
 from clipsearch.model.hub import endpoint_host, hub_access
+from clipsearch.model.logs import quiet_root_logger
 from clipsearch.model.spec import ModelSpec
 
 RANDOM_SEED = 0
@@ -80,6 +79,9 @@ class TorchTowers:
     def preprocess(self) -> TorchPreprocess:
         return TorchPreprocess(self.transform)
 
+    def prepare_for_text(self) -> None:
+        """Nothing to open: the module is loaded whole."""
+
     def encode_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             batch = torch.as_tensor(pixels).to(self.device, self.dtype)
@@ -104,7 +106,7 @@ def load_towers(spec: ModelSpec, device: str, precision: str, cache_dir: str | N
     torch_device = resolve_device(device)
     precision = resolve_precision(precision, torch_device)
     architectures.register()
-    with _quiet_open_clip_logs():
+    with quiet_root_logger():
         built = _LOADERS[spec.kind](spec, cache_dir)
     built.module.to(device=torch_device, dtype=_DTYPES[precision])
     return TorchTowers(built, torch_device, precision)
@@ -135,18 +137,6 @@ def resolve_precision(precision: str, device: torch.device) -> str:
             "fp16 or bf16 (int8 runs in the onnx engine)"
         )
     return precision
-
-
-@contextmanager
-def _quiet_open_clip_logs() -> Iterator[None]:
-    """open_clip logs errors and warnings on the root logger; we report failures ourselves."""
-    root = logging.getLogger()
-    previous = root.level
-    root.setLevel(logging.CRITICAL)
-    try:
-        yield
-    finally:
-        root.setLevel(previous)
 
 
 def _check_arch(spec: ModelSpec) -> str:
