@@ -1,17 +1,22 @@
-"""Cold `clipsearch query` wall time on a 100k-image index, beside what it is made of.
+"""Cold and warm `clipsearch query` wall time on a 100k-image index, beside what it is made of.
 
     python benchmarks/query_latency.py [--n 100000] [--model random:ViT-B-32]
 
 Embedding 100k real images with ViT-B-32 takes over an hour on this CPU, so the index is
 fabricated: clustered random unit vectors written through the real catalog, vector-index and
 manifest code, with the identity of the real model, so a real text query runs against it.
-Measured in the same run: the whole command (process start to printed results), importing
-torch + open_clip alone, loading the model, and a warm in-process search.
+Measured in the same run: the whole command cold (process start to printed results, the
+model's ONNX export already cached, no background server), the same command warm (answered by
+the background server the first query leaves), loading the model in process, and a warm
+in-process search. Goals (issue 16): cold <= 1.0 s, warm <= 0.3 s.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -35,21 +40,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=100_000)
     parser.add_argument("--model", default="random:ViT-B-32")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from clipsearch.model import Model
     from clipsearch.search import Index
 
+    Model.load(args.model)  # the ONNX export is made once, before anything is timed
     start = time.perf_counter()
     model = Model.load(args.model)
+    model.prepare_for_text()
     load_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp) / "index"
         make_index(directory, args.n, args.model)
         cli = str(Path(sys.executable).with_name("clipsearch"))
         query = [cli, "query", "a photo of a dog", "--index", str(directory)]
-        cold = wall(query, args.repeats)
-        imports = wall([sys.executable, "-c", "import torch, open_clip"], args.repeats)
+        cold = wall([*query, "--local", "--warm-for", "0"], args.repeats)
+        subprocess.run([*query, "--warm-for", "60"], check=True, capture_output=True)
+        time.sleep(10)  # the background server loads the model
+        warm_cli = wall(query, args.repeats)
+        server = json.loads((directory / "server.json").read_text())
+        os.kill(server["pid"], signal.SIGTERM)
         index = Index.open(directory)
         index.search("warm-up", k=10)
         warm = []
@@ -57,11 +68,11 @@ def main() -> None:
             t0 = time.perf_counter()
             index.search(text, k=10)
             warm.append(time.perf_counter() - t0)
-    print(f"\n{args.n:,}-image index, {args.model} ({model.dim} dims), CPU")
+    print(f"\n{args.n:,}-image index, {args.model} ({model.dim} dims, {model.engine} engine), CPU")
     print("| what | time |\n| --- | ---: |")
     print(f'| cold `clipsearch query "a photo of a dog"`, wall | {cold:.2f} s |')
-    print(f"| of which `import torch, open_clip` alone | {imports:.2f} s |")
-    print(f"| model load ({args.model}, in process) | {load_seconds:.2f} s |")
+    print(f"| warm: the same command, answered by the background server | {warm_cli:.2f} s |")
+    print(f"| model load and text session ({args.model}, in process) | {load_seconds:.2f} s |")
     print(
         f"| warm `Index.search(text)` p50 (encode + search + lookup) | "
         f"{statistics.median(warm) * 1000:.0f} ms |"

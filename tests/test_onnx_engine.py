@@ -364,6 +364,13 @@ def test_cached_export_is_made_once_and_rebuilt_when_damaged(monkeypatch, tmp_pa
         repaired = Model.load(spec, engine="onnx")
         assert "warning: rebuilding the ONNX export" in capfd.readouterr().err
         np.testing.assert_allclose(repaired.embed_texts(TEXTS), expected, atol=1e-6)
+    # Damage that keeps every size: found when the session opens, rebuilt there.
+    graph = directory / "text.onnx"
+    graph.write_bytes(b"\0" * graph.stat().st_size)
+    loaded = Model.load(spec, engine="onnx")
+    assert capfd.readouterr().err == ""
+    np.testing.assert_allclose(loaded.embed_texts(TEXTS), expected, atol=1e-6)
+    assert "warning: rebuilding the ONNX export: cannot load" in capfd.readouterr().err
 
 
 def test_cache_key_follows_the_weights_file(tiny_model, tmp_path):

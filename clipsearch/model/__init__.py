@@ -103,8 +103,14 @@ class Model:
             from clipsearch.model import export
             from clipsearch.model.onnx_engine import load_onnx_model
 
-            directory = chosen.onnx_dir or export.ensure_cached_export(spec, cache, precision)
-            return load_onnx_model(spec, directory, device, precision)
+            if chosen.onnx_dir is not None:
+                return load_onnx_model(spec, chosen.onnx_dir, device, precision)
+            directory = export.ensure_cached_export(spec, cache, precision)
+
+            def rebuild() -> None:
+                export.ensure_cached_export(spec, cache, precision, rebuild=True)
+
+            return load_onnx_model(spec, directory, device, precision, rebuild)
         return cls.from_torch(spec, device, precision, cache)
 
     @classmethod

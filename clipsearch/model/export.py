@@ -166,16 +166,18 @@ def cached_export_dir(spec: ModelSpec) -> Path:
     return cache_root() / "onnx" / f"{slug}-{digest}"
 
 
-def ensure_cached_export(spec: ModelSpec, cache_dir: str | None, precision: str = "fp32") -> Path:
+def ensure_cached_export(
+    spec: ModelSpec, cache_dir: str | None, precision: str = "fp32", rebuild: bool = False
+) -> Path:
     """The cached export of ``spec`` with graphs for ``precision``, made if missing; a
-    damaged one is rebuilt with a warning."""
+    damaged one is rebuilt with a warning (``rebuild``: the caller found damage itself)."""
     directory = cached_export_dir(spec)
     precision = "int8" if precision == "int8" else "fp32"  # what else is asked runs on fp32
-    if _usable(directory, precision, spec, quiet=True):
+    if not rebuild and _usable(directory, precision, spec, quiet=True):
         return directory  # the common case: no lock, no waiting
     # One process exports, others wait for it here and then find its export.
     with _export_lock(directory):
-        if not _usable(directory, "fp32", spec, quiet=False):
+        if rebuild or not _usable(directory, "fp32", spec, quiet=False):
             # Seconds for a small model, a minute for a large one: say why this run waits.
             note = f"exporting model '{spec}' to ONNX once, into {directory}"
             export_model(spec, directory, cache_dir, note)

@@ -8,7 +8,8 @@ query never loads the image graph.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,18 @@ class OnnxTowers:
     engine = "onnx"
 
     def __init__(
-        self, directory: Path, cfg: onnx_format.OnnxModelConfig, precision: str, device: str
+        self,
+        directory: Path,
+        cfg: onnx_format.OnnxModelConfig,
+        precision: str,
+        device: str,
+        rebuild: Callable[[], None] | None = None,
     ) -> None:
         self.directory = directory
         self.cfg = cfg
         self.precision = precision
         self.providers = _providers(device)
+        self.rebuild = rebuild  # remakes a cached export whose graph turns out damaged
 
     @cached_property
     def _image(self) -> Any:
@@ -69,11 +76,23 @@ class OnnxTowers:
         try:
             return ort.InferenceSession(str(path), options, providers=self.providers)
         except Exception as exc:  # onnxruntime raises its own exception types
-            message = " ".join(str(exc).split())[:200]
-            raise ClipsearchError(f"cannot load {path}: {message}") from None
+            message = f"cannot load {path}: {' '.join(str(exc).split())[:200]}"
+        if self.rebuild is None:
+            raise ClipsearchError(message)
+        # A cached export damaged without changing its size: make it again, once.
+        print(f"warning: rebuilding the ONNX export: {message}", file=sys.stderr)
+        rebuild, self.rebuild = self.rebuild, None
+        rebuild()
+        return self._session(tower)
 
 
-def load_onnx_model(spec: ModelSpec, directory: Path, device: str, precision: str) -> Model:
+def load_onnx_model(
+    spec: ModelSpec,
+    directory: Path,
+    device: str,
+    precision: str,
+    rebuild: Callable[[], None] | None = None,
+) -> Model:
     cfg = onnx_format.read_config(directory)
     precision = resolve_precision(precision)
     onnx_format.check_files(directory, cfg, precision)
@@ -87,7 +106,7 @@ def load_onnx_model(spec: ModelSpec, directory: Path, device: str, precision: st
         std=tuple(identity["std"]),
         logit_scale=cfg.logit_scale,
     )
-    towers = OnnxTowers(directory, cfg, precision, device)
+    towers = OnnxTowers(directory, cfg, precision, device, rebuild)
     return Model(spec, towers, facts, Preprocess(cfg.preprocess))
 
 
