@@ -133,6 +133,12 @@ def _start_worker(decoder: _Decoder, parent: int) -> None:
     _worker_decoder = decoder
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(19)
+    if "torch" in sys.modules:
+        # A forked child must not enter the parent's OpenMP thread pool (it deadlocks once
+        # the parent has run the model); one thread, as torch's own DataLoader workers do.
+        import torch
+
+        torch.set_num_threads(1)
     if sys.platform == "linux":
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)

@@ -14,9 +14,7 @@ was built with.
 from __future__ import annotations
 
 import os
-import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -136,10 +134,8 @@ class Index:
 
         if k < 1:
             raise ClipsearchError(f"k must be at least 1, not {k}")
-        with self._model_loading_beside(query):
-            allowed = self.snapshot.matching_ids(where) if where else None
-            _ = self.snapshot.vectors, self.snapshot.db
         vector = self.query_vector(query, image)
+        allowed = self.snapshot.matching_ids(where) if where else None
         scores, ids = vectors.search(
             self.snapshot.vectors, self.snapshot.vector_info, vector[None, :], k, allowed
         )
@@ -150,31 +146,6 @@ class Index:
             for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
             if i in rows
         ]
-
-    @contextmanager
-    def _model_loading_beside(self, query: TextQuery | None) -> Iterator[None]:
-        """Load the model for a text query in a thread while the caller opens the vector
-        index and catalog: a cold query pays for the two side by side, not one after the
-        other (ONNX Runtime releases the GIL while it opens a graph)."""
-        if query is None or isinstance(query, np.ndarray) or "model" in self.__dict__:
-            yield
-            return
-        failure: list[BaseException] = []
-
-        def load() -> None:
-            try:
-                self.model.prepare_for_text()
-            except BaseException as exc:  # re-raised in the caller's thread below
-                failure.append(exc)
-
-        thread = threading.Thread(target=load, name="model-load", daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            thread.join()
-        if failure:
-            raise failure[0]
 
     def query_vector(
         self, query: TextQuery | None = None, image: ImageQuery | Sequence[ImageQuery] | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -177,6 +178,7 @@ def test_hf_text_tower_checkpoint_is_self_contained(tmp_path):
         f"np.save(sys.argv[2], m.embed_texts({texts!r}))\n"
     )
     env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    env["CLIPSEARCH_CACHE"] = os.environ["CLIPSEARCH_CACHE"]  # the suite's export cache
     result = subprocess.run(
         [sys.executable, "-c", code, moved, str(tmp_path / "emb.npy")],
         capture_output=True,

@@ -30,7 +30,7 @@ from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig, clip_bpe_j
 from clipsearch.settings import cache_root
 from clipsearch.storage import fsync_dir, fsync_file, write_json_atomic
 
-EXPORT_VERSION = 2  # bump when export_model writes different graphs for the same weights
+EXPORT_VERSION = 3  # bump when export_model writes different graphs for the same weights
 OPSET = 17
 # open_clip's text-cleaning functions, by name, and the TokenizerConfig.clean they match.
 _CLEAN_NAMES = {
@@ -134,6 +134,9 @@ def add_int8(directory: Path) -> None:
                 quantize_dynamic(
                     directory / onnx_format.graph_name(tower, "fp32"),
                     single,
+                    # Matrix products only: int8 convolutions (ConvInteger) ran a ConvNet
+                    # tower 7x slower than fp32 here (benchmarks/RESULTS.md).
+                    op_types_to_quantize=["MatMul", "Gemm"],
                     weight_type=QuantType.QInt8,
                 )
             _save_with_external_data(single, work / onnx_format.graph_name(tower, "int8"))
