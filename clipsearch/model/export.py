@@ -277,35 +277,34 @@ def _write_tokenizer(model: Model, cfg: TokenizerConfig, directory: Path) -> Non
 def _export_graphs(model: Model, directory: Path) -> None:
     import torch
 
-    module = model.towers.module
+    class Tower(torch.nn.Module):
+        """One of the model's towers as its own module: what torch.onnx traces."""
 
-    class ImageTower(torch.nn.Module):
-        def __init__(self) -> None:
+        def __init__(self, clip: torch.nn.Module, encode: str) -> None:
             super().__init__()
-            self.clip = module
+            self.clip, self.encode = clip, encode
 
-        def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-            return self.clip.encode_image(pixels)
-
-    class TextTower(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.clip = module
-
-        def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-            return self.clip.encode_text(tokens)
+        def forward(self, batch: torch.Tensor) -> torch.Tensor:
+            return getattr(self.clip, self.encode)(batch)
 
     size = model.image_size
-    pixels = torch.randn(2, 3, size, size)
-    tokens = torch.as_tensor(model.towers.tokenizer(["a photo of a dog", "x"]))
-    for tower, example, name in ((ImageTower(), pixels, "pixels"), (TextTower(), tokens, "tokens")):
-        path = directory / onnx_format.graph_name("image" if name == "pixels" else "text", "fp32")
+    examples = {
+        "image": ("encode_image", "pixels", torch.randn(2, 3, size, size)),
+        "text": (
+            "encode_text",
+            "tokens",
+            torch.as_tensor(model.towers.tokenizer(["a photo of a dog", "x"])),
+        ),
+    }
+    for tower, (encode, input_name, example) in examples.items():
+        path = directory / onnx_format.graph_name(tower, "fp32")
         single = path.with_name(f".{path.name}.single")
-        _export_one(tower.eval(), example, name, single, model.spec)
+        module = Tower(model.towers.module, encode).eval()
+        _export_one(module, example, input_name, single, f"'{model.spec}' ({tower} tower)")
         _save_with_external_data(single, path)
 
 
-def _export_one(tower: Any, example: Any, input_name: str, path: Path, spec: ModelSpec) -> None:
+def _export_one(tower: Any, example: Any, input_name: str, path: Path, what: str) -> None:
     import torch
 
     # With gradients off, nn.MultiheadAttention takes a fused fast path that has no ONNX
@@ -326,8 +325,7 @@ def _export_one(tower: Any, example: Any, input_name: str, path: Path, spec: Mod
         except Exception as exc:
             message = " ".join(str(exc).split())[:300]
             raise ClipsearchError(
-                f"cannot export model '{spec}' to ONNX ({path.stem} tower): {message}; "
-                "use --engine torch"
+                f"cannot export model {what} to ONNX: {message}; use --engine torch"
             ) from None
 
 
