@@ -39,9 +39,6 @@ class Towers(Protocol):
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray: ...
 
-    def prepare_for_text(self) -> None:
-        """Open now what encoding a text needs (so it can happen beside other work)."""
-
 
 @dataclass(frozen=True)
 class ModelFacts:
@@ -198,10 +195,6 @@ class Model:
             for i in range(0, len(images), batch_size)
         ]
         return self._concat(chunks)
-
-    def prepare_for_text(self) -> None:
-        """Open the text tower now (a session, a tokenizer): ``embed_texts`` then only runs."""
-        self.towers.prepare_for_text()
 
     def embed_pixels(self, pixels: Any) -> np.ndarray:
         """Embed a batch already transformed by ``preprocess`` (shape (n, 3, H, W))."""

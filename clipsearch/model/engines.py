@@ -30,7 +30,9 @@ def installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def check_engine(name: str) -> str:
+def asked_engine(engine: str) -> str:
+    """The engine asked for: the argument, else $CLIPSEARCH_ENGINE, else "auto"; checked."""
+    name = engine if engine != "auto" else os.environ.get(ENGINE_ENV) or "auto"
     if name not in ENGINES:
         raise ClipsearchError(f"unknown engine {name!r}: use {', '.join(ENGINES)}")
     return name
@@ -39,7 +41,7 @@ def check_engine(name: str) -> str:
 def choose(spec: ModelSpec, engine: str = "auto", device: str = "auto") -> Choice:
     """The engine for ``spec``: an explicit choice, else $CLIPSEARCH_ENGINE, else onnx
     on CPU (from an ONNX directory, the export cache, or a new export) and torch on a GPU."""
-    engine = check_engine(engine if engine != "auto" else os.environ.get(ENGINE_ENV) or "auto")
+    engine = asked_engine(engine)
     onnx_dir = spec.path if spec.path and onnx_format.is_onnx_dir(spec.path) else None
     if onnx_dir is not None:
         if engine == "torch":
@@ -53,7 +55,7 @@ def choose(spec: ModelSpec, engine: str = "auto", device: str = "auto") -> Choic
 
 def default_choice(engine: str = "auto", device: str = "auto") -> Choice:
     """The engine for a model that is not an ONNX directory (what `clipsearch info` shows)."""
-    engine = check_engine(engine if engine != "auto" else os.environ.get(ENGINE_ENV) or "auto")
+    engine = asked_engine(engine)
     if engine == "auto":
         if device.startswith("cuda") or (device == "auto" and gpu_available()):
             return Choice("torch", reason="GPU")

@@ -52,9 +52,6 @@ class OnnxTowers:
     def tokenizer(self) -> Tokenizer:
         return Tokenizer(self.cfg.tokenizer, self.directory)
 
-    def prepare_for_text(self) -> None:
-        _ = self._text, self.tokenizer
-
     def encode_pixels(self, pixels: Any) -> np.ndarray:
         batch = np.ascontiguousarray(np.asarray(pixels, dtype=np.float32))
         return self._image.run(None, {"pixels": batch})[0]

@@ -79,9 +79,6 @@ class TorchTowers:
     def preprocess(self) -> TorchPreprocess:
         return TorchPreprocess(self.transform)
 
-    def prepare_for_text(self) -> None:
-        """Nothing to open: the module is loaded whole."""
-
     def encode_pixels(self, pixels: np.ndarray | torch.Tensor) -> np.ndarray:
         with torch.inference_mode():
             batch = torch.as_tensor(pixels).to(self.device, self.dtype)
