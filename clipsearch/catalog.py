@@ -90,5 +90,7 @@ def read_tables(
     if not relative_paths:
         empty = schema if columns is None else pa.schema([schema.field(c) for c in columns])
         return empty.empty_table()
-    tables = [pq.read_table(index_dir / p, columns=columns) for p in relative_paths]
+    # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose import
+    # (~30 ms) is a tenth of a warm `clipsearch classify`.
+    tables = [pq.ParquetFile(index_dir / p).read(columns=columns) for p in relative_paths]
     return pa.concat_tables(tables)

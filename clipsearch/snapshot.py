@@ -6,16 +6,19 @@ removes a part while we read it, we reopen the new snapshot and try again.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import duckdb
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import Manifest, read_manifest
+
+if TYPE_CHECKING:
+    import duckdb
 
 T = TypeVar("T")
 TAGS_NAME = "tags.parquet"  # zero-shot labels written by `clipsearch classify --write-tags`
@@ -58,6 +61,8 @@ class Snapshot:
     @cached_property
     def db(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB with a `catalog` view (catalog parts + zero-shot tags)."""
+        import duckdb  # ~45 ms: reads that need no SQL (classify, embeddings) skip it
+
         connection = duckdb.connect()
         parts = [str(self.index_dir / p) for p in self.manifest.catalog]
         if parts:
@@ -97,6 +102,8 @@ class Snapshot:
 
     def matching_ids(self, where: str) -> np.ndarray:
         """Ids of the rows that satisfy a DuckDB SQL predicate over the catalog's columns."""
+        import duckdb
+
         query = f"SELECT id FROM catalog WHERE {where}"
         try:
             result = self._read(lambda: self.db.execute(query).fetchnumpy())
@@ -123,9 +130,6 @@ class Snapshot:
 
     def table(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> Any:
         """Catalog columns as one pyarrow table (bulk reads: faster than DuckDB round trips)."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
         from clipsearch.catalog import catalog_schema, read_tables
 
         def read() -> Any:
@@ -133,6 +137,9 @@ class Snapshot:
             schema = catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
             table = read_tables(self.index_dir, manifest.catalog, list(columns), schema)
             if ids is not None:
+                import pyarrow as pa
+                import pyarrow.compute as pc
+
                 table = table.filter(pc.is_in(table.column("id"), pa.array(ids, pa.int64())))
             return table
 
@@ -151,13 +158,21 @@ class Snapshot:
         for attempt in range(_RETRIES):
             try:
                 return read()
-            except (duckdb.IOException, FileNotFoundError):
-                if attempt == _RETRIES - 1:
+            except Exception as exc:
+                if not part_missing(exc) or attempt == _RETRIES - 1:
                     raise
                 self.manifest = open_manifest(self.index_dir)
                 self.__dict__.pop("db", None)
                 self.__dict__.pop("_types", None)
         raise AssertionError("unreachable")
+
+
+def part_missing(exc: BaseException) -> bool:
+    """Did a read fail because a file it opened is gone (a commit removed it meanwhile)?"""
+    if isinstance(exc, FileNotFoundError):
+        return True
+    duckdb = sys.modules.get("duckdb")  # not imported: the error cannot be DuckDB's
+    return duckdb is not None and isinstance(exc, duckdb.IOException)
 
 
 def _quote(text: str) -> str:

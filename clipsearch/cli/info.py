@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-from importlib import metadata
 from typing import Annotated, Any
 
 import typer
@@ -16,6 +15,8 @@ from clipsearch.settings import MODEL_ENV, default_model_spec, resolve_index_dir
 
 
 def _version(distribution: str) -> str | None:
+    from importlib import metadata  # ~10 ms: only `info` pays it
+
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:

@@ -4,7 +4,9 @@
                             preprocessing and tokenizer settings, graph files with sizes
     image.onnx, text.onnx   the towers in fp32: pixels (n, 3, H, W) float32 → (n, dim);
                             tokens (n, context_length) int64 → (n, dim); not normalized;
-                            each graph's weights sit beside it in GRAPH.data
+                            each graph's weights sit beside it in GRAPH.data; graphs are
+                            optimized for ONNX Runtime (its "extended" level, so they may
+                            use its own operators) and need no optimizing when loaded
     image.int8.onnx, ...    the same with int8 weights (precision int8), when made
     tokenizer.json          the tokenizer (Hugging Face tokenizers' format)
 
@@ -25,7 +27,7 @@ from clipsearch.model.tokenizer import TokenizerConfig
 from clipsearch.storage import read_json_object
 
 CONFIG_NAME = "clipsearch_onnx.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: graphs saved optimized for ONNX Runtime
 PRECISIONS = ("fp32", "int8")
 TOWERS = ("image", "text")
 
