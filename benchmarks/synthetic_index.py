@@ -87,6 +87,6 @@ def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tin
         catalog=parts,
         vector_index={"file": vector_file.relative_to(index_dir).as_posix(), **asdict(info)},
     )
-    commit_manifest(index_dir, manifest)
+    commit_manifest(index_dir, manifest, None)
     took = time.perf_counter() - start
     print(f"built a {n:,}-image {info.kind} index in {took:.1f} s", file=sys.stderr)

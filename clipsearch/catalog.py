@@ -1,12 +1,11 @@
 """The catalog: one Parquet row per indexed image, with its metadata and embedding.
 
-Parts are immutable files under ``catalog/``; the manifest names the live ones, and after a
-commit exactly those are in the folder, so DuckDB can read ``catalog/*.parquet`` directly.
+Parts are immutable files under ``catalog/``; the manifest names the live ones (the folder
+may also hold, for a grace period, parts a commit replaced: see ``Manifest.retired``).
 """
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from clipsearch.storage import publish
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
@@ -79,7 +80,7 @@ def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = directory / f".{path.name}.tmp"
     pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, path)
+    publish(tmp, path)
     return path
 
 

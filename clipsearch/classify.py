@@ -186,6 +186,7 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
 
     from clipsearch.indexer import index_lock
     from clipsearch.snapshot import TAGS_NAME
+    from clipsearch.storage import publish
 
     table = pa.table(
         {
@@ -197,5 +198,5 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
     with index_lock(index_dir):
         tmp = index_dir / f".{TAGS_NAME}.tmp"
         pq.write_table(table, tmp)
-        os.replace(tmp, index_dir / TAGS_NAME)
+        publish(tmp, index_dir / TAGS_NAME)
     return index_dir / TAGS_NAME

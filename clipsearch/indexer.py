@@ -288,7 +288,7 @@ class _Run:
             manifest.errors = self._relative(
                 catalog.write_table(self._dir(catalog.ERRORS_DIR), "errors", table)
             )
-        commit_manifest(self.index_dir, manifest)
+        commit_manifest(self.index_dir, manifest, self.manifest)
         _remove_unreferenced_files(self.index_dir, manifest)
         return manifest
 
@@ -512,18 +512,15 @@ def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
 
 
 def _remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
-    """Delete parts, vector and error files no committed snapshot names (left by a crash)."""
-    referenced = set(manifest.catalog) if manifest else set()
-    if manifest and manifest.errors:
-        referenced.add(manifest.errors)
-    if manifest and manifest.vector_index.get("file"):
-        referenced.add(manifest.vector_index["file"])
+    """Delete parts, vector and error files that neither the committed snapshot nor a
+    recently replaced one names: left by a crash, or retired longer than the grace period."""
+    kept = manifest.kept_files() if manifest else set()
     for folder in (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR):
         directory = index_dir / folder
         if not directory.is_dir():
             continue
         for path in directory.iterdir():
-            if f"{folder}/{path.name}" not in referenced:
+            if f"{folder}/{path.name}" not in kept:
                 path.unlink(missing_ok=True)
 
 

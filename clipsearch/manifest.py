@@ -18,6 +18,10 @@ from clipsearch.storage import read_json_object, write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
+# How long a file dropped by a commit stays on disk for readers of the snapshot before: far
+# longer than one query or one command takes. A reader that holds a snapshot longer (a
+# server) rereads the manifest when a file is gone, and carries on with the new snapshot.
+RETIRED_GRACE_SECONDS = 600
 
 
 def utc_now() -> str:
@@ -38,6 +42,9 @@ class Manifest:
     # "ENGINE/PRECISION" of every run that embedded rows, e.g. ["onnx/fp32"]: one model's
     # embeddings from different engines or precisions are comparable, this says which ran.
     embedded_with: list[str] = field(default_factory=list)
+    # Files earlier snapshots named and this one does not, with when they were dropped: kept
+    # for readers still on those snapshots until RETIRED_GRACE_SECONDS have passed.
+    retired: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = FORMAT_VERSION
@@ -45,6 +52,19 @@ class Manifest:
     @property
     def model_spec(self) -> str:
         return str(self.model["spec"])
+
+    def files(self) -> set[str]:
+        """The files this snapshot reads (relative paths): catalog parts, errors, vectors."""
+        named = set(self.catalog)
+        if self.errors:
+            named.add(self.errors)
+        if self.vector_index.get("file"):
+            named.add(self.vector_index["file"])
+        return named
+
+    def kept_files(self) -> set[str]:
+        """What clean-up must leave: this snapshot's files and those still in their grace."""
+        return self.files() | set(self.retired)
 
 
 def read_manifest(index_dir: Path) -> Manifest | None:
@@ -74,7 +94,27 @@ def indexed_model_spec(index_dir: Path) -> str | None:
     return manifest.model_spec if manifest else None
 
 
-def commit_manifest(index_dir: Path, manifest: Manifest) -> None:
-    """Atomically make ``manifest`` the current snapshot (durable once this returns)."""
-    manifest.updated_at = utc_now()
+def commit_manifest(index_dir: Path, manifest: Manifest, previous: Manifest | None) -> None:
+    """Atomically make ``manifest`` the current snapshot (durable once this returns).
+
+    The files ``previous`` named and ``manifest`` does not are retired, not deleted: a
+    reader that opened ``previous`` a moment ago still finds them (see ``retired``).
+    """
+    now = datetime.now(timezone.utc)
+    manifest.updated_at = now.isoformat(timespec="seconds")
+    manifest.retired = _still_retired(previous, manifest, now)
     write_json_atomic(index_dir / MANIFEST_NAME, asdict(manifest))
+
+
+def _still_retired(previous: Manifest | None, new: Manifest, now: datetime) -> dict[str, str]:
+    if previous is None:
+        return {}
+    live = new.files()
+    kept = {
+        name: at
+        for name, at in previous.retired.items()
+        if name not in live
+        and (now - datetime.fromisoformat(at)).total_seconds() < RETIRED_GRACE_SECONDS
+    }
+    stamp = now.isoformat(timespec="seconds")
+    return {**kept, **{name: stamp for name in previous.files() - live}}

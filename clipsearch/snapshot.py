@@ -47,7 +47,13 @@ class Snapshot:
     def vectors(self) -> Any:
         from clipsearch import vectors
 
-        return vectors.load(self.index_dir / self.manifest.vector_index["file"])
+        def read() -> Any:
+            path = self.index_dir / self.manifest.vector_index["file"]
+            if not path.is_file():
+                raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
+            return vectors.load(path)
+
+        return self._read(read)
 
     @cached_property
     def vector_info(self) -> Any:
@@ -159,11 +165,17 @@ class Snapshot:
             try:
                 return read()
             except Exception as exc:
-                if not part_missing(exc) or attempt == _RETRIES - 1:
+                if not part_missing(exc):
                     raise
+                if attempt == _RETRIES - 1:
+                    detail = " ".join(str(exc).split())
+                    raise ClipsearchError(
+                        f"index {self.index_dir} is damaged: a file its manifest names is gone "
+                        f"({detail}); index the photos again into a new --index"
+                    ) from None
                 self.manifest = open_manifest(self.index_dir)
-                self.__dict__.pop("db", None)
-                self.__dict__.pop("_types", None)
+                for cached in ("db", "_types", "vector_info"):  # all of the old snapshot
+                    self.__dict__.pop(cached, None)
         raise AssertionError("unreachable")
 
 

@@ -19,15 +19,22 @@ from clipsearch.errors import ClipsearchError
 LOCK_NAME = ".lock"
 
 
+def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Move a fully written temporary file to ``path``, durably: its bytes reach the disk
+    before the rename, and the rename before this returns. Every file of an index or a text
+    collection is written this way, the manifest last, so a power cut can never leave a
+    manifest that names a file the disk does not hold."""
+    fsync_file(tmp)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON; durable once this returns, never half-written."""
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, ensure_ascii=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
+    publish(tmp, path)
 
 
 def read_json_object(path: Path, what: str = "manifest") -> dict[str, Any] | None:
@@ -43,7 +50,7 @@ def read_json_object(path: Path, what: str = "manifest") -> dict[str, Any] | Non
     return data
 
 
-def fsync_file(path: Path) -> None:
+def fsync_file(path: str | os.PathLike) -> None:
     with open(path, "rb") as f:
         os.fsync(f.fileno())
 
@@ -65,10 +72,20 @@ def writer_lock(directory: Path, what: str = "index") -> Iterator[None]:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip()
             raise ClipsearchError(
                 f"{what} {directory} is being updated by another clipsearch process"
+                + (f" (pid {holder})" if holder.isdigit() else "")
             ) from None
         try:
+            # Who holds it, for the refusal above. The lock itself is the kernel's: it goes
+            # when this process and every process it forked have exited (decode workers die
+            # with their parent), so a killed writer never locks an index out.
+            lock.truncate(0)
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
             yield
         finally:
+            lock.truncate(0)
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -42,7 +42,6 @@ from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
 from clipsearch.storage import (
     LOCK_NAME,
-    fsync_file,
     read_json_object,
     write_json_atomic,
     writer_lock,
@@ -439,7 +438,6 @@ class TextCollection:
                     schema=texts_schema(model.dim),
                 )
                 written.append(catalog.write_table(directory, TEXTS_PREFIX, table))
-                fsync_file(written[-1])
                 index, info = vectors.build(ids, embeddings, config)
                 written.append(directory / f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss")
                 vectors.save(index, written[-1])

@@ -26,6 +26,7 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.storage import publish
 
 logger = logging.getLogger(__name__)
 
@@ -403,9 +404,7 @@ def save(index: faiss.Index, path: str | os.PathLike) -> None:
     tmp = path + ".tmp"
     try:
         faiss.write_index(index, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        publish(tmp, path)
     except (OSError, RuntimeError) as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)

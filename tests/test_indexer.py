@@ -175,9 +175,12 @@ def test_add_modify_delete_move_between_runs(photos, tmp_path, monkeypatch):
     assert manifest.counts["images"] == 4 and manifest.snapshot == 2
     index = vectors.load(index_dir / manifest.vector_index["file"])
     assert index.ntotal == 4
-    # catalog/ holds exactly the live parts, so a glob sees each file once
-    live = sorted(Path(p).name for p in manifest.catalog)
-    assert sorted(p.name for p in (index_dir / "catalog").iterdir()) == live
+    # catalog/ holds the live parts and, for readers of the snapshot before, the parts the
+    # commit replaced (retired), nothing else
+    live = {Path(p).name for p in manifest.catalog}
+    retired = {Path(p).name for p in manifest.retired if p.startswith("catalog/")}
+    assert retired and not live & retired
+    assert {p.name for p in (index_dir / "catalog").iterdir()} == live | retired
 
 
 def test_nothing_changed_loads_no_model(photos, tmp_path, monkeypatch):
@@ -240,8 +243,10 @@ def test_a_different_model_is_refused(photos, tmp_path, tiny_model):
 
 def test_one_writer_at_a_time(tmp_path):
     index_dir = tmp_path / "index"
-    with index_lock(index_dir), pytest.raises(ClipsearchError, match="another clipsearch"):
+    pid = rf"\(pid {os.getpid()}\)"
+    with index_lock(index_dir), pytest.raises(ClipsearchError, match=f"another clipsearch.*{pid}"):
         update_index([tmp_path], index_dir, TINY, _options())
+    update_index([tmp_path], index_dir, TINY, _options())  # released: the next writer runs
 
 
 def test_missing_path_is_a_clear_error_before_any_work(tmp_path):

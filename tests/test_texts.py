@@ -177,7 +177,7 @@ def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_m
 
     image_index = tmp_path / "photos"
     image_index.mkdir()
-    commit_manifest(image_index, Manifest(tiny_model.identity, 128, "float16"))
+    commit_manifest(image_index, Manifest(tiny_model.identity, 128, "float16"), None)
     with pytest.raises(ClipsearchError) as excinfo:
         TextCollection.open(image_index)
     _one_line_error(excinfo, "is an image index, not a text collection")

@@ -1,0 +1,176 @@
+"""Readers and writers of one index at the same time: snapshots readers can rely on.
+
+A commit retires the files of the snapshot before instead of deleting them, so a reader that
+opened that snapshot a moment ago still finds them; long-lived readers move to the newest
+snapshot. These tests race real processes against real commits.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsearch import manifest as manifest_module
+from clipsearch.indexer import IndexOptions, update_index
+from clipsearch.manifest import read_manifest
+from clipsearch.search import Index
+
+from .conftest import TINY, run_cli
+
+
+def _photos(folder: Path, start: int, count: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(start, start + count):
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+            folder / f"{i:04d}.png"
+        )
+
+
+def _options() -> IndexOptions:
+    return IndexOptions(workers=0, batch_size=16)
+
+
+def test_a_commit_keeps_the_files_of_the_snapshot_before_for_its_readers(tmp_path, monkeypatch):
+    photos, index_dir = tmp_path / "photos", tmp_path / "index"
+    _photos(photos, 0, 6)
+    update_index([photos], index_dir, TINY, _options())
+    first = read_manifest(index_dir)
+    reader = Index.open(index_dir)  # holds the first snapshot
+    stale = Index.open(index_dir)  # holds it too, and reads nothing until the end
+    _photos(photos, 6, 4)
+    update_index([photos], index_dir, TINY, _options())
+    second = read_manifest(index_dir)
+    assert first.files() - second.files()  # the commit replaced files...
+    assert set(second.retired) == first.files() - second.files()
+    for name in first.files():  # ...and left them for readers of the first snapshot
+        assert (index_dir / name).is_file()
+    query = np.ones(128, np.float32)
+    assert len(reader.search(query, k=20)) == 6  # the old snapshot, whole
+    assert reader.refresh() and len(reader.search(query, k=20)) == 10
+
+    # Past the grace period, the next commit deletes them, and a reader still on the first
+    # snapshot moves to the newest one instead of failing.
+    monkeypatch.setattr(manifest_module, "RETIRED_GRACE_SECONDS", 0)
+    (photos / "0000.png").unlink()
+    update_index([photos], index_dir, TINY, _options())
+    third = read_manifest(index_dir)
+    expired = first.files() - second.files()  # retired by the second commit, long enough
+    assert not third.retired.keys() & expired
+    for name in expired:
+        assert not (index_dir / name).exists()
+    for name in third.retired:  # what the third commit replaced waits its grace period
+        assert (index_dir / name).is_file()
+    assert len(stale.search(query, k=20)) == 9
+
+
+def test_readers_never_fail_while_an_index_is_recommitted(tmp_path):
+    """Processes and threads query in a loop while `clipsearch index` commits ten times."""
+    photos, index_dir = tmp_path / "photos", tmp_path / "index"
+    _photos(photos, 0, 8)
+    assert run_cli("index", str(photos), "--index", str(index_dir), "-m", TINY).returncode == 0
+    stop = threading.Event()
+    failures: list[str] = []
+    searches = [0]
+
+    def api_reader() -> None:
+        live = Index.open(index_dir)  # a long-lived reader, as `clipsearch serve` holds
+        while not stop.is_set():
+            try:
+                fresh = Index.open(index_dir)
+                fresh.search(np.ones(128, np.float32), k=5, columns=["width"])
+                live.refresh()
+                live.search(np.ones(128, np.float32), k=5)
+                searches[0] += 1
+            except Exception as exc:  # any error at all is a failure of the snapshot promise
+                failures.append(f"api: {type(exc).__name__}: {exc}")
+
+    cli_runs: list[subprocess.CompletedProcess] = []
+
+    def cli_reader() -> None:
+        while not stop.is_set():
+            cli_runs.append(
+                run_cli("query", "a photo", "--index", str(index_dir), "--local", "-k", "3")
+            )
+
+    readers = [threading.Thread(target=api_reader), threading.Thread(target=cli_reader)]
+    for thread in readers:
+        thread.start()
+    try:
+        for round_ in range(10):
+            _photos(photos, 8 + 3 * round_, 3)
+            if round_ % 3 == 2:
+                (photos / f"{round_:04d}.png").unlink()  # removals rewrite catalog parts
+            result = run_cli("index", str(photos), "--index", str(index_dir))
+            assert result.returncode == 0, result.stderr
+    finally:
+        stop.set()
+        for thread in readers:
+            thread.join(timeout=120)
+    assert read_manifest(index_dir).snapshot == 11
+    assert searches[0] >= 10 and len(cli_runs) >= 3
+    failures += [f"cli: {r.stderr.strip()}" for r in cli_runs if r.returncode != 0]
+    assert not failures, failures[:5]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="parent-death signals and /proc: Linux")
+def test_a_killed_indexer_leaves_no_process_and_no_lock(tmp_path):
+    """kill -9 of `clipsearch index` while its decode workers run: none of them survives
+    it, and the next run starts at once and resumes from what was staged."""
+    photos, index_dir = tmp_path / "photos", tmp_path / "index"
+    photos.mkdir()
+    # Large PNGs (no reduced decoding for PNG) keep the workers busy for seconds; each copy
+    # differs in a trailing byte, which decoders ignore, so every file is its own image.
+    scene = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    big = Image.fromarray(scene).resize((1000, 800), Image.Resampling.BILINEAR)
+    big.save(tmp_path / "one.png", compress_level=1)
+    data = (tmp_path / "one.png").read_bytes()
+    for i in range(300):
+        (photos / f"{i:03d}.png").write_bytes(data + bytes([i % 256, i // 256]))
+    command = [sys.executable, "-m", "clipsearch", "index", str(photos), "--index", str(index_dir)]
+    process = subprocess.Popen(
+        [*command, "-m", TINY, "--workers", "2", "--batch-size", "8", "--checkpoint-every", "16"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: it and every process it forks
+    )
+    deadline = time.monotonic() + 120
+    while not list((index_dir / "staging").glob("part-*.parquet")):
+        assert process.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    group = os.getpgid(process.pid)
+    assert _group_members(group) - {process.pid}, "the indexer runs decode workers"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    deadline = time.monotonic() + 5
+    while _group_members(group) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_members(group), "processes of the killed indexer survived it"
+    result = run_cli("index", str(photos), "--index", str(index_dir), "-m", TINY, "--json")
+    assert result.returncode == 0, result.stderr  # no "being updated by another process"
+    report = json.loads(result.stdout)
+    assert report["images"] == 300 and report["resumed"] >= 16
+
+
+def _group_members(group: int) -> set[int]:
+    members = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == group:  # state, ppid, pgrp
+            members.add(int(entry.name))
+    return members
