@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,19 @@ class Staging:
         except (OSError, ValueError):
             earlier = None
         if earlier != self.state:
+            stale = self.read() if earlier is not None else None
+            if stale is not None:
+                # Never mix embeddings of two models, or rows planned against another snapshot.
+                why = (
+                    "another model"
+                    if earlier.get("model") != self.state["model"]
+                    else ("an index state that has changed since")
+                )
+                print(
+                    f"note: discarding {stale.num_rows:,} rows an interrupted run embedded with "
+                    f"{why}",
+                    file=sys.stderr,
+                )
             self.clear()
             return None
         return self.read()

@@ -241,6 +241,38 @@ def test_a_different_model_is_refused(photos, tmp_path, tiny_model):
     assert summary.committed is False
 
 
+class _InterruptAfter:
+    """A progress that stops the run like Ctrl-C once ``count`` images are embedded."""
+
+    def __init__(self, count: int) -> None:
+        self.count, self.done = count, 0
+
+    def start(self, total: int) -> None:
+        pass
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        if self.done >= self.count:
+            raise KeyboardInterrupt
+
+
+def test_a_resume_with_another_model_discards_the_staged_rows(photos, tmp_path, capsys):
+    index_dir = tmp_path / "index"
+    for i in range(12):
+        _photo(photos / "more" / f"{i:02d}.png", 50 + i)
+    with pytest.raises(KeyboardInterrupt):
+        update_index([photos], index_dir, TINY, _options(part_rows=4), _InterruptAfter(8))
+    assert list((index_dir / "staging").glob("part-*.parquet"))
+    other = "random:clipsearch-convnet-small"
+    summary = update_index([photos], index_dir, other, _options())
+    assert summary.resumed == 0 and summary.embedded == summary.images == 16
+    assert "note: discarding 8 rows an interrupted run embedded with another model" in (
+        capsys.readouterr().err
+    )
+    assert read_manifest(index_dir).model_spec == other
+    assert {len(r["embedding"]) for r in _catalog(index_dir)} == {256}  # not the 128 of tiny
+
+
 def test_one_writer_at_a_time(tmp_path):
     index_dir = tmp_path / "index"
     pid = rf"\(pid {os.getpid()}\)"
