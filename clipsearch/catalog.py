@@ -93,5 +93,17 @@ def read_tables(
         return empty.empty_table()
     # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose import
     # (~30 ms) is a tenth of a warm `clipsearch classify`.
-    tables = [pq.ParquetFile(index_dir / p).read(columns=columns) for p in relative_paths]
+    tables = [_read_part(index_dir / p, columns) for p in relative_paths]
     return pa.concat_tables(tables)
+
+
+def _read_part(path: Path, columns: Sequence[str] | None) -> pa.Table:
+    try:
+        return pq.ParquetFile(path).read(columns=columns)
+    except FileNotFoundError:
+        raise  # replaced by a commit meanwhile: the reader retries on the newest snapshot
+    except (pa.ArrowException, OSError) as exc:
+        from clipsearch.snapshot import damaged
+
+        detail = " ".join(str(exc).split())
+        raise damaged(path.parent.parent, f"catalog part {path.name}: {detail}") from None

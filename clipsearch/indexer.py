@@ -183,7 +183,15 @@ class _Run:
         if self.manifest and not changes.catalog_changes and _same_errors(errors, self.old_errors):
             summary.images = self.manifest.counts["images"]
             return summary
-        manifest = self._commit(changes, self._wanted_rows(staging.read()), errors)
+        try:
+            manifest = self._commit(changes, self._wanted_rows(staging.read()), errors)
+        except (OSError, ClipsearchError) as exc:  # a full disk, most likely
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            before = self.manifest.snapshot if self.manifest else 0
+            raise ClipsearchError(
+                f"cannot commit index {self.index_dir}: {detail}; the index is unchanged "
+                f"(snapshot {before}) and the images embedded so far stay staged for the next run"
+            ) from None
         staging.clear()
         summary.images, summary.committed = manifest.counts["images"], True
         return summary
@@ -192,7 +200,7 @@ class _Run:
         self, entries: list[FileEntry], roots: list[str]
     ) -> tuple[Changes, list[tuple[FileEntry, int]], int]:
         """What changed, and which files still need embedding (with the id each gets)."""
-        _remove_unreferenced_files(self.index_dir, self.manifest)
+        remove_unreferenced_files(self.index_dir, self.manifest)
         catalog_files, self.old_errors = self._current_state()
         changes = diff(entries, catalog_files, self.old_errors, roots, _hash_or_none)
         todo, reused = self._split_staged(changes, self._staging())
@@ -289,7 +297,7 @@ class _Run:
                 catalog.write_table(self._dir(catalog.ERRORS_DIR), "errors", table)
             )
         commit_manifest(self.index_dir, manifest, self.manifest)
-        _remove_unreferenced_files(self.index_dir, manifest)
+        remove_unreferenced_files(self.index_dir, manifest)
         return manifest
 
     # -- pieces ----------------------------------------------------------------------------
@@ -441,9 +449,7 @@ class _Run:
                 all_ids_and_vectors=everything,
                 config=self.options.vectors,
             )
-        path = self._dir(VECTORS_DIR) / f"index-{snapshot:06d}.faiss"
-        vectors.save(index, path)
-        return self._relative(path), info
+        return save_vectors(self.index_dir, index, snapshot), info
 
     def _dir(self, name: str) -> Path:
         directory = self.index_dir / name
@@ -511,7 +517,16 @@ def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
     return key(new) == key(old)
 
 
-def _remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
+def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:
+    """Write the vector index of ``snapshot``; its path relative to the index, as the
+    manifest names it."""
+    directory = index_dir / VECTORS_DIR
+    directory.mkdir(parents=True, exist_ok=True)
+    vectors.save(index, directory / f"index-{snapshot:06d}.faiss")
+    return f"{VECTORS_DIR}/index-{snapshot:06d}.faiss"
+
+
+def remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
     """Delete parts, vector and error files that neither the committed snapshot nor a
     recently replaced one names: left by a crash, or retired longer than the grace period."""
     kept = manifest.kept_files() if manifest else set()

@@ -51,7 +51,11 @@ class Snapshot:
             path = self.index_dir / self.manifest.vector_index["file"]
             if not path.is_file():
                 raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
-            return vectors.load(path)
+            try:
+                return vectors.load(path)
+            except ClipsearchError:
+                name = self.manifest.vector_index["file"]
+                raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
 
         return self._read(read)
 
@@ -79,15 +83,40 @@ class Snapshot:
         tags = self.index_dir / TAGS_NAME
         if tags.is_file():
             source = f"{source} LEFT JOIN read_parquet({_quote(str(tags))}) AS tags USING (id)"
-        connection.execute(f"CREATE VIEW catalog AS SELECT * FROM {source}")
+        try:
+            connection.execute(f"CREATE VIEW catalog AS SELECT * FROM {source}")
+        except duckdb.Error as exc:
+            raise self._file_error(exc) or exc from None
         return connection
 
+    def _sql(self, query: str, parameters: list[Any] | None = None, numpy: bool = False) -> Any:
+        """Run a query on the catalog view; a missing file raises FileNotFoundError (for
+        ``_read`` to retry on the newest snapshot), a damaged one a ClipsearchError."""
+        import duckdb
+
+        try:
+            result = self.db.execute(query, parameters)
+            return result.fetchnumpy() if numpy else result.fetchall()
+        except duckdb.Error as exc:
+            raise self._file_error(exc) or exc from None
+
+    def _file_error(self, exc: Exception) -> Exception | None:
+        """What a DuckDB error about one of this index's files means, or None if it is not."""
+        import duckdb
+
+        message = " ".join(str(exc).split())
+        if str(self.index_dir) not in message:
+            return None
+        if isinstance(exc, duckdb.IOException):
+            return FileNotFoundError(message)
+        return damaged(self.index_dir, message)
+
     def columns(self) -> list[str]:
-        return list(self._types)
+        return list(self._read(lambda: self._types))
 
     @cached_property
     def _types(self) -> dict[str, str]:
-        return {row[0]: row[1] for row in self.db.execute("DESCRIBE catalog").fetchall()}
+        return {row[0]: row[1] for row in self._sql("DESCRIBE catalog")}
 
     def _selectable(self, name: str) -> str:
         """A column for SELECT; zoned timestamps as UTC (DuckDB needs pytz to return them)."""
@@ -101,10 +130,13 @@ class Snapshot:
             return {}
         wanted = ["id", *[c for c in columns if c != "id"]]
         self._check_columns(wanted)
-        select = ", ".join(self._selectable(c) for c in wanted)
-        query = f"SELECT {select} FROM catalog WHERE id IN (SELECT unnest(?::BIGINT[]))"
-        result = self._read(lambda: self.db.execute(query, [list(map(int, ids))]).fetchall())
-        return {row[0]: dict(zip(wanted, row, strict=True)) for row in result}
+
+        def read() -> list[Any]:
+            select = ", ".join(self._selectable(c) for c in wanted)
+            query = f"SELECT {select} FROM catalog WHERE id IN (SELECT unnest(?::BIGINT[]))"
+            return self._sql(query, [list(map(int, ids))])
+
+        return {row[0]: dict(zip(wanted, row, strict=True)) for row in self._read(read)}
 
     def matching_ids(self, where: str) -> np.ndarray:
         """Ids of the rows that satisfy a DuckDB SQL predicate over the catalog's columns."""
@@ -112,8 +144,8 @@ class Snapshot:
 
         query = f"SELECT id FROM catalog WHERE {where}"
         try:
-            result = self._read(lambda: self.db.execute(query).fetchnumpy())
-        except duckdb.Error as exc:
+            result = self._read(lambda: self._sql(query, numpy=True))
+        except duckdb.Error as exc:  # a file's damage is not the predicate's fault: raised above
             message = " ".join(str(exc).split())
             raise ClipsearchError(f"invalid --where {where!r}: {message}") from None
         return np.asarray(result["id"], dtype=np.int64)
@@ -121,7 +153,7 @@ class Snapshot:
     def id_of_file(self, path: str, size: int, mtime_ns: int) -> int | None:
         """The id of an indexed, unchanged file, or None."""
         query = "SELECT id FROM catalog WHERE path = ? AND size = ? AND mtime_ns = ? LIMIT 1"
-        found = self._read(lambda: self.db.execute(query, [path, size, mtime_ns]).fetchall())
+        found = self._read(lambda: self._sql(query, [path, size, mtime_ns]))
         return found[0][0] if found else None
 
     def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -169,14 +201,19 @@ class Snapshot:
                     raise
                 if attempt == _RETRIES - 1:
                     detail = " ".join(str(exc).split())
-                    raise ClipsearchError(
-                        f"index {self.index_dir} is damaged: a file its manifest names is gone "
-                        f"({detail}); index the photos again into a new --index"
-                    ) from None
+                    gone = f"a file its manifest names is gone: {detail}"
+                    raise damaged(self.index_dir, gone) from None
                 self.manifest = open_manifest(self.index_dir)
                 for cached in ("db", "_types", "vector_info"):  # all of the old snapshot
                     self.__dict__.pop(cached, None)
         raise AssertionError("unreachable")
+
+
+def damaged(index_dir: Path, detail: str) -> ClipsearchError:
+    return ClipsearchError(
+        f"index {index_dir} is damaged ({detail}); `clipsearch repair --index {index_dir}` "
+        "keeps what is intact and rebuilds the vector index without re-embedding"
+    )
 
 
 def part_missing(exc: BaseException) -> bool:

@@ -12,11 +12,13 @@ from clipsearch.cli.options import (
     CacheDirOpt,
     DeviceOpt,
     EngineOpt,
+    FlatThresholdOpt,
     IndexOpt,
     JsonOpt,
+    MaxMemoryOpt,
     ModelOpt,
     PrecisionOpt,
-    parse_size,
+    vector_index_config,
 )
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import let_decoders_share_cores, resolve_index_dir
@@ -57,17 +59,8 @@ def index(
         int,
         typer.Option(min=1, help="Refuse images with more pixels than this (decompression bombs)."),
     ] = 100_000_000,
-    max_memory: Annotated[
-        str | None,
-        typer.Option(
-            help="Memory the vector index may use, e.g. 2G (picks SQ8 or PQ storage to fit).",
-            show_default=False,
-        ),
-    ] = None,
-    flat_threshold: Annotated[
-        int,
-        typer.Option(min=1, help="Exact search up to this many images; approximate (IVF) above."),
-    ] = 100_000,
+    max_memory: MaxMemoryOpt = None,
+    flat_threshold: FlatThresholdOpt = 100_000,
     checkpoint_every: Annotated[
         int,
         typer.Option(
@@ -92,7 +85,6 @@ def index(
     from clipsearch.distributed import main_process
     from clipsearch.indexer import IndexOptions, default_workers, update_index
     from clipsearch.scan import ScanOptions
-    from clipsearch.vectors import VectorIndexConfig
 
     options = IndexOptions(
         scan=ScanOptions(tuple(exclude or ()), include_hidden, follow_symlinks),
@@ -104,10 +96,7 @@ def index(
         cache_dir=str(cache_dir) if cache_dir else None,
         engine=engine,
         precision=precision,
-        vectors=VectorIndexConfig(
-            flat_threshold=flat_threshold,
-            max_memory=parse_size(max_memory) if max_memory else None,
-        ),
+        vectors=vector_index_config(max_memory, flat_threshold),
     )
     index_dir = resolve_index_dir(index)
     progress = make_progress("embedding") if main_process() else None

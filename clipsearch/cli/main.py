@@ -8,7 +8,18 @@ from typing import Annotated
 import typer
 
 from clipsearch import __version__
-from clipsearch.cli import classify, datasets, export, index, info, query, serve, texts, train
+from clipsearch.cli import (
+    classify,
+    datasets,
+    export,
+    index,
+    info,
+    query,
+    repair,
+    serve,
+    texts,
+    train,
+)
 from clipsearch.errors import ClipsearchError
 
 app = typer.Typer(
@@ -26,6 +37,7 @@ app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.command("eval")(train.evaluate)
 app.command("export")(export.export)
+app.command("repair")(repair.repair)
 app.add_typer(texts.texts_app, name="texts")
 app.add_typer(datasets.datasets_app, name="datasets")
 app.command("info")(info.info)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,6 +18,9 @@ from clipsearch.settings import (
     MODEL_ENV,
     PRECISIONS,
 )
+
+if TYPE_CHECKING:
+    from clipsearch.vectors import VectorIndexConfig
 
 ModelOpt = Annotated[
     str | None,
@@ -107,3 +110,24 @@ def parse_size(text: str) -> int:
     if size <= 0:
         raise typer.BadParameter("must be positive")
     return size
+
+
+MaxMemoryOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Memory the vector index may use, e.g. 2G (picks SQ8 or PQ storage to fit).",
+        show_default=False,
+    ),
+]
+FlatThresholdOpt = Annotated[
+    int,
+    typer.Option(min=1, help="Exact search up to this many images; approximate (IVF) above."),
+]
+
+
+def vector_index_config(max_memory: str | None, flat_threshold: int) -> VectorIndexConfig:
+    from clipsearch.vectors import VectorIndexConfig
+
+    return VectorIndexConfig(
+        flat_threshold=flat_threshold, max_memory=parse_size(max_memory) if max_memory else None
+    )

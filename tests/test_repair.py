@@ -1,0 +1,128 @@
+"""Damage is reported in one line and mended by `clipsearch repair`, never crashed on; a
+full disk during a commit leaves the snapshot before intact."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from clipsearch import catalog
+from clipsearch.errors import ClipsearchError
+from clipsearch.indexer import IndexOptions, update_index
+from clipsearch.manifest import read_manifest
+
+from .conftest import TINY, run_cli
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> tuple[Path, Path]:
+    """Photos in two folders, indexed in two runs (two catalog parts)."""
+    root = tmp_path_factory.mktemp("repair")
+    photos = root / "photos"
+    for i in range(12):
+        folder = photos / ("first" if i < 8 else "second")
+        folder.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(i)
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(
+            folder / f"{i:02d}.png"
+        )
+    index_dir = root / "index"
+    options = IndexOptions(workers=0)
+    update_index([photos / "first"], index_dir, TINY, options)
+    update_index([photos / "first", photos / "second"], index_dir, TINY, options)
+    assert len(read_manifest(index_dir).catalog) == 2
+    return photos, index_dir
+
+
+def _copy(index_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "index"
+    shutil.copytree(index_dir, copy)
+    return copy
+
+
+def _query(index_dir: Path, *more: str):
+    return run_cli("query", "a photo", "--index", str(index_dir), "-k", "20", "--json", *more)
+
+
+def _one_line_error(result, *words: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def test_an_intact_index_is_left_as_it_is(built, tmp_path):
+    index_dir = _copy(built[1], tmp_path)
+    before = (index_dir / "manifest.json").read_text()
+    result = run_cli("repair", "--index", str(index_dir))
+    assert result.returncode == 0, result.stderr
+    assert "is intact: 12 images, 2 catalog part(s)" in result.stdout
+    assert (index_dir / "manifest.json").read_text() == before
+
+
+def test_a_damaged_vector_index_is_rebuilt_from_the_catalog(built, tmp_path):
+    index_dir = _copy(built[1], tmp_path)
+    hits = json.loads(_query(index_dir).stdout)
+    manifest = read_manifest(index_dir)
+    (index_dir / manifest.vector_index["file"]).write_bytes(b"\0" * 64)
+    _one_line_error(_query(index_dir), manifest.vector_index["file"].split("/")[-1], "repair")
+    result = run_cli("repair", "--index", str(index_dir), "--json")
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    assert report["committed"] and report["images"] == 12 and len(report["damaged"]) == 1
+    mended = read_manifest(index_dir)
+    assert mended.catalog == manifest.catalog  # nothing re-embedded, no row lost
+    assert json.loads(_query(index_dir).stdout) == hits
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing"])
+def test_a_damaged_catalog_part_is_dropped_and_embedded_again(built, tmp_path, damage):
+    photos, index_dir = built[0], _copy(built[1], tmp_path)
+    manifest = read_manifest(index_dir)
+    part = index_dir / manifest.catalog[1]  # the four images of "second"
+    if damage == "truncated":
+        part.write_bytes(part.read_bytes()[:100])
+    else:
+        part.unlink()
+    _one_line_error(_query(index_dir), part.name, "repair")
+    _one_line_error(_query(index_dir, "--where", "width > 1"), part.name)  # not "invalid --where"
+    result = run_cli("repair", "--index", str(index_dir))
+    assert result.returncode == 1
+    assert f"damaged: {manifest.catalog[1]}" in result.stdout
+    assert "8 images, 1 damaged file(s) dropped" in result.stdout
+    assert len(json.loads(_query(index_dir).stdout)) == 8
+    folders = [str(photos / "first"), str(photos / "second")]
+    again = run_cli("index", *folders, "--index", str(index_dir))
+    assert again.returncode == 0, again.stderr
+    assert "indexed 4 new" in again.stdout
+    assert len(json.loads(_query(index_dir).stdout)) == 12
+
+
+def test_a_full_disk_during_a_commit_leaves_the_snapshot_before(built, tmp_path, monkeypatch):
+    photos, index_dir = built[0], _copy(built[1], tmp_path)
+    before = (index_dir / "manifest.json").read_text()
+    (photos / "third").mkdir(exist_ok=True)
+    shutil.copy(photos / "first" / "00.png", photos / "third" / "copy.png")
+    write = catalog.pq.write_table
+
+    def full_disk(table, where, **kwargs):
+        write(table, where, **kwargs)
+        if "/catalog/" in str(where):  # the commit's new part, not the staged rows
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(catalog.pq, "write_table", full_disk)
+    with pytest.raises(ClipsearchError, match=r"No space left on device.*unchanged"):
+        update_index([photos], index_dir, None, IndexOptions(workers=0))
+    monkeypatch.undo()
+    assert (index_dir / "manifest.json").read_text() == before
+    assert len(json.loads(_query(index_dir).stdout)) == 12
+    summary = update_index([photos], index_dir, None, IndexOptions(workers=0))
+    assert summary.resumed == 1 and summary.images == 13  # the staged row was kept
+    assert not list(index_dir.rglob("*.tmp"))  # the failed commit's file is gone
