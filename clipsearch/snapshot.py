@@ -6,7 +6,6 @@ removes a part while we read it, we reopen the new snapshot and try again.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -104,7 +103,7 @@ class Snapshot:
         """What a DuckDB error about one of this index's files means, or None if it is not."""
         import duckdb
 
-        message = " ".join(str(exc).split())
+        message = " ".join(str(exc).split()).split(" LINE ")[0]  # not DuckDB's SQL excerpt
         if str(self.index_dir) not in message:
             return None
         if isinstance(exc, duckdb.IOException):
@@ -196,9 +195,7 @@ class Snapshot:
         for attempt in range(_RETRIES):
             try:
                 return read()
-            except Exception as exc:
-                if not part_missing(exc):
-                    raise
+            except FileNotFoundError as exc:  # DuckDB's errors for missing files: see _sql
                 if attempt == _RETRIES - 1:
                     detail = " ".join(str(exc).split())
                     gone = f"a file its manifest names is gone: {detail}"
@@ -214,14 +211,6 @@ def damaged(index_dir: Path, detail: str) -> ClipsearchError:
         f"index {index_dir} is damaged ({detail}); `clipsearch repair --index {index_dir}` "
         "keeps what is intact and rebuilds the vector index without re-embedding"
     )
-
-
-def part_missing(exc: BaseException) -> bool:
-    """Did a read fail because a file it opened is gone (a commit removed it meanwhile)?"""
-    if isinstance(exc, FileNotFoundError):
-        return True
-    duckdb = sys.modules.get("duckdb")  # not imported: the error cannot be DuckDB's
-    return duckdb is not None and isinstance(exc, duckdb.IOException)
 
 
 def _quote(text: str) -> str:
