@@ -30,7 +30,7 @@ from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig, clip_bpe_j
 from clipsearch.settings import cache_root
 from clipsearch.storage import fsync_dir, fsync_file, write_json_atomic
 
-EXPORT_VERSION = 4  # bump when export_model writes different graphs for the same weights
+EXPORT_VERSION = 5  # bump when export_model writes different graphs for the same weights
 OPSET = 17
 # open_clip's text-cleaning functions, by name, and the TokenizerConfig.clean they match.
 _CLEAN_NAMES = {
@@ -135,6 +135,8 @@ def add_int8(directory: Path) -> None:
     work = _work_dir(directory)
     try:
         for tower in onnx_format.TOWERS:
+            if onnx_format.graph_name(tower, "int8") == onnx_format.graph_name(tower, "fp32"):
+                continue  # this tower runs in fp32 at int8 precision
             single = work / f".{tower}.int8.single.onnx"
             with warnings.catch_warnings(), quiet_root_logger():
                 warnings.simplefilter("ignore")

@@ -7,7 +7,8 @@
                             each graph's weights sit beside it in GRAPH.data; graphs are
                             optimized for ONNX Runtime (its "extended" level, so they may
                             use its own operators) and need no optimizing when loaded
-    image.int8.onnx, ...    the same with int8 weights (precision int8), when made
+    image.int8.onnx         the image tower with int8 weights (precision int8), when made;
+                            int8 runs the fp32 text tower
     tokenizer.json          the tokenizer (Hugging Face tokenizers' format)
 
 The directory is self-contained: it loads without torch, open_clip or the checkpoint it
@@ -33,7 +34,15 @@ TOWERS = ("image", "text")
 
 
 def graph_name(tower: str, precision: str) -> str:
-    return f"{tower}.onnx" if precision == "fp32" else f"{tower}.{precision}.onnx"
+    """The graph file of ``tower`` at ``precision``.
+
+    int8 quantizes the image tower only: that is where indexing spends its time, while the
+    text tower answers one short query at a time, and its int8 form reorders text → image
+    results (top-10 overlap 0.70 for the MiniLM tower, benchmarks/RESULTS.md).
+    """
+    if precision == "fp32" or tower == "text":
+        return f"{tower}.onnx"
+    return f"{tower}.{precision}.onnx"
 
 
 @dataclass(frozen=True)
