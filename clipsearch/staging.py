@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipsearch.catalog import write_table
+from clipsearch.errors import ClipsearchError
 
 STAGING_DIR = "staging"
 _STATE_NAME = "state.json"
@@ -62,7 +63,13 @@ class Staging:
             tmp.write_text(json.dumps(self.state), encoding="utf-8")
             os.replace(tmp, self.directory / _STATE_NAME)
             self.wrote_state = True
-        write_table(self.directory, "part", table)
+        try:
+            write_table(self.directory, "part", table)
+        except OSError as exc:  # a full disk, most likely
+            raise ClipsearchError(
+                f"cannot save embedded rows in {self.directory}: {exc.strerror or exc}; the "
+                "index is unchanged, and the rows saved so far are kept for the next run"
+            ) from None
 
     def read(self) -> pa.Table | None:
         """Every staged row, whichever process staged it."""

@@ -105,24 +105,28 @@ def test_a_damaged_catalog_part_is_dropped_and_embedded_again(built, tmp_path, d
     assert len(json.loads(_query(index_dir).stdout)) == 12
 
 
-def test_a_full_disk_during_a_commit_leaves_the_snapshot_before(built, tmp_path, monkeypatch):
+@pytest.mark.parametrize("during", ["catalog", "staging"])
+def test_a_full_disk_leaves_the_snapshot_before(built, tmp_path, monkeypatch, during):
     photos, index_dir = built[0], _copy(built[1], tmp_path)
     before = (index_dir / "manifest.json").read_text()
-    (photos / "third").mkdir(exist_ok=True)
-    shutil.copy(photos / "first" / "00.png", photos / "third" / "copy.png")
+    third = tmp_path / "third"  # one new photo, outside the folders other tests share
+    third.mkdir()
+    shutil.copy(photos / "first" / "00.png", third / "copy.png")
+    roots = [photos / "first", photos / "second", third]
     write = catalog.pq.write_table
 
     def full_disk(table, where, **kwargs):
         write(table, where, **kwargs)
-        if "/catalog/" in str(where):  # the commit's new part, not the staged rows
+        if f"/{during}/" in str(where):  # the commit's new part, or the staged rows
             raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(catalog.pq, "write_table", full_disk)
     with pytest.raises(ClipsearchError, match=r"No space left on device.*unchanged"):
-        update_index([photos], index_dir, None, IndexOptions(workers=0))
+        update_index(roots, index_dir, None, IndexOptions(workers=0))
     monkeypatch.undo()
     assert (index_dir / "manifest.json").read_text() == before
     assert len(json.loads(_query(index_dir).stdout)) == 12
-    summary = update_index([photos], index_dir, None, IndexOptions(workers=0))
-    assert summary.resumed == 1 and summary.images == 13  # the staged row was kept
+    summary = update_index(roots, index_dir, None, IndexOptions(workers=0))
+    assert summary.images == 13
+    assert summary.resumed == (1 if during == "catalog" else 0)  # staged rows are kept
     assert not list(index_dir.rglob("*.tmp"))  # the failed commit's file is gone
