@@ -175,6 +175,7 @@ def final_check(folder: Path, index_dir: Path) -> dict:
     from clipsearch import catalog, vectors
     from clipsearch.indexer import VECTORS_DIR
     from clipsearch.manifest import read_manifest
+    from clipsearch.storage import kept_files
 
     manifest = read_manifest(index_dir)
     schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
@@ -182,7 +183,7 @@ def final_check(folder: Path, index_dir: Path) -> dict:
     paths = [r["path"] for r in rows]
     on_disk = sorted(str(p) for p in folder.glob("*.png"))
     index = vectors.load(index_dir / manifest.vector_index["file"])
-    kept = manifest.kept_files()
+    kept = kept_files(manifest)
     unnamed = [
         f"{d}/{p.name}"
         for d in (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)

@@ -30,7 +30,7 @@ from clipsearch.model.spec import parse_spec
 from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
 from clipsearch.staging import STAGING_DIR, Staging
-from clipsearch.storage import writer_lock
+from clipsearch.storage import remove_unreferenced, writer_lock
 from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
 
 if TYPE_CHECKING:
@@ -528,15 +528,15 @@ def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:
 
 def remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
     """Delete parts, vector and error files that neither the committed snapshot nor a
-    recently replaced one names: left by a crash, or retired longer than the grace period."""
-    kept = manifest.kept_files() if manifest else set()
-    for folder in (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR):
-        directory = index_dir / folder
-        if not directory.is_dir():
-            continue
-        for path in directory.iterdir():
-            if f"{folder}/{path.name}" not in kept:
-                path.unlink(missing_ok=True)
+    recently replaced one names (``storage.remove_unreferenced``)."""
+    folders = (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)
+    candidates = [
+        f"{folder}/{path.name}"
+        for folder in folders
+        if (index_dir / folder).is_dir()
+        for path in (index_dir / folder).iterdir()
+    ]
+    remove_unreferenced(index_dir, manifest, candidates)
 
 
 __all__ = ["STAGING_DIR", "IndexOptions", "IndexSummary", "Progress", "index_lock", "update_index"]

@@ -14,14 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.storage import read_json_object, write_json_atomic
+from clipsearch.storage import MANIFEST_NAME, commit_snapshot, read_json_object
 
 FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-# How long a file dropped by a commit stays on disk for readers of the snapshot before: far
-# longer than one query or one command takes. A reader that holds a snapshot longer (a
-# server) rereads the manifest when a file is gone, and carries on with the new snapshot.
-RETIRED_GRACE_SECONDS = 600
 
 
 def utc_now() -> str:
@@ -43,7 +38,7 @@ class Manifest:
     # embeddings from different engines or precisions are comparable, this says which ran.
     embedded_with: list[str] = field(default_factory=list)
     # Files earlier snapshots named and this one does not, with when they were dropped: kept
-    # for readers still on those snapshots until RETIRED_GRACE_SECONDS have passed.
+    # for readers still on those snapshots (storage.RETIRED_GRACE_SECONDS).
     retired: dict[str, str] = field(default_factory=dict)
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
@@ -62,9 +57,8 @@ class Manifest:
             named.add(self.vector_index["file"])
         return named
 
-    def kept_files(self) -> set[str]:
-        """What clean-up must leave: this snapshot's files and those still in their grace."""
-        return self.files() | set(self.retired)
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def read_manifest(index_dir: Path) -> Manifest | None:
@@ -95,26 +89,6 @@ def indexed_model_spec(index_dir: Path) -> str | None:
 
 
 def commit_manifest(index_dir: Path, manifest: Manifest, previous: Manifest | None) -> None:
-    """Atomically make ``manifest`` the current snapshot (durable once this returns).
-
-    The files ``previous`` named and ``manifest`` does not are retired, not deleted: a
-    reader that opened ``previous`` a moment ago still finds them (see ``retired``).
-    """
-    now = datetime.now(timezone.utc)
-    manifest.updated_at = now.isoformat(timespec="seconds")
-    manifest.retired = _still_retired(previous, manifest, now)
-    write_json_atomic(index_dir / MANIFEST_NAME, asdict(manifest))
-
-
-def _still_retired(previous: Manifest | None, new: Manifest, now: datetime) -> dict[str, str]:
-    if previous is None:
-        return {}
-    live = new.files()
-    kept = {
-        name: at
-        for name, at in previous.retired.items()
-        if name not in live
-        and (now - datetime.fromisoformat(at)).total_seconds() < RETIRED_GRACE_SECONDS
-    }
-    stamp = now.isoformat(timespec="seconds")
-    return {**kept, **{name: stamp for name in previous.files() - live}}
+    """Make ``manifest`` the current snapshot of ``index_dir`` (``storage.commit_snapshot``:
+    atomic, durable, the files only ``previous`` named retired for its readers)."""
+    commit_snapshot(index_dir, manifest, previous)

@@ -8,7 +8,7 @@ re-embedding: ``clipsearch repair``.
   stored embeddings.
 - An unreadable error list is dropped (the next ``clipsearch index`` lists the errors again).
 
-The mended snapshot is committed like any other (``manifest.commit_manifest``), under the
+The mended snapshot is committed like any other (``storage.commit_snapshot``), under the
 index's writer lock; an intact index is left as it is.
 """
 

@@ -1,7 +1,11 @@
-"""Durable writes for index directories: atomic JSON commits and one writer at a time.
+"""The one owner of how index directories change: durable writes, snapshot commits, the
+clean-up of replaced files, and one writer at a time.
 
-Image indexes and text collections share these, so both commit the same way: write a
-temporary file, fsync it, rename it over the old one, fsync the directory.
+Image indexes and text collections both go through it (see indexes/README.md, "The commit
+protocol"): every file is written under a temporary name, fsynced, renamed, and its folder
+fsynced (``publish``); the manifest is written the same way, last (``commit_snapshot``); the
+files the snapshot before named and the new one does not are retired, not deleted, and
+``remove_unreferenced`` deletes them once RETIRED_GRACE_SECONDS have passed.
 """
 
 from __future__ import annotations
@@ -9,14 +13,80 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clipsearch.errors import ClipsearchError
 
 LOCK_NAME = ".lock"
+MANIFEST_NAME = "manifest.json"
+# How long a file dropped by a commit stays on disk for readers of the snapshot before: far
+# longer than one query or one command takes. A reader that holds a snapshot longer (a
+# server) rereads the manifest when a file is gone, and carries on with the new snapshot.
+RETIRED_GRACE_SECONDS = 600
+
+
+class SnapshotManifest(Protocol):
+    """What the commit protocol needs of a manifest (image indexes and text collections)."""
+
+    retired: dict[str, str]  # file → when a commit dropped it (ISO 8601 UTC)
+    updated_at: str
+
+    def files(self) -> set[str]:
+        """The files this snapshot reads, relative to its directory."""
+        ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+def commit_snapshot(
+    directory: Path, manifest: SnapshotManifest, previous: SnapshotManifest | None
+) -> None:
+    """Atomically make ``manifest`` the current snapshot (durable once this returns).
+
+    The files ``previous`` named and ``manifest`` does not are retired, not deleted: a
+    reader that opened ``previous`` a moment ago still finds them.
+    """
+    now = datetime.now(timezone.utc)
+    manifest.updated_at = now.isoformat(timespec="seconds")
+    manifest.retired = _still_retired(previous, manifest, now)
+    write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
+
+
+def kept_files(manifest: SnapshotManifest | None) -> set[str]:
+    """What clean-up must leave: the snapshot's files and those still in their grace."""
+    return manifest.files() | set(manifest.retired) if manifest else set()
+
+
+def remove_unreferenced(
+    directory: Path, manifest: SnapshotManifest | None, candidates: Iterable[str]
+) -> None:
+    """Delete the ``candidates`` (files a writer makes, relative to ``directory``) that
+    neither the committed snapshot nor a recently replaced one names: left by a writer that
+    died before its commit, or retired longer than the grace period."""
+    kept = kept_files(manifest)
+    for name in candidates:
+        if name not in kept:
+            (directory / name).unlink(missing_ok=True)
+
+
+def _still_retired(
+    previous: SnapshotManifest | None, new: SnapshotManifest, now: datetime
+) -> dict[str, str]:
+    if previous is None:
+        return {}
+    live = new.files()
+    kept = {
+        name: at
+        for name, at in previous.retired.items()
+        if name not in live
+        and (now - datetime.fromisoformat(at)).total_seconds() < RETIRED_GRACE_SECONDS
+    }
+    stamp = now.isoformat(timespec="seconds")
+    return {**kept, **{name: stamp for name in previous.files() - live}}
 
 
 def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:

@@ -17,8 +17,9 @@ A collection is a directory, laid out like an image index (indexes/README.md):
 ``id`` is the 0-based line number of the text in the source file: blank lines are skipped
 and a repeated text is kept once, under its first line, so ids can have gaps. Re-building
 writes new files and commits them by renaming a new manifest over the old one, so a reader
-sees the old collection or the new one, never a mix; files no manifest names are then
-deleted.
+sees the old collection or the new one, never a mix; the old files are retired (listed in
+the manifest's ``retired``) and deleted by a build 10 minutes later, as in an image index
+(``storage.commit_snapshot``).
 """
 
 from __future__ import annotations
@@ -42,8 +43,9 @@ from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
 from clipsearch.storage import (
     LOCK_NAME,
+    commit_snapshot,
     read_json_object,
-    write_json_atomic,
+    remove_unreferenced,
     writer_lock,
 )
 
@@ -276,12 +278,16 @@ class TextManifest:
     vector_index: dict[str, Any]  # {"file": ..., kind, count, dim, params, ...}
     embedding_dtype: str = EMBEDDING_DTYPE
     snapshot: int = 1  # increases by one with every build
+    retired: dict[str, str] = field(default_factory=dict)  # as in an image index's manifest
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
 
     @property
     def model_spec(self) -> str:
         return str(self.model["spec"])
+
+    def files(self) -> set[str]:
+        return {self.texts, self.vector_index["file"]}
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -295,6 +301,7 @@ class TextManifest:
             "texts": self.texts,
             "vector_index": self.vector_index,
             "snapshot": self.snapshot,
+            "retired": self.retired,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -326,10 +333,9 @@ def read_text_manifest(directory: Path) -> TextManifest | None:
         raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
 
 
-def _commit(directory: Path, manifest: TextManifest) -> bool:
-    """Make ``manifest`` the committed one (atomic rename); True once done."""
-    manifest.updated_at = utc_now()
-    write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
+def _commit(directory: Path, manifest: TextManifest, previous: TextManifest | None) -> bool:
+    """Make ``manifest`` the committed one (``storage.commit_snapshot``); True once done."""
+    commit_snapshot(directory, manifest, previous)
     return True
 
 
@@ -355,10 +361,8 @@ def _ours(name: str) -> bool:
 
 
 def _remove_unreferenced(directory: Path, manifest: TextManifest) -> None:
-    keep = {manifest.texts, manifest.vector_index["file"]}
-    for path in directory.iterdir():
-        if _ours(path.name) and path.name not in keep:
-            path.unlink(missing_ok=True)
+    ours = [path.name for path in directory.iterdir() if _ours(path.name)]
+    remove_unreferenced(directory, manifest, ours)
 
 
 def _check_target(directory: Path) -> TextManifest | None:
@@ -451,7 +455,7 @@ class TextCollection:
                     snapshot=(old.snapshot + 1) if old else 1,
                     created_at=old.created_at if old else utc_now(),
                 )
-                committed = _commit(directory, manifest)
+                committed = _commit(directory, manifest, old)
             except BaseException:
                 if not committed and not _names_files(directory, written):
                     for path in written:

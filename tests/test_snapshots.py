@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch import manifest as manifest_module
+from clipsearch import storage
 from clipsearch.indexer import IndexOptions, update_index
 from clipsearch.manifest import read_manifest
 from clipsearch.search import Index
@@ -61,7 +61,7 @@ def test_a_commit_keeps_the_files_of_the_snapshot_before_for_its_readers(tmp_pat
 
     # Past the grace period, the next commit deletes them, and a reader still on the first
     # snapshot moves to the newest one instead of failing.
-    monkeypatch.setattr(manifest_module, "RETIRED_GRACE_SECONDS", 0)
+    monkeypatch.setattr(storage, "RETIRED_GRACE_SECONDS", 0)
     (photos / "0000.png").unlink()
     update_index([photos], index_dir, TINY, _options())
     third = read_manifest(index_dir)

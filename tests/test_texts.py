@@ -15,6 +15,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
+from clipsearch import storage
 from clipsearch.cli.texts import print_text_hits, rank_image_against_texts, texts_app
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import Manifest, commit_manifest
@@ -146,7 +147,7 @@ def test_build_open_round_trip(tmp_path, texts_file, tiny_model, monkeypatch):
     assert files == {"manifest.json", ".lock", manifest["texts"], manifest["vector_index"]["file"]}
 
 
-def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model):
+def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monkeypatch):
     directory = tmp_path / "caps"
     first = TextCollection.build(texts_file, directory, tiny_model)
     old_files = {first.manifest.texts, first.manifest.vector_index["file"]}
@@ -158,7 +159,10 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model):
     assert reopened.texts == ["one", "two"] and reopened.ids.tolist() == [0, 1]
     assert reopened.manifest.snapshot == 2
     assert reopened.manifest.created_at == first.manifest.created_at
-    assert not old_files & {p.name for p in directory.iterdir()}  # old files removed
+    # The old files are retired, as an image index's are: kept for readers of the snapshot
+    # before until the grace period ends (storage.RETIRED_GRACE_SECONDS).
+    assert set(reopened.manifest.retired) == old_files
+    assert old_files <= {p.name for p in directory.iterdir()}
     # The collection opened before the rebuild still answers from its own snapshot.
     assert first.search(tiny_model.embed_texts(["the open sea"]), 1)[0][0].text == "the open sea"
 
@@ -168,6 +172,11 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model):
     with pytest.raises(ClipsearchError):
         TextCollection.build(empty, directory, tiny_model)
     assert TextCollection.open(directory).texts == ["one", "two"]
+
+    # Past the grace period, the next build deletes them.
+    monkeypatch.setattr(storage, "RETIRED_GRACE_SECONDS", 0)
+    TextCollection.build(replacement, directory, tiny_model)
+    assert not old_files & {p.name for p in directory.iterdir()}
 
 
 def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_model):
