@@ -48,17 +48,21 @@ def write_photo(path: Path, seed: int) -> None:
     scene.resize((320, 240), Image.Resampling.BILINEAR).save(path, compress_level=1)
 
 
-def change_folder(folder: Path, rng: random.Random, next_seed: int) -> int:
-    """Add, remove, rewrite and move a few files, as a user's photo folder changes."""
+def change_folder(folder: Path, rng: random.Random, next_seed: int, touched: set[str]) -> int:
+    """Add, remove, rewrite and move a few files, as a user's photo folder changes; the paths
+    removed, rewritten or moved away are added to ``touched``."""
     files = sorted(folder.glob("*.png"))
     for path in rng.sample(files, min(3, len(files))):
+        touched.add(str(path))
         path.unlink()
     files = sorted(folder.glob("*.png"))
     for path in rng.sample(files, min(2, len(files))):
+        touched.add(str(path))
         write_photo(path, next_seed)  # changed in place
         next_seed += 1
     files = sorted(folder.glob("*.png"))
     for path in rng.sample(files, min(2, len(files))):
+        touched.add(str(path))
         path.rename(path.with_name(f"moved-{next_seed}-{path.name}"))
         next_seed += 1
     for _ in range(40):
@@ -171,16 +175,28 @@ class Readers:
                 self.failed("serve", f"{type(exc).__name__}: {exc}")
 
 
-def final_check(folder: Path, index_dir: Path) -> dict:
+def catalog_ids(index_dir: Path) -> dict[str, int]:
+    """path → id of every row of the committed catalog."""
+    from clipsearch import catalog
+    from clipsearch.manifest import read_manifest
+
+    manifest = read_manifest(index_dir)
+    schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
+    rows = catalog.read_tables(index_dir, manifest.catalog, ["id", "path"], schema).to_pylist()
+    assert len({r["path"] for r in rows}) == len(rows), "a file is in the catalog twice"
+    return {r["path"]: r["id"] for r in rows}
+
+
+def final_check(
+    folder: Path, index_dir: Path, first_ids: dict[str, int], touched: set[str]
+) -> dict:
     from clipsearch import catalog, vectors
     from clipsearch.indexer import VECTORS_DIR
     from clipsearch.manifest import read_manifest
     from clipsearch.storage import kept_files
 
     manifest = read_manifest(index_dir)
-    schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
-    rows = catalog.read_tables(index_dir, manifest.catalog, ["id", "path"], schema).to_pylist()
-    paths = [r["path"] for r in rows]
+    ids = catalog_ids(index_dir)
     on_disk = sorted(str(p) for p in folder.glob("*.png"))
     index = vectors.load(index_dir / manifest.vector_index["file"])
     kept = kept_files(manifest)
@@ -191,14 +207,18 @@ def final_check(folder: Path, index_dir: Path) -> dict:
         for p in (index_dir / d).iterdir()
         if f"{d}/{p.name}" not in kept
     ]
+    # Files never touched since the first run keep the ids they got then.
+    stable = all(ids.get(path) == i for path, i in first_ids.items() if path not in touched)
     return {
-        "exact": sorted(paths) == on_disk
-        and len({r["id"] for r in rows}) == len(rows)
-        and index.ntotal == len(rows) == manifest.counts["images"]
+        "exact": sorted(ids) == on_disk
+        and len(set(ids.values())) == len(ids)
+        and index.ntotal == len(ids) == manifest.counts["images"]
         and not (index_dir / "staging").exists()
-        and not unnamed,
-        "images": len(rows),
+        and not unnamed
+        and stable,
+        "images": len(ids),
         "files": len(on_disk),
+        "ids_stable": stable,
         "unnamed_files": unnamed[:5],
     }
 
@@ -221,17 +241,18 @@ def main() -> None:
     next_seed = args.images
     start = time.perf_counter()
     subprocess.run([*index_command(folder, index_dir), "-m", MODEL], check=True)
+    first_ids, touched = catalog_ids(index_dir), set()
     landed: Counter[str] = Counter()
     orphans = lockouts = 0
     with Readers(index_dir, serve=not args.no_serve) as readers:
         # How long one round takes with the readers running: the kills spread over it.
-        next_seed = change_folder(folder, rng, next_seed)
+        next_seed = change_folder(folder, rng, next_seed, touched)
         round_start = time.perf_counter()
         subprocess.run(index_command(folder, index_dir), check=True, capture_output=True)
         one_round = time.perf_counter() - round_start
         print(f"one round of re-indexing takes {one_round:.2f} s here", file=sys.stderr)
         for _ in range(args.kills):
-            next_seed = change_folder(folder, rng, next_seed)
+            next_seed = change_folder(folder, rng, next_seed, touched)
             before = json.loads((index_dir / "manifest.json").read_text())["snapshot"]
             staging = index_dir / "staging"
             staged_before = set(staging.glob("part-*.parquet"))  # left by the last kill
@@ -285,7 +306,9 @@ def main() -> None:
         "queries": dict(readers.queries),
         "reader_errors": dict(readers.errors),
         "error_examples": readers.examples,
-        "final": final_check(folder, index_dir) if final.returncode == 0 else final.stderr,
+        "final": final_check(folder, index_dir, first_ids, touched)
+        if final.returncode == 0
+        else final.stderr,
         "seconds": round(time.perf_counter() - start, 1),
     }
     shutil.rmtree(work, ignore_errors=True)

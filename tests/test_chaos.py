@@ -29,7 +29,7 @@ def test_kills_at_random_moments_lose_nothing_and_break_no_reader():
     report = json.loads(result.stdout.strip().splitlines()[-1])
     assert report["orphans"] == 0 and report["lockouts"] == 0
     assert report["reader_errors"] == {}, report["error_examples"]
-    assert report["final"]["exact"], report["final"]
+    assert report["final"]["exact"] and report["final"]["ids_stable"], report["final"]
     assert report["queries"]["api"] > 0 and report["queries"]["cli"] > 0
     assert not serve or report["queries"]["serve"] > 0
     assert sum(report["landed"].values()) == 8
