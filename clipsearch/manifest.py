@@ -1,7 +1,9 @@
-"""The index manifest: the one file that says which snapshot of an index is current.
+"""The manifest: the one file that says which snapshot of an index is current.
 
-Every other file of an index (catalog parts, the FAISS file, the error list) is immutable
-and named by the manifest. A snapshot is committed by writing a new manifest to a temporary
+One type for both kinds of index directory: image indexes (``kind`` "images") and text
+collections (``kind`` "texts", whose catalog is one Parquet file of texts). Every other file
+of an index (catalog parts, the FAISS file, the error list) is immutable and named by the
+manifest. A snapshot is committed by writing a new manifest to a temporary
 file and renaming it over the old one, so a reader sees either the old snapshot or the new
 one, never a mix. See indexes/README.md for the format.
 """
@@ -17,6 +19,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.storage import MANIFEST_NAME, commit_snapshot, read_json_object
 
 FORMAT_VERSION = 1
+KINDS = {"images": "an image index", "texts": "a text collection"}
 
 
 def utc_now() -> str:
@@ -28,6 +31,7 @@ class Manifest:
     model: dict[str, Any]  # Model.identity of the model that embedded every row
     embedding_dim: int
     embedding_dtype: str  # dtype of the catalog's embedding column: "float16" or "float32"
+    kind: str = "images"  # or "texts"
     snapshot: int = 0  # increases by one with every commit
     next_id: int = 0  # the next catalog id to hand out; ids are never reused
     counts: dict[str, int] = field(default_factory=lambda: {"images": 0, "errors": 0})
@@ -37,6 +41,8 @@ class Manifest:
     # "ENGINE/PRECISION" of every run that embedded rows, e.g. ["onnx/fp32"]: one model's
     # embeddings from different engines or precisions are comparable, this says which ran.
     embedded_with: list[str] = field(default_factory=list)
+    # texts: the source file's name, sha256 and line counts (images: None)
+    source: dict[str, Any] | None = None
     # Files earlier snapshots named and this one does not, with when they were dropped: kept
     # for readers still on those snapshots (storage.RETIRED_GRACE_SECONDS).
     retired: dict[str, str] = field(default_factory=dict)
@@ -61,22 +67,31 @@ class Manifest:
         return asdict(self)
 
 
-def read_manifest(index_dir: Path) -> Manifest | None:
-    """The committed manifest of ``index_dir``, or None when no snapshot was ever committed."""
-    data = read_json_object(index_dir / MANIFEST_NAME, "index manifest")
+def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
+    """The committed manifest of ``index_dir``, or None when no snapshot was ever committed;
+    a manifest of another kind, or of another format version, is a one-line error."""
+    path = index_dir / MANIFEST_NAME
+    data = read_json_object(path, "manifest")
     if data is None:
         return None
-    kind = data.get("kind", "images")
-    if kind != "images":
-        raise ClipsearchError(f"{index_dir} holds {kind}, not an image index")
+    found = data.get("kind", "images")
+    if found != kind:
+        what = KINDS.get(found, f"a {found!r} directory")
+        raise ClipsearchError(f"{index_dir} is {what}, not {KINDS[kind]}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
+        again = "re-index into a new --index" if kind == "images" else "build it again"
         raise ClipsearchError(
-            f"index {index_dir} has format version {version}; this clipsearch reads version "
-            f"{FORMAT_VERSION}: re-index into a new --index"
+            f"{KINDS[kind]} {index_dir} has format version {version}; this clipsearch reads "
+            f"version {FORMAT_VERSION}: {again}"
         )
+    if "texts" in data:  # text collections written before they shared this type
+        data = {**data, "catalog": [data["texts"]], "counts": {"texts": data.get("count", 0)}}
     known = Manifest.__dataclass_fields__
-    return Manifest(**{k: v for k, v in data.items() if k in known})
+    try:
+        return Manifest(**{k: v for k, v in data.items() if k in known})
+    except TypeError as exc:
+        raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
 
 
 def indexed_model_spec(index_dir: Path) -> str | None:

@@ -8,8 +8,11 @@
 
 A collection is a directory, laid out like an image index (indexes/README.md):
 
-    manifest.json           format_version 1, "kind": "texts", the model identity, counts,
-                            the source file's name and sha256, the files below
+    manifest.json           the image index's manifest type (clipsearch.manifest) with
+                            "kind": "texts": model identity, counts {"texts": n}, the
+                            source file's name and sha256, the files below ("catalog"
+                            names the texts file; collections written before name it
+                            "texts", and still open)
     texts-<hex>.parquet     id (int64), text (string), embedding (fixed_size_list<float32>[dim])
     vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.vectors.build)
     .lock                   held by the one process building the collection
@@ -29,7 +32,7 @@ import os
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,12 +42,11 @@ import pyarrow.parquet as pq
 
 from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, utc_now
+from clipsearch.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
 from clipsearch.storage import (
     LOCK_NAME,
     commit_snapshot,
-    read_json_object,
     remove_unreferenced,
     writer_lock,
 )
@@ -268,72 +270,18 @@ def _embed(model: Model, texts: list[str], progress: ProgressCallback | None) ->
 # -- the manifest ------------------------------------------------------------------------
 
 
-@dataclass
-class TextManifest:
-    model: dict[str, Any]  # Model.identity of the model that embedded every text
-    embedding_dim: int
-    count: int
-    source: dict[str, Any]  # {"file", "sha256", "lines", "blank", "duplicates"}
-    texts: str  # the Parquet file, relative to the collection directory
-    vector_index: dict[str, Any]  # {"file": ..., kind, count, dim, params, ...}
-    embedding_dtype: str = EMBEDDING_DTYPE
-    snapshot: int = 1  # increases by one with every build
-    retired: dict[str, str] = field(default_factory=dict)  # as in an image index's manifest
-    created_at: str = field(default_factory=utc_now)
-    updated_at: str = field(default_factory=utc_now)
-
-    @property
-    def model_spec(self) -> str:
-        return str(self.model["spec"])
-
-    def files(self) -> set[str]:
-        return {self.texts, self.vector_index["file"]}
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "format_version": FORMAT_VERSION,
-            "kind": KIND,
-            "model": self.model,
-            "embedding_dim": self.embedding_dim,
-            "embedding_dtype": self.embedding_dtype,
-            "count": self.count,
-            "source": self.source,
-            "texts": self.texts,
-            "vector_index": self.vector_index,
-            "snapshot": self.snapshot,
-            "retired": self.retired,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-        }
-
-
-def read_text_manifest(directory: Path) -> TextManifest | None:
+def read_text_manifest(directory: Path) -> Manifest | None:
     """The committed manifest of a text collection, or None when there is none.
 
     A directory holding something else (an image index) is an error that says so.
     """
-    path = directory / MANIFEST_NAME
-    data = read_json_object(path)
-    if data is None:
-        return None
-    kind = data.get("kind", "images")
-    if kind != KIND:
-        what = "an image index" if kind == "images" else f"a {kind!r} collection"
-        raise ClipsearchError(f"{directory} is {what}, not a text collection ({_BUILD_HINT})")
-    version = data.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ClipsearchError(
-            f"text collection {directory} has format version {version}; this clipsearch reads "
-            f"version {FORMAT_VERSION}: rebuild it with `clipsearch texts index`"
-        )
-    known = TextManifest.__dataclass_fields__
     try:
-        return TextManifest(**{k: v for k, v in data.items() if k in known})
-    except TypeError as exc:
-        raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
+        return read_manifest(directory, KIND)
+    except ClipsearchError as exc:
+        raise ClipsearchError(f"{exc} ({_BUILD_HINT})") from None
 
 
-def _commit(directory: Path, manifest: TextManifest, previous: TextManifest | None) -> bool:
+def _commit(directory: Path, manifest: Manifest, previous: Manifest | None) -> bool:
     """Make ``manifest`` the committed one (``storage.commit_snapshot``); True once done."""
     commit_snapshot(directory, manifest, previous)
     return True
@@ -347,7 +295,7 @@ def _names_files(directory: Path, paths: list[Path]) -> bool:
         return False
     if manifest is None:
         return False
-    return bool({manifest.texts, manifest.vector_index.get("file")} & {p.name for p in paths})
+    return bool(manifest.files() & {p.name for p in paths})
 
 
 def _ours(name: str) -> bool:
@@ -360,12 +308,12 @@ def _ours(name: str) -> bool:
     )
 
 
-def _remove_unreferenced(directory: Path, manifest: TextManifest) -> None:
+def _remove_unreferenced(directory: Path, manifest: Manifest) -> None:
     ours = [path.name for path in directory.iterdir() if _ours(path.name)]
     remove_unreferenced(directory, manifest, ours)
 
 
-def _check_target(directory: Path) -> TextManifest | None:
+def _check_target(directory: Path) -> Manifest | None:
     """Refuse to build over an image index or into a folder of other files."""
     manifest = read_text_manifest(directory)  # refuses an image index
     if manifest is None and directory.is_dir():
@@ -389,7 +337,7 @@ class TextCollection:
     def __init__(
         self,
         directory: Path,
-        manifest: TextManifest,
+        manifest: Manifest,
         ids: np.ndarray,
         texts: list[str],
         index: faiss.Index,
@@ -445,14 +393,17 @@ class TextCollection:
                 index, info = vectors.build(ids, embeddings, config)
                 written.append(directory / f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss")
                 vectors.save(index, written[-1])
-                manifest = TextManifest(
+                manifest = Manifest(
                     model=model.identity,
                     embedding_dim=model.dim,
-                    count=len(ids),
-                    source=texts.as_dict(),
-                    texts=written[0].name,
-                    vector_index={"file": written[1].name, **asdict(info)},
+                    embedding_dtype=EMBEDDING_DTYPE,
+                    kind=KIND,
                     snapshot=(old.snapshot + 1) if old else 1,
+                    counts={"texts": len(ids)},
+                    catalog=[written[0].name],
+                    vector_index={"file": written[1].name, **asdict(info)},
+                    embedded_with=[f"{model.engine}/{model.precision}"],
+                    source=texts.as_dict(),
                     created_at=old.created_at if old else utc_now(),
                 )
                 committed = _commit(directory, manifest, old)
@@ -484,7 +435,7 @@ class TextCollection:
         )
 
     @classmethod
-    def _load(cls, directory: Path, manifest: TextManifest) -> TextCollection:
+    def _load(cls, directory: Path, manifest: Manifest) -> TextCollection:
         from clipsearch import vectors
         from clipsearch.vectors import VectorIndexInfo
 
@@ -492,12 +443,12 @@ class TextCollection:
         if not vector_file.is_file():
             raise FileNotFoundError(vector_file)
         try:
-            table = pq.read_table(directory / manifest.texts, columns=["id", "text"])
+            table = pq.read_table(directory / manifest.catalog[0], columns=["id", "text"])
         except FileNotFoundError:
             raise
         except (OSError, pa.ArrowException) as exc:
             raise ClipsearchError(
-                f"cannot read {directory / manifest.texts}: {' '.join(str(exc).split())}"
+                f"cannot read {directory / manifest.catalog[0]}: {' '.join(str(exc).split())}"
             ) from None
         index = vectors.load(vector_file)
         info = VectorIndexInfo(**{k: v for k, v in manifest.vector_index.items() if k != "file"})
@@ -523,7 +474,9 @@ class TextCollection:
 
     def embeddings(self) -> np.ndarray:
         """The stored embeddings, (n, dim) float32, rows in ``ids`` order."""
-        table = pq.read_table(self.directory / self.manifest.texts, columns=["id", "embedding"])
+        table = pq.read_table(
+            self.directory / self.manifest.catalog[0], columns=["id", "embedding"]
+        )
         return catalog.embeddings_of(table.sort_by("id"))
 
     # -- searching -----------------------------------------------------------------------
@@ -685,7 +638,6 @@ __all__ = [
     "TextCollection",
     "TextHit",
     "TextList",
-    "TextManifest",
     "build_collection",
     "check_model",
     "format_text_hits",

@@ -132,25 +132,38 @@ def test_build_open_round_trip(tmp_path, texts_file, tiny_model, monkeypatch):
     assert manifest["format_version"] == 1 and manifest["kind"] == "texts"
     assert manifest["model"] == tiny_model.identity
     assert manifest["embedding_dim"] == 128 and manifest["embedding_dtype"] == "float32"
-    assert manifest["count"] == 4
+    assert manifest["counts"] == {"texts": 4} and manifest["errors"] is None
+    assert len(manifest["catalog"]) == 1 and manifest["catalog"][0].startswith("texts-")
     assert manifest["source"]["file"] == "captions.txt"
     assert manifest["source"]["sha256"] == hashlib.sha256(texts_file.read_bytes()).hexdigest()
     assert manifest["vector_index"]["kind"] == "flat" and manifest["vector_index"]["count"] == 4
     assert manifest["created_at"] and manifest["updated_at"]
 
-    table = pq.read_table(directory / manifest["texts"])
+    # A collection written before text collections shared the image manifest's type (its
+    # file under "texts", its size under "count") still opens.
+    older = {k: v for k, v in manifest.items() if k not in ("catalog", "counts", "retired")}
+    older |= {"texts": manifest["catalog"][0], "count": 4}
+    (directory / "manifest.json").write_text(json.dumps(older), encoding="utf-8")
+    assert TextCollection.open(directory).texts == KEPT
+
+    table = pq.read_table(directory / manifest["catalog"][0])
     assert table.schema.field("id").type == pa.int64()
     assert table.schema.field("text").type == pa.string()
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 128)
     assert table.column("id").to_pylist() == KEPT_IDS
     files = {p.name for p in directory.iterdir()}
-    assert files == {"manifest.json", ".lock", manifest["texts"], manifest["vector_index"]["file"]}
+    assert files == {
+        "manifest.json",
+        ".lock",
+        *manifest["catalog"],
+        manifest["vector_index"]["file"],
+    }
 
 
 def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monkeypatch):
     directory = tmp_path / "caps"
     first = TextCollection.build(texts_file, directory, tiny_model)
-    old_files = {first.manifest.texts, first.manifest.vector_index["file"]}
+    old_files = first.manifest.files()
     replacement = tmp_path / "other.txt"
     replacement.write_text("one\ntwo\n", encoding="utf-8")
     TextCollection.build(replacement, directory, tiny_model)
@@ -209,7 +222,7 @@ def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_m
 
 def test_open_reports_a_damaged_collection(tmp_path, texts_file, tiny_model):
     collection = TextCollection.build(texts_file, tmp_path / "caps", tiny_model)
-    (collection.directory / collection.manifest.texts).unlink()
+    (collection.directory / collection.manifest.catalog[0]).unlink()
     with pytest.raises(ClipsearchError) as excinfo:
         TextCollection.open(collection.directory)
     _one_line_error(excinfo, "is damaged", "rebuild it")

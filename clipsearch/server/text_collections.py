@@ -63,7 +63,7 @@ class TextCollections:
                 continue  # an image index or a damaged collection: not offered
             if manifest is not None:
                 usable = identities_match(manifest.model, self.identity)
-                found.append({"name": name, "count": manifest.count, "usable": usable})
+                found.append({"name": name, "count": manifest.counts["texts"], "usable": usable})
         return found
 
     def get(self, name: str) -> TextCollection:
