@@ -10,8 +10,9 @@ commit. After each kill the script counts the processes of that group still aliv
 (orphans) and whether the next writer is refused (lock-outs). Readers run all along: the
 Python API (a fresh `Index` per query and a long-lived one that refreshes), `clipsearch
 query` processes, and a `clipsearch serve` over HTTP; any error of theirs is counted. Last,
-one run completes, and the final index must hold every file of the folder exactly once, with
-unique ids, a vector per row, no staging and no file that no snapshot names.
+--commits rounds run unkilled, each committing a change while the readers go on, and the
+final index must hold every file of the folder exactly once, with unique ids (files never
+touched keep their first ids), a vector per row, no staging and no file no snapshot names.
 
 The last line printed is one JSON object: kills, where they landed, orphans, lockouts,
 reader queries and errors per reader, and whether the final catalog is exact. Goal (issue
@@ -227,6 +228,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kills", type=int, default=50)
     parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--commits", type=int, default=10, help="unkilled re-commits last")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-serve", action="store_true", help="no HTTP reader")
     args = parser.parse_args()
@@ -295,14 +297,23 @@ def main() -> None:
             while group_members(group) and time.monotonic() < deadline:
                 time.sleep(0.05)
             orphans += len(group_members(group))
-        final = subprocess.run(index_command(folder, index_dir), capture_output=True, text=True)
-        if final.returncode != 0:
-            lockouts += "being updated by another" in final.stderr
+        # Then consecutive re-commits, none killed, the readers still querying; the last one
+        # is the final run checked below.
+        first_commit = json.loads((index_dir / "manifest.json").read_text())["snapshot"]
+        for round_ in range(args.commits):
+            if round_:
+                next_seed = change_folder(folder, rng, next_seed, touched)
+            final = subprocess.run(index_command(folder, index_dir), capture_output=True, text=True)
+            if final.returncode != 0:
+                lockouts += "being updated by another" in final.stderr
+                break
+        commits = json.loads((index_dir / "manifest.json").read_text())["snapshot"] - first_commit
     result = {
         "kills": args.kills,
         "landed": dict(landed),
         "orphans": orphans,
         "lockouts": lockouts,
+        "commits_after_the_kills": commits,
         "queries": dict(readers.queries),
         "reader_errors": dict(readers.errors),
         "error_examples": readers.examples,
