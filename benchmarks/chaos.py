@@ -232,6 +232,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-serve", action="store_true", help="no HTTP reader")
     args = parser.parse_args()
+    if args.commits < 1:
+        parser.error("--commits must be at least 1: the last run is the one checked")
     if sys.platform != "linux":
         sys.exit("needs Linux (/proc, process groups)")
     rng = random.Random(args.seed)
@@ -300,9 +302,8 @@ def main() -> None:
         # Then consecutive re-commits, none killed, the readers still querying; the last one
         # is the final run checked below.
         first_commit = json.loads((index_dir / "manifest.json").read_text())["snapshot"]
-        for round_ in range(args.commits):
-            if round_:
-                next_seed = change_folder(folder, rng, next_seed, touched)
+        for _ in range(args.commits):
+            next_seed = change_folder(folder, rng, next_seed, touched)
             final = subprocess.run(index_command(folder, index_dir), capture_output=True, text=True)
             if final.returncode != 0:
                 lockouts += "being updated by another" in final.stderr
