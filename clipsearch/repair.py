@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipsearch import catalog, vectors
@@ -60,19 +61,20 @@ def repair_index(
         manifest = open_manifest(index_dir)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         report = RepairReport(str(index_dir), 0, len(manifest.catalog))
-        parts = []
+        parts, tables = [], [schema.empty_table().select(["id", "embedding"])]
         for part in manifest.catalog:
-            problem = _check_parquet(index_dir / part, schema)
+            table, problem = _read_whole(index_dir / part, schema)
             if problem:
                 report.damaged.append(f"{part}: {problem}")
             else:
                 parts.append(part)
+                tables.append(table.select(["id", "embedding"]).cast(tables[0].schema))
         errors = manifest.errors
-        problem = _check_parquet(index_dir / errors, None) if errors else None
+        problem = _read_whole(index_dir / errors, None)[1] if errors else None
         if problem:
             report.damaged.append(f"{errors}: {problem}")
             errors = None
-        table = catalog.read_tables(index_dir, parts, ["id", "embedding"], schema)
+        table = pa.concat_tables(tables)
         report.images = table.num_rows
         vector_problem = _check_vectors(index_dir, manifest)
         if vector_problem:
@@ -96,17 +98,17 @@ def repair_index(
         return report
 
 
-def _check_parquet(path: Path, schema: Any) -> str | None:
-    """What is wrong with a Parquet file (every page read), or None when it is whole."""
+def _read_whole(path: Path, schema: Any) -> tuple[pa.Table | None, str | None]:
+    """A Parquet file read whole (every page), or what is wrong with it."""
     try:
         table = pq.ParquetFile(path).read()
     except FileNotFoundError:
-        return "missing"
+        return None, "missing"
     except Exception as exc:  # pyarrow raises many kinds for damaged bytes
-        return " ".join(str(exc).split())[:200]
+        return None, " ".join(str(exc).split())[:200]
     if schema is not None and not set(schema.names) <= set(table.schema.names):
-        return "not a catalog part of this index (columns differ)"
-    return None
+        return None, "not a catalog part of this index (columns differ)"
+    return table, None
 
 
 def _check_vectors(index_dir: Path, manifest: Manifest) -> str | None:
