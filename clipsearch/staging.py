@@ -41,11 +41,8 @@ class Staging:
             stale = self.read() if earlier is not None else None
             if stale is not None:
                 # Never mix embeddings of two models, or rows planned against another snapshot.
-                why = (
-                    "another model"
-                    if earlier.get("model") != self.state["model"]
-                    else ("an index state that has changed since")
-                )
+                same_model = earlier.get("model") == self.state["model"]
+                why = "an index state that has changed since" if same_model else "another model"
                 print(
                     f"note: discarding {stale.num_rows:,} rows an interrupted run embedded with "
                     f"{why}",
