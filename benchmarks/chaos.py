@@ -247,7 +247,7 @@ def main() -> None:
     subprocess.run([*index_command(folder, index_dir), "-m", MODEL], check=True)
     first_ids, touched = catalog_ids(index_dir), set()
     landed: Counter[str] = Counter()
-    orphans = lockouts = 0
+    orphans = lockouts = with_workers = 0
     with Readers(index_dir, serve=not args.no_serve) as readers:
         # How long one round takes with the readers running: the kills spread over it.
         next_seed = change_folder(folder, rng, next_seed, touched)
@@ -277,6 +277,7 @@ def main() -> None:
                 ):
                     time.sleep(0.01)
                 time.sleep(rng.uniform(0.0, 0.4))
+            with_workers += len(group_members(group) - {process.pid}) > 0
             process.send_signal(signal.SIGKILL)
             _, stderr = process.communicate()
             if process.returncode != -signal.SIGKILL:  # it had ended by itself
@@ -312,6 +313,7 @@ def main() -> None:
     result = {
         "kills": args.kills,
         "landed": dict(landed),
+        "killed_with_decode_workers": with_workers,
         "orphans": orphans,
         "lockouts": lockouts,
         "commits_after_the_kills": commits,

@@ -27,6 +27,7 @@ def test_kills_at_random_moments_lose_nothing_and_break_no_reader():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["killed_with_decode_workers"] > 0  # so "no orphans" means something
     assert report["orphans"] == 0 and report["lockouts"] == 0
     assert report["commits_after_the_kills"] == 3  # re-commits with the readers querying
     assert report["reader_errors"] == {}, report["error_examples"]
