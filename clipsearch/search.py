@@ -18,22 +18,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
-from PIL import Image
 
 from clipsearch import terms
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.preprocess import is_pil_image
 from clipsearch.model.spec import parse_spec
 from clipsearch.settings import resolve_index_dir
 from clipsearch.snapshot import Snapshot, open_manifest
 
 if TYPE_CHECKING:
+    from PIL import Image
+
     from clipsearch.classify import Prediction
     from clipsearch.model import Model
 
-ImageQuery = Image.Image | str | os.PathLike
+ImageQuery: TypeAlias = "Image.Image | str | os.PathLike"
 TextQuery = str | Sequence[str] | np.ndarray
 
 
@@ -171,7 +173,7 @@ class Index:
         """Embed query images; an indexed, unchanged file re-uses its stored embedding."""
         stored: dict[int, int] = {}
         for position, item in enumerate(images):
-            if not isinstance(item, Image.Image):
+            if not is_pil_image(item):
                 row_id = self._indexed_id(item)
                 if row_id is not None:
                     stored[position] = row_id
@@ -205,4 +207,4 @@ class Index:
 
 
 def _is_single_image(value: object) -> bool:
-    return isinstance(value, (Image.Image, str, os.PathLike))
+    return is_pil_image(value) or isinstance(value, (str, os.PathLike))

@@ -71,7 +71,8 @@ WATCH_IMPORTS = (
     "try:\n"
     "    main()\n"
     "finally:\n"
-    "    heavy = {'torch', 'open_clip', 'torchvision', 'onnxruntime', 'ftfy'} & set(sys.modules)\n"
+    "    watched = {'torch', 'open_clip', 'torchvision', 'onnxruntime', 'ftfy', 'PIL'}\n"
+    "    heavy = watched & set(sys.modules)\n"
     "    print('IMPORTED', ','.join(sorted(heavy)) or '-', file=sys.stderr)\n"
 )
 MODEL_MODULES = frozenset({"torch", "onnxruntime"})  # either engine: a model was loaded

@@ -17,16 +17,18 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
-from PIL import Image
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.spec import ModelSpec, parse_spec
 from clipsearch.settings import default_model_spec
 
-ImageInput = Image.Image | str | os.PathLike
+if TYPE_CHECKING:
+    from PIL import Image
+
+ImageInput: TypeAlias = "Image.Image | str | os.PathLike"
 
 
 class Towers(Protocol):
@@ -180,9 +182,10 @@ class Model:
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
         """Embed PIL images or image paths."""
         from clipsearch.decode import DecodeError, load_image
+        from clipsearch.model.preprocess import is_pil_image
 
         def to_pixels(item: ImageInput) -> np.ndarray:
-            if isinstance(item, Image.Image):
+            if is_pil_image(item):
                 return self.preprocess(item.convert("RGB"))
             try:
                 image, _ = load_image(item, min_side=self.image_size)

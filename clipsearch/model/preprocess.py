@@ -8,18 +8,26 @@ photos). Instances are picklable: decode workers run them.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from PIL import Image
 
-_INTERPOLATIONS = {
-    "bicubic": Image.Resampling.BICUBIC,
-    "bilinear": Image.Resampling.BILINEAR,
-    "nearest": Image.Resampling.NEAREST,
-}
+if TYPE_CHECKING:
+    from PIL import Image
+
+# PIL's names for them; PIL itself is imported when an image is preprocessed, so a text
+# query never imports it (~10 ms).
+_INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEAREST"}
 RESIZE_MODES = ("shortest", "squash")
+
+
+def is_pil_image(value: Any) -> bool:
+    """A PIL image? (If PIL was never imported, nothing can be one.)"""
+    image_module = sys.modules.get("PIL.Image")
+    return image_module is not None and isinstance(value, image_module.Image)
 
 
 @dataclass(frozen=True)
@@ -68,7 +76,10 @@ class Preprocess:
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The resized, centre-cropped RGB image (size x size)."""
-        size, resample = self.cfg.size, _INTERPOLATIONS[self.cfg.interpolation]
+        from PIL import Image
+
+        size = self.cfg.size
+        resample = getattr(Image.Resampling, _INTERPOLATIONS[self.cfg.interpolation])
         if image.mode != "RGB":
             image = image.convert("RGB")
         width, height = image.size
