@@ -57,6 +57,7 @@ def repair_index(
     index_dir: Path, rebuild_vectors: bool = False, config: VectorIndexConfig | None = None
 ) -> RepairReport:
     """Check ``index_dir`` and commit a mended snapshot if anything needs it."""
+    open_manifest(index_dir)  # no index there: say so before the lock creates the folder
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)

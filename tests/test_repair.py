@@ -58,6 +58,12 @@ def _one_line_error(result, *words: str) -> None:
         assert word in lines[0], lines[0]
 
 
+def test_repair_of_no_index_is_one_line_and_creates_nothing(tmp_path):
+    result = run_cli("repair", "--index", str(tmp_path / "nope"))
+    _one_line_error(result, "no index at")
+    assert not (tmp_path / "nope").exists()
+
+
 def test_an_intact_index_is_left_as_it_is(built, tmp_path):
     index_dir = _copy(built[1], tmp_path)
     before = (index_dir / "manifest.json").read_text()
