@@ -122,8 +122,9 @@ def _save_for_onnx_runtime(single: Path, path: Path) -> None:
 
 
 def add_int8(directory: Path) -> None:
-    """Add int8 graphs (weights dynamically quantized) beside the fp32 ones: built in a copy
-    of the directory (hard links) that then replaces it, as an export does."""
+    """Add the int8 graphs (weights dynamically quantized; the image tower only, see
+    ``onnx_format.graph_name``) beside the fp32 ones: built in a copy of the directory (hard
+    links) that then replaces it, as an export does."""
     try:
         from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
