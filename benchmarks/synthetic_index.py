@@ -15,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 
 from clipsearch import catalog, vectors
-from clipsearch.manifest import Manifest, commit_manifest, read_manifest
+from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.storage import commit_snapshot
 
 PART_ROWS = 25_000
 
@@ -87,6 +88,6 @@ def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tin
         catalog=parts,
         vector_index={"file": vector_file.relative_to(index_dir).as_posix(), **asdict(info)},
     )
-    commit_manifest(index_dir, manifest, None)
+    commit_snapshot(index_dir, manifest, None)
     took = time.perf_counter() - start
     print(f"built a {n:,}-image {info.kind} index in {took:.1f} s", file=sys.stderr)

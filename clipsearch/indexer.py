@@ -25,12 +25,12 @@ from clipsearch.decode import DEFAULT_MAX_PIXELS
 from clipsearch.diff import Changes, content_hash, diff, normalized_roots, under_roots
 from clipsearch.distributed import Group
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import Manifest, commit_manifest, read_manifest, utc_now
+from clipsearch.manifest import Manifest, read_manifest, utc_now
 from clipsearch.model.spec import parse_spec
 from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
 from clipsearch.staging import STAGING_DIR, Staging
-from clipsearch.storage import remove_unreferenced, writer_lock
+from clipsearch.storage import commit_snapshot, remove_unreferenced, writer_lock
 from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
 
 if TYPE_CHECKING:
@@ -296,7 +296,7 @@ class _Run:
             manifest.errors = self._relative(
                 catalog.write_table(self._dir(catalog.ERRORS_DIR), "errors", table)
             )
-        commit_manifest(self.index_dir, manifest, self.manifest)
+        commit_snapshot(self.index_dir, manifest, self.manifest)
         remove_unreferenced_files(self.index_dir, manifest)
         return manifest
 

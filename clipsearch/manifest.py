@@ -4,8 +4,8 @@ One type for both kinds of index directory: image indexes (``kind`` "images") an
 collections (``kind`` "texts", whose catalog is one Parquet file of texts). Every other file
 of an index (catalog parts, the FAISS file, the error list) is immutable and named by the
 manifest. A snapshot is committed by writing a new manifest to a temporary
-file and renaming it over the old one, so a reader sees either the old snapshot or the new
-one, never a mix. See indexes/README.md for the format.
+file and renaming it over the old one (``storage.commit_snapshot``), so a reader sees either
+the old snapshot or the new one, never a mix. See indexes/README.md for the format.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.storage import MANIFEST_NAME, commit_snapshot, read_json_object
+from clipsearch.storage import MANIFEST_NAME, read_json_object
 
 FORMAT_VERSION = 1
 KINDS = {"images": "an image index", "texts": "a text collection"}
@@ -101,9 +101,3 @@ def indexed_model_spec(index_dir: Path) -> str | None:
     except ClipsearchError:
         return None
     return manifest.model_spec if manifest else None
-
-
-def commit_manifest(index_dir: Path, manifest: Manifest, previous: Manifest | None) -> None:
-    """Make ``manifest`` the current snapshot of ``index_dir`` (``storage.commit_snapshot``:
-    atomic, durable, the files only ``previous`` named retired for its readers)."""
-    commit_snapshot(index_dir, manifest, previous)

@@ -24,8 +24,9 @@ import pyarrow.parquet as pq
 from clipsearch import catalog, vectors
 from clipsearch.errors import ClipsearchError
 from clipsearch.indexer import index_lock, remove_unreferenced_files, save_vectors
-from clipsearch.manifest import Manifest, commit_manifest
+from clipsearch.manifest import Manifest
 from clipsearch.snapshot import open_manifest
+from clipsearch.storage import commit_snapshot
 from clipsearch.vectors import VectorIndexConfig
 
 
@@ -93,7 +94,7 @@ def repair_index(
             vector_index={"file": save_vectors(index_dir, index, snapshot), **asdict(info)},
             counts={"images": table.num_rows, "errors": manifest.counts["errors"] if errors else 0},
         )
-        commit_manifest(index_dir, mended, manifest)
+        commit_snapshot(index_dir, mended, manifest)
         remove_unreferenced_files(index_dir, mended)
         report.committed = True
         return report

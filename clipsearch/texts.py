@@ -281,12 +281,6 @@ def read_text_manifest(directory: Path) -> Manifest | None:
         raise ClipsearchError(f"{exc} ({_BUILD_HINT})") from None
 
 
-def _commit(directory: Path, manifest: Manifest, previous: Manifest | None) -> bool:
-    """Make ``manifest`` the committed one (``storage.commit_snapshot``); True once done."""
-    commit_snapshot(directory, manifest, previous)
-    return True
-
-
 def _names_files(directory: Path, paths: list[Path]) -> bool:
     """Whether the committed manifest names any of ``paths`` (a commit that half-failed)."""
     try:
@@ -406,7 +400,8 @@ class TextCollection:
                     source=texts.as_dict(),
                     created_at=old.created_at if old else utc_now(),
                 )
-                committed = _commit(directory, manifest, old)
+                commit_snapshot(directory, manifest, old)
+                committed = True
             except BaseException:
                 if not committed and not _names_files(directory, written):
                     for path in written:

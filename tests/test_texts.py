@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from clipsearch import storage
 from clipsearch.cli.texts import print_text_hits, rank_image_against_texts, texts_app
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import Manifest, commit_manifest
+from clipsearch.manifest import Manifest
 from clipsearch.texts import (
     TextCollection,
     TextList,
@@ -199,7 +199,7 @@ def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_m
 
     image_index = tmp_path / "photos"
     image_index.mkdir()
-    commit_manifest(image_index, Manifest(tiny_model.identity, 128, "float16"), None)
+    storage.commit_snapshot(image_index, Manifest(tiny_model.identity, 128, "float16"), None)
     with pytest.raises(ClipsearchError) as excinfo:
         TextCollection.open(image_index)
     _one_line_error(excinfo, "is an image index, not a text collection")
