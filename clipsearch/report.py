@@ -1,4 +1,5 @@
-"""A self-contained HTML page of search hits: thumbnails inlined, openable in any browser."""
+"""Self-contained HTML pages of images (search hits, the demo's results): thumbnails inlined,
+openable in any browser, movable anywhere."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import base64
 import html
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,51 +22,97 @@ _PAGE = """<!doctype html>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 1.5rem; background: #fafafa; }}
 h1 {{ font-size: 1.2rem; font-weight: 600; }}
+h2 {{ font-size: 1rem; font-weight: 600; margin-top: 1.5rem; }}
 .grid {{ display: grid; grid-template-columns: repeat(auto-fill, minmax(220px, 1fr));
          gap: 1rem; }}
 figure {{ margin: 0; background: white; border: 1px solid #ddd; border-radius: 6px;
           padding: .5rem; }}
-img {{ width: 100%; height: 200px; object-fit: contain; background: #eee; }}
+figure.right {{ border: 3px solid #2a8a2a; }}
+figure.wrong {{ border: 3px solid #c33; }}
+img {{ width: 100%; height: 200px; object-fit: contain; background: #eee;
+       image-rendering: pixelated; }}
 figcaption {{ font-size: .8rem; overflow-wrap: anywhere; }}
 .score {{ font-weight: 600; }}
 .missing {{ height: 200px; display: flex; align-items: center; justify-content: center;
             background: #eee; color: #a00; }}
 </style></head>
-<body><h1>{title}</h1><div class="grid">
-{figures}
-</div></body></html>
+<body><h1>{title}</h1>
+{sections}
+</body></html>
 """
 
 
+@dataclass
+class Figure:
+    """One image on a page, with its caption."""
+
+    path: str
+    heading: str  # shown in bold above the caption
+    caption: str = ""
+    right: bool | None = None  # a green (True) or red (False) frame when the answer is known
+
+
+@dataclass
+class Section:
+    title: str
+    figures: list[Figure]
+    intro: str = ""  # a paragraph under the title
+
+
 def _thumbnail(path: str) -> str | None:
-    """A JPEG data URI of the image, at most THUMBNAIL_PX on its longer side."""
+    """A PNG data URI of the image, at most THUMBNAIL_PX on its longer side."""
     try:
         image, _ = load_image(path, min_side=THUMBNAIL_PX)
     except DecodeError:
         return None
     image.thumbnail((THUMBNAIL_PX, THUMBNAIL_PX))
     buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=85)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+    # JPEG for photos; PNG for small images, which JPEG would blur at the page's scale.
+    small = max(image.size) < 128
+    image.save(buffer, format="PNG" if small else "JPEG", **({} if small else {"quality": 85}))
+    kind = "png" if small else "jpeg"
+    return f"data:image/{kind};base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _figure(figure: Figure) -> str:
+    path = html.escape(figure.path)
+    uri = _thumbnail(figure.path)
+    picture = f'<img src="{uri}" alt="{path}">' if uri else '<div class="missing">unreadable</div>'
+    frame = {True: ' class="right"', False: ' class="wrong"', None: ""}[figure.right]
+    caption = f"<br>{html.escape(figure.caption)}" if figure.caption else ""
+    return (
+        f'<figure{frame}>{picture}<figcaption><span class="score">'
+        f"{html.escape(figure.heading)}</span>{caption}</figcaption></figure>"
+    )
+
+
+def page(title: str, sections: Sequence[Section]) -> str:
+    """A page of sections, each a title, a paragraph and a grid of images."""
+    parts = []
+    for section in sections:
+        if section.title:
+            parts.append(f"<h2>{html.escape(section.title)}</h2>")
+        if section.intro:
+            parts.append(f"<p>{html.escape(section.intro)}</p>")
+        figures = "\n".join(_figure(f) for f in section.figures)
+        parts.append(f'<div class="grid">\n{figures}\n</div>')
+    return _PAGE.format(title=html.escape(title), sections="\n".join(parts))
 
 
 def hits_page(title: str, hits: Sequence[dict[str, Any]]) -> str:
     """HTML for hits given as dicts with rank, score and path."""
-    figures = []
-    for hit in hits:
-        path = html.escape(str(hit["path"]))
-        uri = _thumbnail(str(hit["path"]))
-        picture = (
-            f'<img src="{uri}" alt="{path}">' if uri else '<div class="missing">unreadable</div>'
-        )
-        figures.append(
-            f'<figure>{picture}<figcaption><span class="score">#{hit["rank"]} · '
-            f"{hit['score']:.3f}</span><br>{path}</figcaption></figure>"
-        )
-    return _PAGE.format(title=html.escape(title), figures="\n".join(figures))
+    figures = [
+        Figure(str(hit["path"]), f"#{hit['rank']} · {hit['score']:.3f}", str(hit["path"]))
+        for hit in hits
+    ]
+    return page(title, [Section("", figures)])
+
+
+def write_page(out: Path, text: str) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text, encoding="utf-8")
+    return out
 
 
 def write_hits_page(out: Path, title: str, hits: Sequence[dict[str, Any]]) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(hits_page(title, hits), encoding="utf-8")
-    return out
+    return write_page(out, hits_page(title, hits))

@@ -1,7 +1,7 @@
 """End to end on real images, offline: train → export → index → query → classify → image→text.
 
 Drives the real CLI as subprocesses in a temporary folder, as a newcomer following the
-README's "Try it offline" would. Needs ../shared/data (CIFAR-10); skips with the reason
+README's "Offline, further" would. Needs ../shared/data (CIFAR-10); skips with the reason
 otherwise. Thresholds are set from measured runs with a safety margin (benchmarks/RESULTS.md).
 """
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -410,6 +411,26 @@ def test_int8_precision_runs_from_quantized_graphs(tiny_onnx):
     assert cosines(int8.embed_pixels(pixels), tiny_onnx.embed_pixels(pixels)).min() > 0.9
     with pytest.raises(ClipsearchError, match="precision 'bf16' is not available in the onnx"):
         Model.load(TINY, engine="onnx", precision="bf16")
+
+
+def test_shrinking_for_bundling_stores_the_token_table_in_int8(tiny_dir, tmp_path):
+    """What clipsearch ships (train/bundle.py): a quarter of the text tower's bytes, the
+    same image embeddings, text embeddings within int8 rounding, the same token ids."""
+    shrunk = tmp_path / "shrunk"
+    shutil.copytree(tiny_dir, shrunk)
+    export.shrink_for_bundling(shrunk)
+    before, after = onnx_format.read_config(tiny_dir), onnx_format.read_config(shrunk)
+    assert after.tokenizer.file == "tokenizer.json.gz"
+    assert (shrunk / "tokenizer.json.gz").stat().st_size < (
+        tiny_dir / "tokenizer.json"
+    ).stat().st_size / 2
+    assert after.graphs["text.onnx.data"] < before.graphs["text.onnx.data"] / 3
+    assert after.identity == before.identity
+    plain, small = Model.load(str(tiny_dir)), Model.load(str(shrunk))
+    np.testing.assert_array_equal(small.towers.tokenizer(TEXTS), plain.towers.tokenizer(TEXTS))
+    batch = pixels(plain.image_size)
+    np.testing.assert_array_equal(small.embed_pixels(batch), plain.embed_pixels(batch))
+    assert cosines(small.embed_texts(TEXTS), plain.embed_texts(TEXTS)).min() > 0.999
 
 
 def test_torch_only_commands_name_the_extra_where_torch_is_missing(tmp_path):

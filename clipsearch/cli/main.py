@@ -11,6 +11,7 @@ from clipsearch import __version__
 from clipsearch.cli import (
     classify,
     datasets,
+    demo,
     export,
     index,
     info,
@@ -30,6 +31,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command("demo")(demo.demo)
 app.command("index")(index.index)
 app.command("query")(query.query)
 app.command("classify")(classify.classify)

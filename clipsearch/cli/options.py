@@ -29,8 +29,9 @@ ModelOpt = Annotated[
         "-m",
         help=(
             "Model spec: ARCH:TAG (open_clip pretrained), hf-hub:ORG/REPO, a checkpoint "
-            f"directory from `clipsearch train`, or random:ARCH. Default: ${MODEL_ENV}, "
-            f"else {DEFAULT_MODEL_SPEC}."
+            "directory from `clipsearch train`, an ONNX directory from `clipsearch export`, "
+            "bundled:cifar10-small (shipped, offline) or random:ARCH. Default: "
+            f"${MODEL_ENV}, else {DEFAULT_MODEL_SPEC}."
         ),
         show_default=False,
     ),

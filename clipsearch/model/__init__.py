@@ -239,11 +239,11 @@ def identities_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
 
 def surely_different(a: str, b: str) -> bool:
     """True when two specs cannot name the same weights, known without loading either:
-    different pretrained tags, random architectures or hub repos. Paths can (a moved
+    different pretrained tags, random architectures, hub repos or bundled models. Paths can (a moved
     checkpoint, an ONNX export of it), so only loading tells."""
 
     def fixed(spec: ModelSpec) -> bool:
-        return spec.kind in ("random", "hf-hub") or (
+        return spec.kind in ("random", "hf-hub", "bundled") or (
             spec.kind == "pretrained" and not os.path.isfile(spec.tag or "")
         )
 

@@ -45,8 +45,9 @@ def choose(spec: ModelSpec, engine: str = "auto", device: str = "auto") -> Choic
     onnx_dir = spec.path if spec.path and onnx_format.is_onnx_dir(spec.path) else None
     if onnx_dir is not None:
         if engine == "torch":
+            what = "a bundled model" if spec.kind == "bundled" else "an ONNX model directory"
             raise ClipsearchError(
-                f"{onnx_dir} is an ONNX model directory: it runs in the onnx engine only "
+                f"'{spec}' is {what}: it runs in the onnx engine only "
                 "(the torch engine needs the checkpoint it was exported from)"
             )
         return Choice("onnx", onnx_dir, "ONNX model directory")

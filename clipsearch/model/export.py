@@ -9,6 +9,7 @@ written beside its final place and renamed into it, so no reader ever sees half 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
@@ -158,6 +159,54 @@ def add_int8(directory: Path) -> None:
             if not (work / path.name).exists():
                 os.link(path, work / path.name)
         _finish(work, directory, cfg.identity, cfg.logit_scale, cfg.preprocess, cfg.tokenizer)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def shrink_for_bundling(directory: Path) -> None:
+    """Make an export small enough to ship inside the package (``clipsearch.bundled``): the
+    text tower's token table (49,408 rows; nine tenths of a small model's bytes) stored in
+    int8, dequantized after the lookup, and the tokenizer file gzipped. Zero-shot accuracy
+    and rankings are unchanged (benchmarks/RESULTS.md, "The bundled model"); the image
+    tower stays as it is, so image embeddings are bit for bit the export's."""
+    from dataclasses import replace
+
+    try:
+        from onnx import TensorProto
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError:
+        raise ClipsearchError(
+            "shrinking a model needs the onnx package: pip install onnx"
+        ) from None
+    cfg = onnx_format.read_config(directory)
+    work = _work_dir(directory)
+    try:
+        single = work / ".text.single.onnx"
+        with warnings.catch_warnings(), quiet_root_logger():
+            warnings.simplefilter("ignore")
+            quantize_dynamic(
+                directory / "text.onnx",
+                single,
+                op_types_to_quantize=["Gather"],  # the token table, and nothing else
+                weight_type=QuantType.QInt8,
+                extra_options={"DefaultTensorType": TensorProto.FLOAT},
+            )
+        _save_for_onnx_runtime(single, work / "text.onnx")
+        tokenizer = replace(cfg.tokenizer, file=f"{cfg.tokenizer.file}.gz")
+        with (
+            open(work / tokenizer.file, "wb") as raw,
+            gzip.GzipFile(
+                fileobj=raw,
+                mode="wb",
+                compresslevel=9,
+                mtime=0,  # the same bytes every time
+            ) as f,
+        ):
+            f.write((directory / cfg.tokenizer.file).read_bytes())
+        for name in ("image.onnx", "image.onnx.data"):
+            if (directory / name).exists():
+                shutil.copyfile(directory / name, work / name)
+        _finish(work, directory, cfg.identity, cfg.logit_scale, cfg.preprocess, tokenizer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -9,6 +9,8 @@ Forms:
   ``PATH``                a checkpoint directory written by ``clipsearch train``
                           (also ``local-dir:PATH``, open_clip's own spelling)
   ``random:ARCH``         random weights (fixed seed), for tests and benchmarks only
+  ``bundled:NAME``        a model trained by this project and shipped inside the package
+                          (``clipsearch.bundled``): works offline, without torch
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ from typing import Literal
 
 from clipsearch.errors import ClipsearchError
 
-SpecKind = Literal["pretrained", "hf-hub", "checkpoint", "random"]
+SpecKind = Literal["pretrained", "hf-hub", "checkpoint", "random", "bundled"]
 
 _HF_HUB = "hf-hub:"
 _LOCAL_DIR = "local-dir:"
 _RANDOM = "random:"
+_BUNDLED = "bundled:"
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,8 @@ class ModelSpec:
     arch: str | None = None  # pretrained, random
     tag: str | None = None  # pretrained
     repo: str | None = None  # hf-hub
-    path: Path | None = None  # checkpoint (absolute)
+    path: Path | None = None  # checkpoint (absolute); bundled: its ONNX model directory
+    name: str | None = None  # bundled
 
     def __str__(self) -> str:
         if self.kind == "pretrained":
@@ -44,6 +48,8 @@ class ModelSpec:
             return f"{_HF_HUB}{self.repo}"
         if self.kind == "random":
             return f"{_RANDOM}{self.arch}"
+        if self.kind == "bundled":
+            return f"{_BUNDLED}{self.name}"
         return str(self.path)
 
 
@@ -68,6 +74,8 @@ def parse_spec(text: str) -> ModelSpec:
         if not arch:
             raise ClipsearchError(f"bad model spec {text!r}: expected random:ARCH")
         return ModelSpec("random", arch=arch)
+    if text.startswith(_BUNDLED):
+        return _bundled(text[len(_BUNDLED) :])
     if text.startswith(_LOCAL_DIR):
         text = text[len(_LOCAL_DIR) :]
         return ModelSpec("checkpoint", path=Path(text).expanduser().absolute())
@@ -84,3 +92,15 @@ def parse_spec(text: str) -> ModelSpec:
     if not arch or not tag:
         raise ClipsearchError(f"bad model spec {text!r}: expected ARCH:TAG")
     return ModelSpec("pretrained", arch=arch, tag=tag)
+
+
+def _bundled(name: str) -> ModelSpec:
+    from clipsearch import bundled
+
+    names = bundled.model_names()
+    if name not in names:
+        raise ClipsearchError(
+            f"no bundled model {name!r}: this clipsearch ships "
+            f"{', '.join(_BUNDLED + n for n in names) or 'none'}"
+        )
+    return ModelSpec("bundled", path=bundled.model_dir(name), name=name)

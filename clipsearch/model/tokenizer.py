@@ -38,7 +38,8 @@ _VOCAB_MERGES = 49152 - 256 - 2  # the merges open_clip reads from the file
 @dataclass(frozen=True)
 class TokenizerConfig:
     kind: str  # CLIP_BPE or HF
-    file: str  # the tokenizers library's tokenizer.json, relative to the model directory
+    file: str  # the tokenizers library's tokenizer.json (or .json.gz), relative to the model
+    # directory
     context_length: int
     clean: str = "lower"
     strip_sep_token: bool = False  # hf only: open_clip's option to blank out [SEP]
@@ -60,7 +61,12 @@ class Tokenizer:
 
         self.cfg = cfg
         self._clean: Callable[[str], str] = _CLEANERS[cfg.clean]
-        self._tokenizer = HfTokenizer.from_file(str(directory / cfg.file))
+        path = directory / cfg.file
+        if path.suffix == ".gz":  # a bundled model's: a third of the size
+            with gzip.open(path) as f:
+                self._tokenizer = HfTokenizer.from_str(f.read().decode("utf-8"))
+        else:
+            self._tokenizer = HfTokenizer.from_file(str(path))
         if cfg.kind == CLIP_BPE:
             self._sot = self._tokenizer.token_to_id(_SPECIAL[0])
             self._eot = self._tokenizer.token_to_id(_SPECIAL[1])
