@@ -81,13 +81,18 @@ def run_demo(
     from clipsearch.search import Index
 
     start = time.perf_counter()
+    shown_directory = directory
+    directory = directory.absolute()  # hits carry absolute paths; the query photo must too
     photos, index_dir = _fresh_folder(directory)
     export_images(SAMPLES, photos, by_label=True)
-    options = IndexOptions() if workers is None else IndexOptions(workers=workers)
+    # The bundled model is an ONNX directory: onnx whatever $CLIPSEARCH_ENGINE asks for.
+    options = IndexOptions(engine="onnx")
+    if workers is not None:
+        options.workers = workers
     summary = update_index([photos], index_dir, DEMO_MODEL, options, progress)
     assert summary is not None  # one process: never a non-zero torchrun rank
 
-    index = Index.open(index_dir)
+    index = Index.open(index_dir, engine="onnx")
     labels = class_folders(photos)
 
     def scored(hits: list[Any]) -> list[DemoHit]:
@@ -103,17 +108,17 @@ def run_demo(
 
     zero_shot = evaluate(index.classify(labels, templates="default"), photos, labels)
     report = DemoReport(
-        directory=str(directory),
+        directory=str(shown_directory),
         model=DEMO_MODEL,
         photos=summary.images,
         index_seconds=summary.seconds,
         queries=queries,
         zero_shot_accuracy=zero_shot.accuracy,
         zero_shot_per_class=zero_shot.per_class,
-        page=str(directory / "results.html"),
+        page=str(shown_directory / "results.html"),
         labels=labels,
     )
-    _write_page(report, query_photo)
+    _write_page(report, query_photo, directory / "results.html")
     report.seconds = time.perf_counter() - start
     return report
 
@@ -136,7 +141,7 @@ def _fresh_folder(directory: Path) -> tuple[Path, Path]:
     return photos, index_dir
 
 
-def _write_page(report: DemoReport, query_photo: Path) -> None:
+def _write_page(report: DemoReport, query_photo: Path, out: Path) -> None:
     from clipsearch.report import Figure, Section, page, write_page
 
     sections = []
@@ -160,4 +165,4 @@ def _write_page(report: DemoReport, query_photo: Path) -> None:
         )
     )
     title = f"clipsearch demo: {report.photos} CIFAR-10 test photos, model {report.model}"
-    write_page(Path(report.page), page(title, sections))
+    write_page(out, page(title, sections))

@@ -68,7 +68,7 @@ def test_an_index_of_the_bundled_model_refuses_another_model(tmp_path):
 
 def test_demo_prints_precision_per_query_and_zero_shot_accuracy(tmp_path):
     """README's first command, as a user runs it: no torch imported, every query scored."""
-    result, heavy = run_cli_watching_imports("demo", "--dir", str(tmp_path / "demo"), cwd=tmp_path)
+    result, heavy = run_cli_watching_imports("demo", cwd=tmp_path)  # into ./clipsearch-demo
     assert result.returncode == 0, result.stderr
     assert not heavy & TORCH_MODULES
     precisions = [float(p) for p in re.findall(r"precision@10 (\d\.\d\d)", result.stdout)]
@@ -82,7 +82,7 @@ def test_demo_prints_precision_per_query_and_zero_shot_accuracy(tmp_path):
 def test_demo_json_page_and_a_second_run_start_afresh(tmp_path):
     folder = tmp_path / "demo"
     for _ in range(2):  # the second run empties what the first wrote: 300 photos, not 600
-        result = run_cli("demo", "--dir", str(folder), "-k", "5", "--json")
+        result = run_cli("demo", "--dir", "demo", "-k", "5", "--json", cwd=tmp_path)
         assert result.returncode == 0, result.stderr
         report = json.loads(result.stdout)
         assert report["photos"] == 300
@@ -90,7 +90,9 @@ def test_demo_json_page_and_a_second_run_start_afresh(tmp_path):
     for query in report["queries"]:
         assert len(query["hits"]) == 5
         assert query["precision"] == sum(h["label"] == query["target"] for h in query["hits"]) / 5
-        assert query["query"] not in [h["path"] for h in query["hits"]]  # not the photo itself
+    photo = report["queries"][-1]["query"]
+    assert photo.startswith(str(folder))  # a relative --dir, yet the query photo
+    assert photo not in [h["path"] for h in report["queries"][-1]["hits"]]  # is not a hit
     assert report["zero_shot_accuracy"] == pytest.approx(
         np.mean(list(report["zero_shot_per_class"].values())), abs=1e-9
     )  # 30 photos per class: the mean of the per-class accuracies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -51,11 +52,11 @@ def demo(
         f"{report.model} in {report.index_seconds:.1f} s → {report.directory}/index"
     )
     for query in report.queries:
-        shown = f'"{query.query}"' if query.kind == "text" else f"photos like {query.query}"
+        shown = f'"{query.query}"' if query.kind == "text" else f"photos like {_near(query.query)}"
         print(f"\n{shown}  precision@{len(query.hits)} {query.precision:.2f}")
         for rank, hit in enumerate(query.hits[:3], 1):
             mark = "" if hit.label == query.target else f"   (not {query.target})"
-            print(f"  {rank}. {hit.score:.3f}  {hit.label:<10} {hit.path}{mark}")
+            print(f"  {rank}. {hit.score:.3f}  {hit.label:<10} {_near(hit.path)}{mark}")
         rest = [h.label if h.label == query.target else h.label.upper() for h in query.hits[3:]]
         if rest:
             print(f"  then: {' '.join(rest)}")
@@ -65,3 +66,9 @@ def demo(
     )
     print(f"results page: {report.page}   ({report.seconds:.1f} s in all)")
     print(HINT)
+
+
+def _near(path: str) -> str:
+    """``path`` relative to the working directory when it lies under it (shorter lines)."""
+    relative = os.path.relpath(path)
+    return path if relative.startswith("..") else relative
