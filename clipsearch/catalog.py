@@ -7,7 +7,7 @@ may also hold, for a grace period, parts a commit replaced: see ``Manifest.retir
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,11 +67,46 @@ def rows_to_table(
     )
 
 
-def embeddings_of(table: pa.Table) -> np.ndarray:
+def embeddings_of(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     """The embedding column as a float32 (n, dim) matrix."""
-    column = table.column("embedding").combine_chunks()
+    column = table.column("embedding")
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
     values = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32)
     return values.reshape(len(column), -1) if len(column) else values.reshape(0, 0)
+
+
+def count_rows(index_dir: Path, relative_paths: Sequence[str]) -> int:
+    """Rows in the named parts, from their footers (no data read)."""
+    total = 0
+    for part in relative_paths:
+        try:
+            total += pq.ParquetFile(index_dir / part).metadata.num_rows
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged_part(index_dir / part, exc) from None
+    return total
+
+
+def iter_embeddings(
+    index_dir: Path, relative_paths: Sequence[str], batch_rows: int = 16_384
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 embeddings) of the named parts, ``batch_rows`` at a time: what a vector
+    index build streams, so that it never holds every embedding."""
+    for part in relative_paths:
+        path = index_dir / part
+        try:
+            batches = pq.ParquetFile(path).iter_batches(batch_rows, columns=["id", "embedding"])
+            for batch in batches:
+                yield batch.column(0).to_numpy(), embeddings_of(batch)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged_part(path, exc) from None
+        # Arrow's allocator keeps freed pages for reuse; a pass over every part would keep
+        # the largest part's worth resident beside the vector index being built.
+        pa.default_memory_pool().release_unused()
 
 
 def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
@@ -103,7 +138,11 @@ def _read_part(path: Path, columns: Sequence[str] | None) -> pa.Table:
     except FileNotFoundError:
         raise  # replaced by a commit meanwhile: the reader retries on the newest snapshot
     except (pa.ArrowException, OSError) as exc:
-        from clipsearch.snapshot import damaged
+        raise _damaged_part(path, exc) from None
 
-        detail = " ".join(str(exc).split())
-        raise damaged(path.parent.parent, f"catalog part {path.name}: {detail}") from None
+
+def _damaged_part(path: Path, exc: Exception) -> Exception:
+    from clipsearch.snapshot import damaged
+
+    detail = " ".join(str(exc).split())
+    return damaged(path.parent.parent, f"catalog part {path.name}: {detail}")

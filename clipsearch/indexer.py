@@ -427,14 +427,12 @@ class _Run:
         self, changes: Changes, staged: pa.Table | None, parts: list[str], snapshot: int
     ) -> tuple[str, VectorIndexInfo]:
         schema = self._schema()
-
-        def everything() -> tuple[np.ndarray, np.ndarray]:
-            table = catalog.read_tables(self.index_dir, parts, ["id", "embedding"], schema)
-            return table.column("id").to_numpy(), catalog.embeddings_of(table)
-
+        everything = catalog_vectors(
+            self.index_dir, parts, schema.field("embedding").type.list_size
+        )
         old_file = (self.manifest.vector_index.get("file") if self.manifest else None) or None
         if old_file is None:
-            index, info = vectors.build(*everything(), self.options.vectors)
+            index, info = vectors.build_from(everything, self.options.vectors)
         else:
             old_info = VectorIndexInfo(
                 **{k: v for k, v in self.manifest.vector_index.items() if k != "file"}
@@ -446,7 +444,7 @@ class _Run:
                 remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
                 add_ids=staged.column("id").to_numpy(),
                 add_vectors=catalog.embeddings_of(staged),
-                all_ids_and_vectors=everything,
+                everything=everything,
                 config=self.options.vectors,
             )
         return save_vectors(self.index_dir, index, snapshot), info
@@ -515,6 +513,13 @@ def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
         return {(r["path"], r["size"], r["mtime_ns"], r["reason"]) for r in rows}
 
     return key(new) == key(old)
+
+
+def catalog_vectors(index_dir: Path, parts: list[str], dim: int) -> vectors.VectorSource:
+    """The embeddings of ``parts``, as a vector build reads them: in chunks."""
+    return vectors.VectorSource(
+        catalog.count_rows(index_dir, parts), dim, lambda: catalog.iter_embeddings(index_dir, parts)
+    )
 
 
 def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:

@@ -14,6 +14,7 @@ index's writer lock; an intact index is left as it is.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -23,11 +24,20 @@ import pyarrow.parquet as pq
 
 from clipsearch import catalog, vectors
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import index_lock, remove_unreferenced_files, save_vectors
+from clipsearch.indexer import (
+    catalog_vectors,
+    index_lock,
+    remove_unreferenced_files,
+    save_vectors,
+)
 from clipsearch.manifest import Manifest
 from clipsearch.snapshot import open_manifest
 from clipsearch.storage import commit_snapshot
 from clipsearch.vectors import VectorIndexConfig
+
+# Parts of a compacted catalog: ~100 MB of 512-dim float16 embeddings each, few enough files
+# for DuckDB to open quickly, small enough to rewrite when one of their images changes.
+COMPACT_PART_ROWS = 100_000
 
 
 @dataclass
@@ -63,41 +73,148 @@ def repair_index(
         manifest = open_manifest(index_dir)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         report = RepairReport(str(index_dir), 0, len(manifest.catalog))
-        parts, tables = [], [schema.empty_table().select(["id", "embedding"])]
+        parts = []
         for part in manifest.catalog:
-            table, problem = _read_whole(index_dir / part, schema)
+            rows, problem = _check_part(index_dir / part, schema)
             if problem:
                 report.damaged.append(f"{part}: {problem}")
             else:
                 parts.append(part)
-                tables.append(table.select(["id", "embedding"]).cast(tables[0].schema))
+                report.images += rows
         errors = manifest.errors
         problem = _read_whole(index_dir / errors, None)[1] if errors else None
         if problem:
             report.damaged.append(f"{errors}: {problem}")
             errors = None
-        table = pa.concat_tables(tables)
-        report.images = table.num_rows
         vector_problem = _check_vectors(index_dir, manifest)
         if vector_problem:
             report.damaged.append(vector_problem)
         if not (report.damaged or rebuild_vectors):
             return report
-        embeddings = catalog.embeddings_of(table).reshape(-1, manifest.embedding_dim)
-        index, info = vectors.build(table.column("id").to_numpy(), embeddings, config)
-        snapshot = manifest.snapshot + 1
-        mended = replace(
-            manifest,
-            snapshot=snapshot,
-            catalog=parts,
-            errors=errors,
-            vector_index={"file": save_vectors(index_dir, index, snapshot), **asdict(info)},
-            counts={"images": table.num_rows, "errors": manifest.counts["errors"] if errors else 0},
-        )
-        commit_snapshot(index_dir, mended, manifest)
-        remove_unreferenced_files(index_dir, mended)
+        errors_count = manifest.counts["errors"] if errors else 0
+        _commit_rebuilt(index_dir, manifest, parts, errors, errors_count, config)
         report.committed = True
         return report
+
+
+@dataclass
+class RebuildReport:
+    index: str
+    images: int
+    parts_before: int
+    parts_after: int
+    vector_index: dict[str, Any]  # kind, params, recall_at_10, ... of the new vector index
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        info = self.vector_index
+        recall = info.get("recall_at_10")
+        tuned = f", recall@10 {recall:.3f}" if recall is not None else ""
+        return (
+            f"rebuilt index {self.index}: {self.images:,} images, catalog parts "
+            f"{self.parts_before} → {self.parts_after}, vector index {info['kind']}{tuned} "
+            f"in {self.seconds:.1f} s"
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def rebuild_index(
+    index_dir: Path,
+    config: VectorIndexConfig | None = None,
+    compact: bool = True,
+    part_rows: int = COMPACT_PART_ROWS,
+) -> RebuildReport:
+    """Build the vector index again from the stored embeddings (say, with a new memory
+    budget) and, with ``compact``, merge small catalog parts into parts of up to
+    ``part_rows`` rows; committed as a new snapshot. Nothing is re-embedded, no id changes."""
+    start = time.perf_counter()
+    open_manifest(index_dir)
+    with index_lock(index_dir):
+        manifest = open_manifest(index_dir)
+        parts = _compacted(index_dir, manifest.catalog, part_rows) if compact else manifest.catalog
+        _commit_rebuilt(
+            index_dir, manifest, parts, manifest.errors, manifest.counts["errors"], config
+        )
+        rebuilt = open_manifest(index_dir)
+    info = {k: v for k, v in rebuilt.vector_index.items() if k != "file"}
+    return RebuildReport(
+        str(index_dir),
+        rebuilt.counts["images"],
+        len(manifest.catalog),
+        len(rebuilt.catalog),
+        info,
+        time.perf_counter() - start,
+    )
+
+
+def _commit_rebuilt(
+    index_dir: Path,
+    manifest: Manifest,
+    parts: list[str],
+    errors: str | None,
+    errors_count: int,
+    config: VectorIndexConfig | None,
+) -> None:
+    """Commit ``parts`` with a vector index built from their embeddings, streamed."""
+    source = catalog_vectors(index_dir, parts, manifest.embedding_dim)
+    index, info = vectors.build_from(source, config)
+    snapshot = manifest.snapshot + 1
+    mended = replace(
+        manifest,
+        snapshot=snapshot,
+        catalog=parts,
+        errors=errors,
+        vector_index={"file": save_vectors(index_dir, index, snapshot), **asdict(info)},
+        counts={"images": info.count, "errors": errors_count},
+    )
+    del index
+    commit_snapshot(index_dir, mended, manifest)
+    remove_unreferenced_files(index_dir, mended)
+
+
+def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
+    """The catalog with runs of small parts (under half of ``part_rows`` rows) merged into
+    new parts of up to ``part_rows`` rows; every other part as it was, order kept."""
+    sizes = [catalog.count_rows(index_dir, [part]) for part in parts]
+    result: list[str] = []
+    batch: list[str] = []  # consecutive small parts to merge, up to part_rows rows in all
+
+    def flush() -> None:
+        if len(batch) == 1:
+            result.append(batch[0])  # nothing to merge it with
+        elif batch:
+            table = pa.concat_tables(pq.ParquetFile(index_dir / p).read() for p in batch)
+            written = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
+            result.append(written.relative_to(index_dir).as_posix())
+        batch.clear()
+
+    rows = 0
+    for part, size in zip(parts, sizes, strict=True):
+        if size >= part_rows // 2 or rows + size > part_rows:
+            flush()
+            rows = 0
+        if size >= part_rows // 2:
+            result.append(part)
+        else:
+            batch.append(part)
+            rows += size
+    flush()
+    return result
+
+
+def _check_part(path: Path, schema: pa.Schema) -> tuple[int, str | None]:
+    """Rows of a catalog part read whole (every page, a batch at a time), or what is wrong."""
+    try:
+        reader = pq.ParquetFile(path)
+        if not set(schema.names) <= set(reader.schema_arrow.names):
+            return 0, "not a catalog part of this index (columns differ)"
+        return sum(batch.num_rows for batch in reader.iter_batches(65_536)), None
+    except FileNotFoundError:
+        return 0, "missing"
+    except Exception as exc:  # pyarrow raises many kinds for damaged bytes
+        return 0, " ".join(str(exc).split())[:200]
 
 
 def _read_whole(path: Path, schema: Any) -> tuple[pa.Table | None, str | None]:

@@ -51,7 +51,8 @@ class Snapshot:
             if not path.is_file():
                 raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
             try:
-                return vectors.load(path)
+                # Mapped, not read: a query of a large index touches a few of its lists.
+                return vectors.load(path, mmap=True)
             except ClipsearchError:
                 name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None

@@ -19,7 +19,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import faiss
@@ -39,6 +39,9 @@ HNSW_M = 32
 # 25) in a small fraction of the time (benchmarks/vector_search.py).
 MIN_POINTS_PER_LIST = 39
 TRAIN_POINTS_PER_LIST = 64
+# Above this many training points (1 GiB of 512-dim vectors; reached at ~2M vectors) each list
+# gets fewer, down to MIN_POINTS_PER_LIST: the sample is held whole while k-means runs.
+MAX_TRAIN_POINTS = 2**19
 KMEANS_ITERATIONS = 10
 TUNE_QUERIES = 500
 # Each id costs its int64 plus a hashtable entry (IndexIDMap2's reverse map or the IVF direct
@@ -135,29 +138,79 @@ def _mib(n_bytes: int) -> str:
 # -- building ----------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class VectorSource:
+    """Vectors to build from, read in chunks, so that a build never holds them all: ``chunks()``
+    starts a new pass over every (ids, vectors) pair, in the same order each time."""
+
+    count: int
+    dim: int
+    chunks: Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]
+
+    @classmethod
+    def of_arrays(cls, ids: np.ndarray, vectors: np.ndarray) -> VectorSource:
+        ids, vectors = _check_pairs(ids, vectors)
+        return cls(len(ids), vectors.shape[1], lambda: iter([(ids, vectors)]))
+
+
 def build(
     ids: np.ndarray, vectors: np.ndarray, config: VectorIndexConfig | None = None
 ) -> tuple[faiss.Index, VectorIndexInfo]:
     """Build, train and tune an index over ``vectors`` (n, d), searchable by ``ids`` (n,)."""
+    return build_from(VectorSource.of_arrays(ids, vectors), config)
+
+
+def build_from(
+    source: VectorSource, config: VectorIndexConfig | None = None
+) -> tuple[faiss.Index, VectorIndexInfo]:
+    """Build, train and tune an index over the vectors of ``source`` in two passes: one
+    gathers the training sample, one adds every chunk (and scores the tuning queries
+    exactly), so memory holds the index, the sample and one chunk, never all vectors."""
     config = config or VectorIndexConfig()
-    ids, vectors = _check_pairs(ids, vectors)
-    n, dim = vectors.shape
+    n, dim = source.count, source.dim
     kind, params = choose_kind(n, dim, config)
     if kind == "flat":
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
-        index.add_with_ids(vectors, ids)
-        return index, VectorIndexInfo(kind, n, dim, params, 1.0, "cpu")
+        for ids, vectors in _checked_chunks(source):
+            index.add_with_ids(vectors, ids)
+        return index, VectorIndexInfo(kind, index.ntotal, dim, params, 1.0, "cpu")
 
     on_gpu = _gpu_wanted(config)
     index = _new_ivf(kind, dim, params)
     start = time.perf_counter()
-    _train(index, vectors, on_gpu)
+    size = max(
+        MIN_POINTS_PER_LIST * index.nlist,
+        min(TRAIN_POINTS_PER_LIST * index.nlist, MAX_TRAIN_POINTS),
+    )
+    sample_ids, sample = _sample(source, min(n, size))
+    _train(index, sample, on_gpu)
     trained = time.perf_counter()
-    index.add_with_ids(vectors, ids)
+    # Tuning queries are database vectors from the sample; their exact neighbours are found
+    # chunk by chunk as the chunks are added.
+    rng = np.random.default_rng(RANDOM_SEED)
+    rows = np.sort(rng.choice(len(sample), min(TUNE_QUERIES, len(sample)), replace=False))
+    queries, query_ids = sample[rows], sample_ids[rows]
+    del sample
+    nearest = _RunningTopK(len(queries), RECALL_K + 1)
+    for ids, vectors in _checked_chunks(source):
+        index.add_with_ids(vectors, ids)
+        if n > RECALL_K:
+            nearest.merge(
+                *faiss.knn(
+                    queries, vectors, min(RECALL_K + 1, len(ids)), metric=faiss.METRIC_INNER_PRODUCT
+                ),
+                ids,
+            )
     added = time.perf_counter()
+    if index.ntotal != n:
+        raise ValueError(f"the source promised {n} vectors and gave {index.ntotal}")
     params["trained_count"] = n
     info = VectorIndexInfo(kind, n, dim, params, None, "gpu" if on_gpu else "cpu")
-    _tune_at_build(index, info, ids, vectors, config.target_recall)
+    if n <= RECALL_K:
+        _set_nprobe(info, info.params["nlist"], None, n)
+    else:
+        truth = _drop_self(nearest.ids, query_ids)
+        _tune(index, info, queries, query_ids, truth, config.target_recall)
     logger.info(
         "built %s over %d vectors: train %.1f s, add %.1f s, tune %.1f s",
         kind,
@@ -167,6 +220,49 @@ def build(
         time.perf_counter() - added,
     )
     return index, info
+
+
+def _checked_chunks(source: VectorSource) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for ids, vectors in source.chunks():
+        if len(ids):
+            yield _check_pairs(ids, vectors, source.dim)
+
+
+def _sample(source: VectorSource, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``size`` of the source's vectors, drawn uniformly (positions chosen up front)."""
+    rng = np.random.default_rng(RANDOM_SEED)
+    n = source.count
+    wanted = np.arange(n) if size >= n else np.sort(rng.choice(n, size, replace=False))
+    sample = np.empty((len(wanted), source.dim), np.float32)
+    sample_ids = np.empty(len(wanted), np.int64)
+    start = taken = 0
+    for ids, vectors in _checked_chunks(source):
+        end = start + len(ids)
+        hi = np.searchsorted(wanted, end)
+        rows = wanted[taken:hi] - start
+        sample[taken:hi], sample_ids[taken:hi] = vectors[rows], ids[rows]
+        taken, start = hi, end
+        if taken == len(wanted):
+            break
+    if taken != len(wanted):
+        raise ValueError(f"the source promised {n} vectors and gave {start}")
+    return sample_ids, sample
+
+
+class _RunningTopK:
+    """The best k (score, id) per query over chunks searched one after another."""
+
+    def __init__(self, n_queries: int, k: int) -> None:
+        self.k = k
+        self.scores = np.full((n_queries, 0), -np.inf, np.float32)
+        self.ids = np.full((n_queries, 0), -1, np.int64)
+
+    def merge(self, scores: np.ndarray, positions: np.ndarray, chunk_ids: np.ndarray) -> None:
+        scores = np.concatenate([self.scores, scores], axis=1)
+        ids = np.concatenate([self.ids, chunk_ids[positions]], axis=1)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, : self.k]
+        self.scores = np.take_along_axis(scores, order, axis=1)
+        self.ids = np.take_along_axis(ids, order, axis=1)
 
 
 def _check_pairs(
@@ -218,11 +314,7 @@ def _new_ivf(kind: str, dim: int, params: dict) -> faiss.IndexIVF:
     return index
 
 
-def _train(index: faiss.IndexIVF, vectors: np.ndarray, on_gpu: bool) -> None:
-    n = len(vectors)
-    size = min(n, TRAIN_POINTS_PER_LIST * index.nlist)
-    rng = np.random.default_rng(RANDOM_SEED)
-    sample = vectors if size == n else vectors[np.sort(rng.choice(n, size, replace=False))]
+def _train(index: faiss.IndexIVF, sample: np.ndarray, on_gpu: bool) -> None:
     gpu_flat = None
     if on_gpu:
         # k-means is nearly all of the build time; its assignments run on a GPU flat index
@@ -238,25 +330,6 @@ def _train(index: faiss.IndexIVF, vectors: np.ndarray, on_gpu: bool) -> None:
 
 
 # -- tuning ------------------------------------------------------------------------------
-
-
-def _tune_at_build(
-    index: faiss.IndexIVF,
-    info: VectorIndexInfo,
-    ids: np.ndarray,
-    vectors: np.ndarray,
-    target: float,
-) -> None:
-    n = len(ids)
-    if n <= RECALL_K:
-        _set_nprobe(info, info.params["nlist"], None, n)
-        return
-    rng = np.random.default_rng(RANDOM_SEED)
-    rows = np.sort(rng.choice(n, min(TUNE_QUERIES, n), replace=False))
-    queries = vectors[rows]
-    _, positions = faiss.knn(queries, vectors, RECALL_K + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    truth = _drop_self(ids[positions], ids[rows])
-    _tune(index, info, queries, ids[rows], truth, target)
 
 
 def _tune(
@@ -326,14 +399,14 @@ def update(
     remove_ids: np.ndarray,
     add_ids: np.ndarray,
     add_vectors: np.ndarray,
-    all_ids_and_vectors: Callable[[], tuple[np.ndarray, np.ndarray]],
+    everything: VectorSource,
     config: VectorIndexConfig | None = None,
 ) -> tuple[faiss.Index, VectorIndexInfo]:
     """Apply removals and additions in place, or rebuild when the index no longer fits them.
 
     An id in ``add_ids`` replaces any vector already stored under it. The index is changed
-    in place; when a rebuild is needed, ``all_ids_and_vectors()`` supplies every vector and
-    a new index is returned (discard the old one).
+    in place; when a rebuild is needed, it is built from ``everything`` (every vector after
+    the update) and a new index is returned (discard the old one).
     """
     config = config or VectorIndexConfig()
     add_ids, add_vectors = _check_pairs(add_ids, add_vectors, info.dim)
@@ -343,7 +416,7 @@ def update(
     new_count = index.ntotal + len(add_ids)
     if not _fits_update(info, new_count, removed + len(add_ids), config):
         logger.info("rebuilding the vector index for %d vectors", new_count)
-        return build(*all_ids_and_vectors(), config)
+        return build_from(everything, config)
     if len(add_ids):
         index.add_with_ids(add_vectors, add_ids)
     info = dataclasses.replace(info, count=index.ntotal, params=dict(info.params))
@@ -411,13 +484,18 @@ def save(index: faiss.Index, path: str | os.PathLike) -> None:
         raise ClipsearchError(f"cannot write the vector index {path}: {e}") from e
 
 
-def load(path: str | os.PathLike) -> faiss.Index:
-    """Read an index written by ``save``."""
+def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
+    """Read an index written by ``save``; ``mmap`` maps its vectors instead of reading them
+    into memory (read-only: for searching), so a process that searches a large index stays
+    small and starts at once."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ClipsearchError(f"no vector index at {path}; build the index first")
     try:
-        return faiss.read_index(path)
+        # IO_FLAG_MMAP_IFC maps the vectors of flat indexes and the inverted lists of IVF
+        # ones alike (a 100k x 512 index: 7 MiB resident instead of 201); such an index
+        # cannot be changed, so writers read it whole.
+        return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     except RuntimeError as e:
         raise ClipsearchError(
             f"cannot read the vector index {path} (damaged, or from a newer faiss?); rebuild it"

@@ -136,3 +136,58 @@ def test_a_full_disk_leaves_the_snapshot_before(built, tmp_path, monkeypatch, du
     assert summary.images == 13
     assert summary.resumed == (1 if during == "catalog" else 0)  # staged rows are kept
     assert not list(index_dir.rglob("*.tmp"))  # the failed commit's file is gone
+
+
+def _catalog_rows(index_dir: Path) -> dict[int, tuple[str, bytes]]:
+    manifest = read_manifest(index_dir)
+    table = catalog.read_tables(index_dir, manifest.catalog, ["id", "path", "embedding"], None)
+    return {
+        i: (p, e.tobytes())
+        for i, p, e in zip(
+            table.column("id").to_pylist(),
+            table.column("path").to_pylist(),
+            catalog.embeddings_of(table),
+            strict=True,
+        )
+    }
+
+
+def test_rebuild_compacts_the_catalog_and_builds_the_kind_asked_for(built, tmp_path):
+    """Two incremental runs left two parts; a rebuild merges them, keeps every id and
+    embedding, and builds the vector index for the new settings, as a new snapshot."""
+    index_dir = _copy(built[1], tmp_path)
+    rows, before = _catalog_rows(index_dir), read_manifest(index_dir)
+    hits = json.loads(_query(index_dir).stdout)
+    result = run_cli("rebuild", "--index", str(index_dir), "--flat-threshold", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert (report["parts_before"], report["parts_after"], report["images"]) == (2, 1, 12)
+    after = read_manifest(index_dir)
+    assert after.snapshot == before.snapshot + 1
+    assert after.vector_index["kind"] == report["vector_index"]["kind"] == "ivf-flat"
+    assert set(after.retired) >= set(before.catalog) | {before.vector_index["file"]}
+    assert _catalog_rows(index_dir) == rows  # same ids, paths and embeddings
+    again = json.loads(_query(index_dir).stdout)
+    assert [h["id"] for h in again] == [h["id"] for h in hits]  # 12 images: nprobe finds all
+    # --no-compact keeps the parts; back to exact search under the default settings.
+    result = run_cli("rebuild", "--index", str(index_dir), "--no-compact")
+    assert result.returncode == 0, result.stderr
+    assert "catalog parts 1 → 1, vector index flat" in result.stdout
+    assert read_manifest(index_dir).catalog == after.catalog
+
+
+def test_compaction_merges_only_runs_of_small_parts(built, tmp_path):
+    from clipsearch.repair import _compacted
+
+    index_dir = _copy(built[1], tmp_path)
+    parts = read_manifest(index_dir).catalog  # 8 rows, 4 rows
+    merged = _compacted(index_dir, parts, part_rows=20)  # both under 10: one part of 12 rows
+    assert len(merged) == 1 and merged[0] not in parts
+    assert catalog.count_rows(index_dir, merged) == 12
+    assert _compacted(index_dir, parts, part_rows=16) == parts  # 8 is not under half of 16
+    assert _compacted(index_dir, parts[1:], part_rows=20) == parts[1:]  # nothing to merge with
+
+
+def test_rebuild_refuses_no_index_in_one_line(tmp_path):
+    _one_line_error(run_cli("rebuild", "--index", str(tmp_path / "nope")), "no index at")
+    assert not (tmp_path / "nope").exists()

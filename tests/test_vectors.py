@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import subprocess
+import sys
 
 import faiss
 import numpy as np
@@ -264,20 +266,69 @@ def test_compressed_kinds_build_and_search(data, queries, code_bytes, kind):
 # -- save and load -----------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("mmap", [False, True])
 @pytest.mark.parametrize("which", ["flat", "ivf"])
-def test_save_load_round_trip(which, request, queries, tmp_path):
-    _, _, index, info = request.getfixturevalue(which)
+def test_save_load_round_trip(which, mmap, request, queries, tmp_path):
+    ids, _, index, info = request.getfixturevalue(which)
     path = tmp_path / "index.faiss"
     vectors.save(index, path)
     assert sorted(os.listdir(tmp_path)) == ["index.faiss"]
     vectors.save(index, str(path))  # over an existing file
-    loaded = vectors.load(path)
+    loaded = vectors.load(path, mmap=mmap)
     assert sorted(os.listdir(tmp_path)) == ["index.faiss"]
-    for allowed in [None, np.unique(vectors.search(index, info, queries, 50)[1])]:
+    subset = np.unique(vectors.search(index, info, queries, 50)[1])
+    for allowed in [None, subset, ids[::2]]:
         before = vectors.search(index, info, queries, 10, allowed)
         after = vectors.search(loaded, info, queries, 10, allowed)
         np.testing.assert_array_equal(before[1], after[1])
         np.testing.assert_array_equal(before[0], after[0])
+
+
+def test_mapped_index_stays_out_of_memory(tmp_path):
+    """A searcher maps the vectors instead of reading them: resident memory grows by a
+    fraction of the file (what a query process of a large index relies on)."""
+    ids, vecs = np.arange(60_000, dtype=np.int64), clustered(60_000, seed=3)  # 60k x DIM
+    path = tmp_path / "index.faiss"
+    for config in [VectorIndexConfig(), IVF]:
+        vectors.save(vectors.build(ids, vecs, config)[0], path)
+        code = (
+            "import sys, faiss\n"
+            "from clipsearch import vectors\n"
+            "def rss():\n"
+            "    status = open('/proc/self/status').read()\n"
+            "    return int(status.split('VmRSS:')[1].split()[0]) * 1024\n"
+            "before = rss()\n"
+            "index = vectors.load(sys.argv[1], mmap=sys.argv[2] == '1')\n"
+            "print(rss() - before)\n"
+        )
+        grew = {
+            mmap: int(subprocess.check_output([sys.executable, "-c", code, str(path), mmap]))
+            for mmap in "01"
+        }
+        size = path.stat().st_size
+        # What stays resident when mapped: the id map and the IVF quantizer.
+        assert grew["0"] > 0.8 * size and grew["1"] < 0.4 * size, (grew, size)
+
+
+def test_build_from_chunks_equals_build_from_arrays(data, queries):
+    """The streaming build (two passes over chunks) makes the same index as one array."""
+    ids, vecs = data
+    passes = []
+
+    def chunks():
+        passes.append(1)
+        return ((ids[i : i + 700], vecs[i : i + 700]) for i in range(0, len(ids), 700))
+
+    streamed, info = vectors.build_from(vectors.VectorSource(len(ids), DIM, chunks), IVF)
+    whole, whole_info = vectors.build(ids, vecs, IVF)
+    assert len(passes) == 2 and info == whole_info
+    for allowed in [None, ids[::3]]:
+        np.testing.assert_array_equal(
+            vectors.search(streamed, info, queries, 10, allowed)[1],
+            vectors.search(whole, whole_info, queries, 10, allowed)[1],
+        )
+    with pytest.raises(ValueError, match="promised"):
+        vectors.build_from(vectors.VectorSource(len(ids) + 5, DIM, chunks), IVF)
 
 
 def test_load_reports_missing_and_damaged_files(tmp_path):
@@ -293,8 +344,11 @@ def test_load_reports_missing_and_damaged_files(tmp_path):
 # -- update ------------------------------------------------------------------------------
 
 
-def never():
+def _never():
     raise AssertionError("an incremental update must not read every vector")
+
+
+NEVER = vectors.VectorSource(0, DIM, _never)
 
 
 @pytest.mark.parametrize("config", [VectorIndexConfig(), IVF])
@@ -311,7 +365,7 @@ def test_update_removes_and_adds_in_place(data, config, queries):
         remove_ids=np.concatenate([gone, [123456789]]),  # an unknown id is ignored
         add_ids=new_ids,
         add_vectors=new_vecs,
-        all_ids_and_vectors=never,
+        everything=NEVER,
         config=config,
     )
     assert info.kind == old_info.kind and info.count == index.ntotal == 4000 - 300 + 100
@@ -336,7 +390,7 @@ def test_update_keeps_the_tuning_when_retuning_is_not_cheap(data, monkeypatch):
         remove_ids=ids[:10],
         add_ids=ids[4000:4100],
         add_vectors=vecs[4000:4100],
-        all_ids_and_vectors=never,
+        everything=NEVER,
         config=IVF,
     )
     assert new_info.count == 4090
@@ -354,7 +408,7 @@ def test_update_with_removals_only_and_bad_additions(flat):
             remove_ids=ids[:1],
             add_ids=ids[:1],
             add_vectors=np.ones((1, DIM + 1), np.float32),
-            all_ids_and_vectors=never,
+            everything=NEVER,
         )
     index, info = vectors.update(
         index,
@@ -362,7 +416,7 @@ def test_update_with_removals_only_and_bad_additions(flat):
         remove_ids=ids[:5],
         add_ids=np.empty(0, np.int64),
         add_vectors=np.empty(0, np.float32),
-        all_ids_and_vectors=never,
+        everything=NEVER,
     )
     assert info.count == index.ntotal == len(ids) - 5
 
@@ -377,7 +431,7 @@ def test_update_replaces_the_vector_of_an_added_id(flat):
         remove_ids=np.empty(0, np.int64),
         add_ids=ids[:1],
         add_vectors=moved,
-        all_ids_and_vectors=never,
+        everything=NEVER,
     )
     assert info.count == len(ids)
     scores, found = vectors.search(index, info, moved, 1)
@@ -390,9 +444,9 @@ def test_update_crossing_the_threshold_rebuilds_as_ivf(data):
     assert info.kind == "flat"
     calls = []
 
-    def everything():
+    def chunks():
         calls.append(1)
-        return ids[:1500], vecs[:1500]
+        return iter([(ids[:700], vecs[:700]), (ids[700:1500], vecs[700:1500])])
 
     index, info = vectors.update(
         index,
@@ -400,10 +454,10 @@ def test_update_crossing_the_threshold_rebuilds_as_ivf(data):
         remove_ids=np.empty(0, np.int64),
         add_ids=ids[900:1500],
         add_vectors=vecs[900:1500],
-        all_ids_and_vectors=everything,
+        everything=vectors.VectorSource(1500, DIM, chunks),
         config=IVF,
     )
-    assert calls == [1]
+    assert calls == [1, 1]  # two passes: the training sample, then the vectors
     assert info.kind == "ivf-flat" and info.count == index.ntotal == 1500
     assert info.params["trained_count"] == 1500
 
@@ -418,7 +472,7 @@ def test_large_ivf_changes_rebuild(ivf):
         remove_ids=np.empty(0, np.int64),
         add_ids=ids[2000:4500],
         add_vectors=vecs[2000:4500],
-        all_ids_and_vectors=lambda: (ids[:4500], vecs[:4500]),
+        everything=vectors.VectorSource.of_arrays(ids[:4500], vecs[:4500]),
         config=IVF,
     )
     assert info.params["trained_count"] == 4500 == info.count

@@ -16,6 +16,7 @@ from clipsearch.cli import (
     index,
     info,
     query,
+    rebuild,
     repair,
     serve,
     texts,
@@ -40,6 +41,7 @@ app.command("train")(train.train)
 app.command("eval")(train.evaluate)
 app.command("export")(export.export)
 app.command("repair")(repair.repair)
+app.command("rebuild")(rebuild.rebuild)
 app.add_typer(texts.texts_app, name="texts")
 app.add_typer(datasets.datasets_app, name="datasets")
 app.command("info")(info.info)
