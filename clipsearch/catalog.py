@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipsearch.storage import publish
@@ -22,6 +23,9 @@ ERRORS_DIR = "errors"
 # Columns that say where a file is and whether it changed: all a no-op re-index reads.
 FILE_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash"]
 _ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
+# Rows per Parquet row group: a lookup by id reads one group of the columns it wants (8,192
+# paths: well under a millisecond), found by the id range in the footer.
+ROW_GROUP_ROWS = 8192
 
 
 def catalog_schema(dim: int, dtype: str) -> pa.Schema:
@@ -114,7 +118,7 @@ def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
     tmp = directory / f".{path.name}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     publish(tmp, path)
     return path
 
@@ -146,3 +150,55 @@ def _damaged_part(path: Path, exc: Exception) -> Exception:
 
     detail = " ".join(str(exc).split())
     return damaged(path.parent.parent, f"catalog part {path.name}: {detail}")
+
+
+class RowLookup:
+    """Catalog rows by id without scanning the catalog: the id range of every row group,
+    read once from the parts' footers, says which groups hold the ids; only those are read.
+    (DuckDB reads the id column of every part for ``id IN (...)``: ~10 ms per million rows.)
+    """
+
+    def __init__(self, index_dir: Path, relative_paths: Sequence[str]) -> None:
+        self.index_dir = index_dir
+        self._files: dict[str, pq.ParquetFile] = {}
+        groups: list[tuple[int, int, str, int]] = []
+        for part in relative_paths:
+            path = index_dir / part
+            try:
+                file = pq.ParquetFile(path)
+            except FileNotFoundError:
+                raise
+            except (pa.ArrowException, OSError) as exc:
+                raise _damaged_part(path, exc) from None
+            self._files[part] = file
+            column = file.schema_arrow.get_field_index("id")
+            for group in range(file.metadata.num_row_groups):
+                stats = file.metadata.row_group(group).column(column).statistics
+                known = stats is not None and stats.has_min_max
+                low, high = (stats.min, stats.max) if known else (-(2**63), 2**63 - 1)
+                groups.append((low, high, part, group))
+        self._low = np.array([g[0] for g in groups], np.int64)
+        self._high = np.array([g[1] for g in groups], np.int64)
+        self._where = [(g[2], g[3]) for g in groups]
+
+    @property
+    def schema(self) -> pa.Schema | None:
+        first = next(iter(self._files.values()), None)
+        return first.schema_arrow if first is not None else None
+
+    def rows(self, ids: Sequence[int], columns: Sequence[str]) -> pa.Table:
+        """The rows of ``ids`` (those that exist), with ``id`` and ``columns``."""
+        wanted = np.unique(np.asarray(ids, np.int64))
+        hit = (self._low[:, None] <= wanted[None, :]) & (wanted[None, :] <= self._high[:, None])
+        names = ["id", *[c for c in columns if c != "id"]]
+        tables = []
+        for position in np.flatnonzero(hit.any(axis=1)):
+            part, group = self._where[position]
+            try:
+                table = self._files[part].read_row_group(group, columns=names)
+            except (pa.ArrowException, OSError) as exc:
+                raise _damaged_part(self.index_dir / part, exc) from None
+            tables.append(table.filter(pc.is_in(table.column("id"), pa.array(wanted))))
+        if not tables:
+            return pa.table({name: pa.array([], self.schema.field(name).type) for name in names})
+        return pa.concat_tables(tables)

@@ -19,7 +19,10 @@ from clipsearch.manifest import Manifest, read_manifest
 if TYPE_CHECKING:
     import duckdb
 
+    from clipsearch.catalog import RowLookup
+
 T = TypeVar("T")
+_KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matching rows)
 TAGS_NAME = "tags.parquet"  # zero-shot labels written by `clipsearch classify --write-tags`
 _RETRIES = 3
 
@@ -50,9 +53,12 @@ class Snapshot:
             path = self.index_dir / self.manifest.vector_index["file"]
             if not path.is_file():
                 raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
+            # IVF indexes are mapped, not read: a query touches a few of their lists. Flat ones
+            # (100k vectors at most by default) are read: their mapped vectors sit unaligned
+            # in the file, which makes numpy's product over them 50x slower.
+            mapped = self.manifest.vector_index.get("kind") != "flat"
             try:
-                # Mapped, not read: a query of a large index touches a few of its lists.
-                return vectors.load(path, mmap=True)
+                return vectors.load(path, mmap=mapped)
             except ClipsearchError:
                 name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
@@ -129,6 +135,9 @@ class Snapshot:
         if not len(ids):
             return {}
         wanted = ["id", *[c for c in columns if c != "id"]]
+        if self._in_parts(wanted):
+            table = self._read(lambda: self._lookup.rows(ids, wanted))
+            return {row["id"]: row for row in _naive_utc(table).to_pylist()}
         self._check_columns(wanted)
 
         def read() -> list[Any]:
@@ -138,17 +147,42 @@ class Snapshot:
 
         return {row[0]: dict(zip(wanted, row, strict=True)) for row in self._read(read)}
 
+    @cached_property
+    def _lookup(self) -> RowLookup:
+        from clipsearch.catalog import RowLookup
+
+        return RowLookup(self.index_dir, self.manifest.catalog)
+
+    def _in_parts(self, names: Sequence[str]) -> bool:
+        """Whether the catalog parts hold every column in ``names`` (not zero-shot tags)."""
+        schema = self._read(lambda: self._lookup.schema)
+        return schema is not None and all(name in schema.names for name in names)
+
     def matching_ids(self, where: str) -> np.ndarray:
-        """Ids of the rows that satisfy a DuckDB SQL predicate over the catalog's columns."""
+        """Ids of the rows that satisfy a DuckDB SQL predicate over the catalog's columns.
+
+        A snapshot never changes, so the answer is kept for the next query with the same
+        filter (a page of results, "more like this" within a folder): at 10M rows the scan
+        takes a tenth of a second, the search after it a few milliseconds."""
         import duckdb
 
+        if where in self._matching:
+            return self._matching[where]
         query = f"SELECT id FROM catalog WHERE {where}"
         try:
             result = self._read(lambda: self._sql(query, numpy=True))
         except duckdb.Error as exc:  # a file's damage is not the predicate's fault: raised above
             message = " ".join(str(exc).split())
             raise ClipsearchError(f"invalid --where {where!r}: {message}") from None
-        return np.asarray(result["id"], dtype=np.int64)
+        ids = np.asarray(result["id"], dtype=np.int64)
+        if len(self._matching) >= _KEPT_FILTERS:
+            self._matching.pop(next(iter(self._matching)))  # the oldest
+        self._matching[where] = ids
+        return ids
+
+    @cached_property
+    def _matching(self) -> dict[str, np.ndarray]:
+        return {}
 
     def id_of_file(self, path: str, size: int, mtime_ns: int) -> int | None:
         """The id of an indexed, unchanged file, or None."""
@@ -202,7 +236,7 @@ class Snapshot:
                     gone = f"a file its manifest names is gone: {detail}"
                     raise damaged(self.index_dir, gone) from None
                 self.manifest = open_manifest(self.index_dir)
-                for cached in ("db", "_types", "vector_info"):  # all of the old snapshot
+                for cached in ("db", "_types", "vector_info", "_lookup", "_matching"):
                     self.__dict__.pop(cached, None)
         raise AssertionError("unreachable")
 
@@ -212,6 +246,17 @@ def damaged(index_dir: Path, detail: str) -> ClipsearchError:
         f"index {index_dir} is damaged ({detail}); `clipsearch repair --index {index_dir}` "
         "keeps what is intact and rebuilds the vector index without re-embedding"
     )
+
+
+def _naive_utc(table: Any) -> Any:
+    """Zoned timestamps as naive UTC, as the DuckDB path returns them."""
+    import pyarrow as pa
+
+    for i, field in enumerate(table.schema):
+        if pa.types.is_timestamp(field.type) and field.type.tz is not None:
+            naive = table.column(i).cast(pa.timestamp(field.type.unit))
+            table = table.set_column(i, pa.field(field.name, naive.type), naive)
+    return table
 
 
 def _quote(text: str) -> str:

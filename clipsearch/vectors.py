@@ -59,6 +59,9 @@ BITMAP_IDS_PER_ALLOWED = 32
 # many multiply-adds (about a second on two cores).
 RETUNE_BUDGET = 10_000_000_000
 MIN_RETUNE_QUERIES = 100
+# Tuning stops when two doublings of nprobe (four times the scan) gain less recall@10 than
+# this: SQ8 and PQ codes cap recall (10M x 512 SQ8: 0.925 at nprobe 16, 0.93 at 64).
+PLATEAU_GAIN = 0.01
 
 
 @dataclass(frozen=True)
@@ -163,9 +166,10 @@ def build(
 def build_from(
     source: VectorSource, config: VectorIndexConfig | None = None
 ) -> tuple[faiss.Index, VectorIndexInfo]:
-    """Build, train and tune an index over the vectors of ``source`` in two passes: one
-    gathers the training sample, one adds every chunk (and scores the tuning queries
-    exactly), so memory holds the index, the sample and one chunk, never all vectors."""
+    """Build, train and tune an index over the vectors of ``source`` in passes over its
+    chunks: one gathers the training sample, one assigns every vector to its list (so each
+    list is allocated once, at its size), one adds them (and scores the tuning queries
+    exactly). Memory holds the index, the sample and one chunk, never all vectors."""
     config = config or VectorIndexConfig()
     n, dim = source.count, source.dim
     kind, params = choose_kind(n, dim, config)
@@ -191,9 +195,15 @@ def build_from(
     rows = np.sort(rng.choice(len(sample), min(TUNE_QUERIES, len(sample)), replace=False))
     queries, query_ids = sample[rows], sample_ids[rows]
     del sample
+    assignments = _assign_and_reserve(index, source)
     nearest = _RunningTopK(len(queries), RECALL_K + 1)
+    row = 0
     for ids, vectors in _checked_chunks(source):
-        index.add_with_ids(vectors, ids)
+        lists = assignments[row : row + len(ids)]
+        index.add_core(
+            len(ids), faiss.swig_ptr(vectors), faiss.swig_ptr(ids), faiss.swig_ptr(lists)
+        )
+        row += len(ids)
         if n > RECALL_K:
             nearest.merge(
                 *faiss.knn(
@@ -220,6 +230,27 @@ def build_from(
         time.perf_counter() - added,
     )
     return index, info
+
+
+def _assign_and_reserve(index: faiss.IndexIVF, source: VectorSource) -> np.ndarray:
+    """The inverted list of every vector, in source order; each list is then reserved at its
+    final size. Lists grown one add at a time double their capacity, so they hold up to
+    twice their codes: 10M x 512 in SQ8 peaked at 7.1 GB for an index of 5.2."""
+    assignments = np.empty(source.count, np.int64)
+    row = 0
+    for _, vectors in _checked_chunks(source):
+        if row + len(vectors) > source.count:
+            raise ValueError(f"the source promised {source.count} vectors and gave more")
+        assignments[row : row + len(vectors)] = index.quantizer.assign(vectors, 1).ravel()
+        row += len(vectors)
+    if row != source.count:
+        raise ValueError(f"the source promised {source.count} vectors and gave {row}")
+    invlists = index.invlists
+    for list_no, size in enumerate(np.bincount(assignments, minlength=index.nlist).tolist()):
+        if size:
+            invlists.resize(list_no, size)  # allocates exactly ...
+            invlists.resize(list_no, 0)  # ... and keeps the capacity
+    return assignments
 
 
 def _checked_chunks(source: VectorSource) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -353,7 +384,11 @@ def _tune(
         tried.append((nprobe, recall))
         if recall >= target:
             break
-    else:
+        if len(tried) >= 3 and recall - tried[-3][1] < PLATEAU_GAIN:
+            # The codes cap recall below the target, and every further step scans twice as
+            # many lists (at 10M vectors the ladder up to nlist took minutes).
+            break
+    if tried[-1][1] < target:
         # Unreachable target (PQ, say): take the cheapest nprobe within a hair of the best.
         best = max(r for _, r in tried)
         tried = [next(t for t in tried if t[1] >= best - 0.005)]
@@ -586,12 +621,19 @@ def _search_all(
             for i in range(0, len(queries), step)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+    _parallel_for(index, len(queries))
     scores, ids = index.search(queries, k, params=_ivf_params(info.params["nprobe"]))
     # The probed lists can hold fewer than k vectors; those queries get every list.
     short = ids[:, -1] < 0
     if short.any():
         scores[short], ids[short] = _exhaustive(index, info, queries[short], k, None)
     return _trim(scores, ids)
+
+
+def _parallel_for(index: faiss.IndexIVF, n_queries: int) -> None:
+    """Spread a few queries' probed lists over the threads, many queries over the threads:
+    one query at 10M vectors, 128 probes, 2 cores: 3.9 → 2.2 ms."""
+    index.parallel_mode = 1 if n_queries < faiss.omp_get_max_threads() else 0
 
 
 def _search_selected(
@@ -608,6 +650,7 @@ def _search_selected(
     if nprobe >= nlist:
         return _trim(*_exhaustive(index, info, queries, k, allowed))
     sel = _selector(allowed)
+    _parallel_for(index, len(queries))
     scores, ids = index.search(queries, k, params=_ivf_params(nprobe, sel))
     short = ids[:, -1] < 0
     if short.any():

@@ -284,34 +284,34 @@ def test_save_load_round_trip(which, mmap, request, queries, tmp_path):
         np.testing.assert_array_equal(before[0], after[0])
 
 
-def test_mapped_index_stays_out_of_memory(tmp_path):
-    """A searcher maps the vectors instead of reading them: resident memory grows by a
-    fraction of the file (what a query process of a large index relies on)."""
+def test_mapped_ivf_index_stays_out_of_memory(tmp_path):
+    """A searcher maps an IVF index instead of reading it: resident memory grows by a
+    fraction of the file (what a query process of a large index relies on). Readers map
+    IVF indexes only; flat ones they read (see Snapshot.vectors)."""
     ids, vecs = np.arange(60_000, dtype=np.int64), clustered(60_000, seed=3)  # 60k x DIM
     path = tmp_path / "index.faiss"
-    for config in [VectorIndexConfig(), IVF]:
-        vectors.save(vectors.build(ids, vecs, config)[0], path)
-        code = (
-            "import sys, faiss\n"
-            "from clipsearch import vectors\n"
-            "def rss():\n"
-            "    status = open('/proc/self/status').read()\n"
-            "    return int(status.split('VmRSS:')[1].split()[0]) * 1024\n"
-            "before = rss()\n"
-            "index = vectors.load(sys.argv[1], mmap=sys.argv[2] == '1')\n"
-            "print(rss() - before)\n"
-        )
-        grew = {
-            mmap: int(subprocess.check_output([sys.executable, "-c", code, str(path), mmap]))
-            for mmap in "01"
-        }
-        size = path.stat().st_size
-        # What stays resident when mapped: the id map and the IVF quantizer.
-        assert grew["0"] > 0.8 * size and grew["1"] < 0.4 * size, (grew, size)
+    vectors.save(vectors.build(ids, vecs, IVF)[0], path)
+    code = (
+        "import sys, faiss\n"
+        "from clipsearch import vectors\n"
+        "def rss():\n"
+        "    status = open('/proc/self/status').read()\n"
+        "    return int(status.split('VmRSS:')[1].split()[0]) * 1024\n"
+        "before = rss()\n"
+        "index = vectors.load(sys.argv[1], mmap=sys.argv[2] == '1')\n"
+        "print(rss() - before)\n"
+    )
+    grew = {
+        mmap: int(subprocess.check_output([sys.executable, "-c", code, str(path), mmap]))
+        for mmap in "01"
+    }
+    size = path.stat().st_size
+    # What stays resident when mapped: the id map and the IVF quantizer.
+    assert grew["0"] > 0.8 * size and grew["1"] < 0.4 * size, (grew, size)
 
 
 def test_build_from_chunks_equals_build_from_arrays(data, queries):
-    """The streaming build (two passes over chunks) makes the same index as one array."""
+    """The streaming build (passes over chunks) makes the same index as one array."""
     ids, vecs = data
     passes = []
 
@@ -321,7 +321,7 @@ def test_build_from_chunks_equals_build_from_arrays(data, queries):
 
     streamed, info = vectors.build_from(vectors.VectorSource(len(ids), DIM, chunks), IVF)
     whole, whole_info = vectors.build(ids, vecs, IVF)
-    assert len(passes) == 2 and info == whole_info
+    assert len(passes) == 3 and info == whole_info  # sample, assign to lists, add
     for allowed in [None, ids[::3]]:
         np.testing.assert_array_equal(
             vectors.search(streamed, info, queries, 10, allowed)[1],
@@ -457,7 +457,7 @@ def test_update_crossing_the_threshold_rebuilds_as_ivf(data):
         everything=vectors.VectorSource(1500, DIM, chunks),
         config=IVF,
     )
-    assert calls == [1, 1]  # two passes: the training sample, then the vectors
+    assert calls == [1, 1, 1]  # passes: the training sample, list sizes, the vectors
     assert info.kind == "ivf-flat" and info.count == index.ntotal == 1500
     assert info.params["trained_count"] == 1500
 
