@@ -34,11 +34,10 @@ import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_index import catalog_part
+from synthetic_index import catalog_part, commit_first_snapshot
 
 from clipsearch import catalog
-from clipsearch.manifest import Manifest, read_manifest
-from clipsearch.storage import commit_snapshot
+from clipsearch.manifest import read_manifest
 
 TOPICS, SUBTOPICS = 1024, 64
 CHUNK = 100_000
@@ -90,16 +89,7 @@ def write_catalog(index_dir: Path, n: int, dim: int) -> None:
         if done % (10 * CHUNK) == 0 or done == n:
             rate = done / (time.perf_counter() - start)
             print(f"catalog: {done:,}/{n:,} rows ({rate:,.0f}/s)", file=sys.stderr, flush=True)
-    manifest = Manifest(
-        model=identity,
-        embedding_dim=dim,
-        embedding_dtype="float16",
-        snapshot=1,
-        next_id=n,
-        counts={"images": n, "errors": 0},
-        catalog=parts,
-    )
-    commit_snapshot(index_dir, manifest, None)
+    commit_first_snapshot(index_dir, identity, parts, n)  # no vector index yet
 
 
 def _identity(dim: int) -> dict:

@@ -53,6 +53,23 @@ def catalog_part(ids: np.ndarray, embeddings: np.ndarray, schema: pa.Schema) -> 
     return pa.table(columns, schema=schema)
 
 
+def commit_first_snapshot(
+    index_dir: Path, identity: dict, parts: list[str], n: int, vector_index: dict | None = None
+) -> None:
+    """The manifest of a new synthetic index of ``n`` float16 rows in ``parts``."""
+    manifest = Manifest(
+        model=identity,
+        embedding_dim=int(identity["dim"]),
+        embedding_dtype="float16",
+        snapshot=1,
+        next_id=n,
+        counts={"images": n, "errors": 0},
+        catalog=parts,
+        vector_index=vector_index or {},
+    )
+    commit_snapshot(index_dir, manifest, None)
+
+
 def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tiny") -> None:
     """Write a committed index of ``n`` synthetic rows (skipped when one is already there)."""
     existing = read_manifest(index_dir) if (index_dir / "manifest.json").exists() else None
@@ -78,16 +95,7 @@ def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tin
     vector_file = index_dir / "vectors" / "index-000001.faiss"
     vector_file.parent.mkdir(parents=True, exist_ok=True)
     vectors.save(index, vector_file)
-    manifest = Manifest(
-        model=identity,
-        embedding_dim=dim,
-        embedding_dtype="float16",
-        snapshot=1,
-        next_id=n,
-        counts={"images": n, "errors": 0},
-        catalog=parts,
-        vector_index={"file": vector_file.relative_to(index_dir).as_posix(), **asdict(info)},
-    )
-    commit_snapshot(index_dir, manifest, None)
+    vector_index = {"file": vector_file.relative_to(index_dir).as_posix(), **asdict(info)}
+    commit_first_snapshot(index_dir, identity, parts, n, vector_index)
     took = time.perf_counter() - start
     print(f"built a {n:,}-image {info.kind} index in {took:.1f} s", file=sys.stderr)

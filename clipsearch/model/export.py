@@ -122,17 +122,32 @@ def _save_for_onnx_runtime(single: Path, path: Path) -> None:
     single.unlink()
 
 
-def add_int8(directory: Path) -> None:
-    """Add the int8 graphs (weights dynamically quantized; the image tower only, see
-    ``onnx_format.graph_name``) beside the fp32 ones: built in a copy of the directory (hard
-    links) that then replaces it, as an export does."""
+def _quantize(source: Path, out: Path, op_types: list[str], what: str) -> None:
+    """``quantize_dynamic`` of the ``op_types`` weights of a graph to int8 (onnx needed)."""
     try:
         from onnx import TensorProto
         from onnxruntime.quantization import QuantType, quantize_dynamic
     except ImportError:
         raise ClipsearchError(
-            "making int8 graphs needs the onnx package: pip install onnx (or clipsearch[torch])"
+            f"{what} needs the onnx package: pip install onnx (or clipsearch[torch])"
         ) from None
+    with warnings.catch_warnings(), quiet_root_logger():
+        warnings.simplefilter("ignore")
+        quantize_dynamic(
+            source,
+            out,
+            op_types_to_quantize=op_types,
+            weight_type=QuantType.QInt8,
+            # The fp32 graph is already optimized for ONNX Runtime, and shape inference
+            # cannot type the outputs of its fused operators.
+            extra_options={"DefaultTensorType": TensorProto.FLOAT},
+        )
+
+
+def add_int8(directory: Path) -> None:
+    """Add the int8 graphs (weights dynamically quantized; the image tower only, see
+    ``onnx_format.graph_name``) beside the fp32 ones: built in a copy of the directory (hard
+    links) that then replaces it, as an export does."""
     cfg = onnx_format.read_config(directory)
     work = _work_dir(directory)
     try:
@@ -140,19 +155,14 @@ def add_int8(directory: Path) -> None:
             if onnx_format.graph_name(tower, "int8") == onnx_format.graph_name(tower, "fp32"):
                 continue  # this tower runs in fp32 at int8 precision
             single = work / f".{tower}.int8.single.onnx"
-            with warnings.catch_warnings(), quiet_root_logger():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(
-                    directory / onnx_format.graph_name(tower, "fp32"),
-                    single,
-                    # Matrix products only: int8 convolutions (ConvInteger) ran a ConvNet
-                    # tower 7x slower than fp32 here (benchmarks/RESULTS.md).
-                    op_types_to_quantize=["MatMul", "Gemm"],
-                    weight_type=QuantType.QInt8,
-                    # The fp32 graph is already optimized for ONNX Runtime, and shape
-                    # inference cannot type the outputs of its fused operators.
-                    extra_options={"DefaultTensorType": TensorProto.FLOAT},
-                )
+            # Matrix products only: int8 convolutions (ConvInteger) ran a ConvNet tower 7x
+            # slower than fp32 here (benchmarks/RESULTS.md).
+            _quantize(
+                directory / onnx_format.graph_name(tower, "fp32"),
+                single,
+                ["MatMul", "Gemm"],
+                "making int8 graphs",
+            )
             _save_for_onnx_runtime(single, work / onnx_format.graph_name(tower, "int8"))
         # Linked only now: onnx refuses to read weights files with more than one link.
         for path in directory.iterdir():
@@ -171,26 +181,12 @@ def shrink_for_bundling(directory: Path) -> None:
     tower stays as it is, so image embeddings are bit for bit the export's."""
     from dataclasses import replace
 
-    try:
-        from onnx import TensorProto
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-    except ImportError:
-        raise ClipsearchError(
-            "shrinking a model needs the onnx package: pip install onnx"
-        ) from None
     cfg = onnx_format.read_config(directory)
     work = _work_dir(directory)
     try:
         single = work / ".text.single.onnx"
-        with warnings.catch_warnings(), quiet_root_logger():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(
-                directory / "text.onnx",
-                single,
-                op_types_to_quantize=["Gather"],  # the token table, and nothing else
-                weight_type=QuantType.QInt8,
-                extra_options={"DefaultTensorType": TensorProto.FLOAT},
-            )
+        # The token table, and nothing else.
+        _quantize(directory / "text.onnx", single, ["Gather"], "shrinking a model")
         _save_for_onnx_runtime(single, work / "text.onnx")
         tokenizer = replace(cfg.tokenizer, file=f"{cfg.tokenizer.file}.gz")
         with (
