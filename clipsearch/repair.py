@@ -75,14 +75,14 @@ def repair_index(
         report = RepairReport(str(index_dir), 0, len(manifest.catalog))
         parts = []
         for part in manifest.catalog:
-            rows, problem = _check_part(index_dir / part, schema)
+            rows, problem = _check_parquet(index_dir / part, schema)
             if problem:
                 report.damaged.append(f"{part}: {problem}")
             else:
                 parts.append(part)
                 report.images += rows
         errors = manifest.errors
-        problem = _read_whole(index_dir / errors, None)[1] if errors else None
+        problem = _check_parquet(index_dir / errors, None)[1] if errors else None
         if problem:
             report.damaged.append(f"{errors}: {problem}")
             errors = None
@@ -134,10 +134,9 @@ def rebuild_index(
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
         parts = _compacted(index_dir, manifest.catalog, part_rows) if compact else manifest.catalog
-        _commit_rebuilt(
+        rebuilt = _commit_rebuilt(
             index_dir, manifest, parts, manifest.errors, manifest.counts["errors"], config
         )
-        rebuilt = open_manifest(index_dir)
     info = {k: v for k, v in rebuilt.vector_index.items() if k != "file"}
     return RebuildReport(
         str(index_dir),
@@ -156,8 +155,9 @@ def _commit_rebuilt(
     errors: str | None,
     errors_count: int,
     config: VectorIndexConfig | None,
-) -> None:
-    """Commit ``parts`` with a vector index built from their embeddings, streamed."""
+) -> Manifest:
+    """Commit ``parts`` with a vector index built from their embeddings, streamed; the
+    manifest committed."""
     source = catalog_vectors(index_dir, parts, manifest.embedding_dim)
     index, info = vectors.build_from(source, config)
     snapshot = manifest.snapshot + 1
@@ -172,6 +172,7 @@ def _commit_rebuilt(
     del index
     commit_snapshot(index_dir, mended, manifest)
     remove_unreferenced_files(index_dir, mended)
+    return mended
 
 
 def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
@@ -204,30 +205,18 @@ def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
     return result
 
 
-def _check_part(path: Path, schema: pa.Schema) -> tuple[int, str | None]:
-    """Rows of a catalog part read whole (every page, a batch at a time), or what is wrong."""
+def _check_parquet(path: Path, schema: pa.Schema | None) -> tuple[int, str | None]:
+    """The rows of a Parquet file read whole (every page, a batch at a time, so a large part
+    is never held), or what is wrong with it; ``schema``: columns it must have."""
     try:
         reader = pq.ParquetFile(path)
-        if not set(schema.names) <= set(reader.schema_arrow.names):
+        if schema is not None and not set(schema.names) <= set(reader.schema_arrow.names):
             return 0, "not a catalog part of this index (columns differ)"
         return sum(batch.num_rows for batch in reader.iter_batches(65_536)), None
     except FileNotFoundError:
         return 0, "missing"
     except Exception as exc:  # pyarrow raises many kinds for damaged bytes
         return 0, " ".join(str(exc).split())[:200]
-
-
-def _read_whole(path: Path, schema: Any) -> tuple[pa.Table | None, str | None]:
-    """A Parquet file read whole (every page), or what is wrong with it."""
-    try:
-        table = pq.ParquetFile(path).read()
-    except FileNotFoundError:
-        return None, "missing"
-    except Exception as exc:  # pyarrow raises many kinds for damaged bytes
-        return None, " ".join(str(exc).split())[:200]
-    if schema is not None and not set(schema.names) <= set(table.schema.names):
-        return None, "not a catalog part of this index (columns differ)"
-    return table, None
 
 
 def _check_vectors(index_dir: Path, manifest: Manifest) -> str | None:
