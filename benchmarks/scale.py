@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_index import catalog_part, commit_first_snapshot
 
-from clipsearch import catalog
+from clipsearch import catalog, vectors
 from clipsearch.manifest import read_manifest
 
 TOPICS, SUBTOPICS = 1024, 64
@@ -140,18 +140,11 @@ def build(index_dir: Path, max_memory: str | None) -> tuple[float, float]:
 def exact_top_k(index_dir: Path, queries: np.ndarray) -> np.ndarray:
     """Exact top K ids of each query over the stored vectors, merged chunk by chunk."""
     manifest = read_manifest(index_dir)
-    best_scores = np.full((len(queries), 0), -np.inf, np.float32)
-    best_ids = np.full((len(queries), 0), -1, np.int64)
+    nearest = vectors.RunningTopK(len(queries), K)
     for ids, stored in catalog.iter_embeddings(index_dir, manifest.catalog):
-        scores, rows = faiss.knn(
-            queries, stored, min(K, len(ids)), metric=faiss.METRIC_INNER_PRODUCT
-        )
-        scores = np.concatenate([best_scores, scores], axis=1)
-        found = np.concatenate([best_ids, ids[rows]], axis=1)
-        order = np.argsort(-scores, axis=1, kind="stable")[:, :K]
-        best_scores = np.take_along_axis(scores, order, axis=1)
-        best_ids = np.take_along_axis(found, order, axis=1)
-    return best_ids
+        k = min(K, len(ids))
+        nearest.merge(*faiss.knn(queries, stored, k, metric=faiss.METRIC_INNER_PRODUCT), ids)
+    return nearest.ids
 
 
 QUERY_PROCESS = """

@@ -7,7 +7,7 @@ may also hold, for a grace period, parts a commit replaced: see ``Manifest.retir
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,10 @@ _ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 # Rows per Parquet row group: a lookup by id reads one group of the columns it wants (8,192
 # paths: well under a millisecond), found by the id range in the footer.
 ROW_GROUP_ROWS = 8192
+# Rows per catalog part, as a run commits them and `clipsearch rebuild` compacts them: ~100 MB
+# of 512-dim float16 embeddings, few enough files for DuckDB to open quickly, small enough to
+# rewrite when one of their images changes, and the most rows a commit holds at once.
+PART_ROWS = 100_000
 
 
 def catalog_schema(dim: int, dtype: str) -> pa.Schema:
@@ -121,6 +125,34 @@ def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     publish(tmp, path)
     return path
+
+
+def write_parts(
+    index_dir: Path, tables: Iterable[pa.Table], part_rows: int = PART_ROWS
+) -> list[str]:
+    """Write the rows of ``tables``, in order, as new catalog parts of up to ``part_rows``
+    rows; their paths relative to ``index_dir``. Holds one part's rows at a time, so that a
+    commit of ten million staged rows never holds them all."""
+    written: list[str] = []
+    pending: list[pa.Table] = []
+    pending_rows = 0
+
+    def flush(table: pa.Table) -> None:
+        path = write_table(index_dir / CATALOG_DIR, "part", table)
+        written.append(path.relative_to(index_dir).as_posix())
+
+    for table in tables:
+        pending.append(table)
+        pending_rows += table.num_rows
+        while pending_rows >= part_rows:
+            merged = pa.concat_tables(pending)
+            flush(merged.slice(0, part_rows))
+            rest = merged.slice(part_rows)
+            pending, pending_rows = [rest], rest.num_rows
+    if pending_rows:
+        flush(pa.concat_tables(pending))
+    pa.default_memory_pool().release_unused()
+    return written
 
 
 def read_tables(

@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from clipsearch.loader import DecodedFile, FailedFile
 
 VECTORS_DIR = "vectors"
+# What tells a staged row's file from another version of it (as `_file_key` does).
+_FILE_KEY = ("path", "size", "mtime_ns")
 
 
 def default_workers() -> int:
@@ -54,6 +56,7 @@ class IndexOptions:
     workers: int = field(default_factory=default_workers)
     max_pixels: int = DEFAULT_MAX_PIXELS
     part_rows: int = 512  # embedded rows per staged part: the most a kill -9 can lose
+    catalog_part_rows: int = catalog.PART_ROWS  # the most rows a commit holds at once
     embedding_dtype: str = "float16"
     device: str = "auto"
     cache_dir: str | None = None
@@ -184,7 +187,7 @@ class _Run:
             summary.images = self.manifest.counts["images"]
             return summary
         try:
-            manifest = self._commit(changes, self._wanted_rows(staging.read()), errors)
+            manifest = self._commit(changes, staging, errors)
         except (OSError, ClipsearchError) as exc:  # a full disk, most likely
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             before = self.manifest.snapshot if self.manifest else 0
@@ -226,10 +229,10 @@ class _Run:
         """Files still to embed (with the id each gets), and how many an earlier run staged."""
         wanted = [(entry, row_id) for entry, row_id in changes.changed]
         next_id = self.manifest.next_id if self.manifest else 0
-        leftovers = staging.leftovers()
+        leftovers = staging.leftovers(["id", *_FILE_KEY])
         done: dict[tuple[str, int, int], int] = {}
         if leftovers is not None:
-            for row in leftovers.select(["id", "path", "size", "mtime_ns"]).to_pylist():
+            for row in leftovers.to_pylist():
                 done[row["path"], row["size"], row["mtime_ns"]] = row["id"]
                 next_id = max(next_id, row["id"] + 1)
         for entry in changes.new:
@@ -276,19 +279,18 @@ class _Run:
             staging.write(self._table(rows, embeddings))
         return failures
 
-    def _commit(
-        self, changes: Changes, staged: pa.Table | None, errors: list[dict[str, Any]]
-    ) -> Manifest:
+    def _commit(self, changes: Changes, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
         schema = self._schema()
         parts, moved_rows = self._rewrite_parts(changes, schema)
-        added = [t for t in (moved_rows, staged) if t is not None and t.num_rows]
-        if added:
-            table = pa.concat_tables(added).cast(schema)
-            parts.append(
-                self._relative(catalog.write_table(self._dir(catalog.CATALOG_DIR), "part", table))
-            )
+        if moved_rows is not None and moved_rows.num_rows:
+            parts += catalog.write_parts(self.index_dir, [moved_rows.cast(schema)])
+        # Staged rows go into the catalog part by part, never all at once (ten million rows of
+        # 512-dim float16 embeddings are 10 GB).
+        staged = (self._wanted_rows(table).cast(schema) for table in staging.tables())
+        added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
+        parts += added
         manifest = self._next_manifest(parts)
-        vector_file, info = self._update_vectors(changes, staged, parts, manifest.snapshot)
+        vector_file, info = self._update_vectors(changes, added, parts, manifest.snapshot)
         manifest.vector_index = {"file": vector_file, **asdict(info)}
         manifest.counts = {"images": info.count, "errors": len(errors)}
         if errors:
@@ -330,13 +332,9 @@ class _Run:
             f"'{self.spec}': omit --model, or choose another --index"
         )
 
-    def _wanted_rows(self, staged: pa.Table | None) -> pa.Table | None:
+    def _wanted_rows(self, staged: pa.Table) -> pa.Table:
         """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
-        if staged is None:
-            return None
-        keys = zip(
-            *(staged.column(c).to_pylist() for c in ("path", "size", "mtime_ns")), strict=True
-        )
+        keys = zip(*(staged.column(c).to_pylist() for c in _FILE_KEY), strict=True)
         return staged.filter(pa.array([key in self.wanted for key in keys], pa.bool_()))
 
     def _schema(self) -> pa.Schema:
@@ -424,12 +422,10 @@ class _Run:
         )
 
     def _update_vectors(
-        self, changes: Changes, staged: pa.Table | None, parts: list[str], snapshot: int
+        self, changes: Changes, added: list[str], parts: list[str], snapshot: int
     ) -> tuple[str, VectorIndexInfo]:
-        schema = self._schema()
-        everything = catalog_vectors(
-            self.index_dir, parts, schema.field("embedding").type.list_size
-        )
+        dim = self._schema().field("embedding").type.list_size
+        everything = catalog_vectors(self.index_dir, parts, dim)
         old_file = (self.manifest.vector_index.get("file") if self.manifest else None) or None
         if old_file is None:
             index, info = vectors.build_from(everything, self.options.vectors)
@@ -437,13 +433,11 @@ class _Run:
             old_info = VectorIndexInfo(
                 **{k: v for k, v in self.manifest.vector_index.items() if k != "file"}
             )
-            staged = staged if staged is not None else schema.empty_table()
             index, info = vectors.update(
                 vectors.load(self.index_dir / old_file),
                 old_info,
                 remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
-                add_ids=staged.column("id").to_numpy(),
-                add_vectors=catalog.embeddings_of(staged),
+                added=catalog_vectors(self.index_dir, added, dim),
                 everything=everything,
                 config=self.options.vectors,
             )

@@ -35,10 +35,6 @@ from clipsearch.snapshot import open_manifest
 from clipsearch.storage import commit_snapshot
 from clipsearch.vectors import VectorIndexConfig
 
-# Parts of a compacted catalog: ~100 MB of 512-dim float16 embeddings each, few enough files
-# for DuckDB to open quickly, small enough to rewrite when one of their images changes.
-COMPACT_PART_ROWS = 100_000
-
 
 @dataclass
 class RepairReport:
@@ -124,7 +120,7 @@ def rebuild_index(
     index_dir: Path,
     config: VectorIndexConfig | None = None,
     compact: bool = True,
-    part_rows: int = COMPACT_PART_ROWS,
+    part_rows: int = catalog.PART_ROWS,
 ) -> RebuildReport:
     """Build the vector index again from the stored embeddings (say, with a new memory
     budget) and, with ``compact``, merge small catalog parts into parts of up to
@@ -186,9 +182,8 @@ def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
         if len(batch) == 1:
             result.append(batch[0])  # nothing to merge it with
         elif batch:
-            table = pa.concat_tables(pq.ParquetFile(index_dir / p).read() for p in batch)
-            written = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
-            result.append(written.relative_to(index_dir).as_posix())
+            tables = (pq.ParquetFile(index_dir / p).read() for p in batch)
+            result.extend(catalog.write_parts(index_dir, tables, part_rows))
         batch.clear()
 
     rows = 0

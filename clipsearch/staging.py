@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,26 +32,27 @@ class Staging:
         self.state = {"base_snapshot": base_snapshot, "model": model}
         self.wrote_state = False
 
-    def leftovers(self) -> pa.Table | None:
-        """Rows staged by an earlier, interrupted run for this snapshot and model, if any."""
+    def leftovers(self, columns: list[str]) -> pa.Table | None:
+        """``columns`` of the rows staged by an earlier, interrupted run for this snapshot and
+        model, if any."""
         try:
             earlier = json.loads((self.directory / _STATE_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             earlier = None
         if earlier != self.state:
-            stale = self.read() if earlier is not None else None
-            if stale is not None:
+            stale = self.count() if earlier is not None else 0
+            if stale:
                 # Never mix embeddings of two models, or rows planned against another snapshot.
                 same_model = earlier.get("model") == self.state["model"]
                 why = "an index state that has changed since" if same_model else "another model"
                 print(
-                    f"note: discarding {stale.num_rows:,} rows an interrupted run embedded with "
-                    f"{why}",
+                    f"note: discarding {stale:,} rows an interrupted run embedded with {why}",
                     file=sys.stderr,
                 )
             self.clear()
             return None
-        return self.read()
+        parts = self._parts()
+        return pa.concat_tables(pq.read_table(p, columns=columns) for p in parts) if parts else None
 
     def write(self, table: pa.Table) -> None:
         """Stage rows; under torchrun every rank writes its own parts into the same folder."""
@@ -68,12 +70,16 @@ class Staging:
                 "index is unchanged, and the rows saved so far are kept for the next run"
             ) from None
 
-    def read(self) -> pa.Table | None:
-        """Every staged row, whichever process staged it."""
-        parts = sorted(self.directory.glob("part-*.parquet"))
-        if not parts:
-            return None
-        return pa.concat_tables(pq.read_table(p) for p in parts)
+    def tables(self) -> Iterator[pa.Table]:
+        """The staged rows, one staged part at a time, whichever process staged it."""
+        for part in self._parts():
+            yield pq.read_table(part)
+
+    def count(self) -> int:
+        return sum(pq.ParquetFile(p).metadata.num_rows for p in self._parts())
+
+    def _parts(self) -> list[Path]:
+        return sorted(self.directory.glob("part-*.parquet"))
 
     def clear(self) -> None:
         shutil.rmtree(self.directory, ignore_errors=True)

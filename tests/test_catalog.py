@@ -109,3 +109,13 @@ def test_snapshot_rows_are_the_same_through_the_lookup_and_duckdb(tmp_path):
     assert fast == {row[0]: dict(zip(["id", *columns], row, strict=True)) for row in slow}
     assert fast[2]["indexed_at"] == datetime(2026, 12, 5, 11, 0)  # naive UTC, as DuckDB's
     assert pa.types.is_timestamp(pa.scalar(fast[2]["indexed_at"]).type)
+
+
+def test_write_parts_splits_and_joins_tables_in_order(tmp_path):
+    source = [_part(tmp_path / "source", ids) for ids in (range(7), range(7, 7), range(7, 28))]
+    tables = [catalog.read_tables(tmp_path / "source", [p], None, None) for p in source]
+    written = catalog.write_parts(tmp_path, tables, part_rows=10)
+    assert [catalog.count_rows(tmp_path, [p]) for p in written] == [10, 10, 8]
+    ids = catalog.read_tables(tmp_path, written, ["id"], None).column("id").to_pylist()
+    assert ids == list(range(28))
+    assert catalog.write_parts(tmp_path, [tables[1]]) == []  # no rows, no part

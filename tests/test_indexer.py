@@ -273,6 +273,29 @@ def test_a_resume_with_another_model_discards_the_staged_rows(photos, tmp_path, 
     assert {len(r["embedding"]) for r in _catalog(index_dir)} == {256}  # not the 128 of tiny
 
 
+def test_a_commit_streams_staged_rows_into_bounded_parts(tmp_path):
+    root = tmp_path / "photos"
+    for i in range(23):
+        _photo(root / f"{i:02d}.png", 100 + i)
+    index_dir = tmp_path / "index"
+    update_index([root], index_dir, TINY, _options(part_rows=4, catalog_part_rows=10))
+    manifest = read_manifest(index_dir)
+    sizes = [pq.read_metadata(index_dir / part).num_rows for part in manifest.catalog]
+    assert sizes == [10, 10, 3]
+    rows = _catalog(index_dir)
+    assert [r["path"] for r in rows] == sorted(str(p) for p in root.iterdir())
+    assert sorted(r["id"] for r in rows) == list(range(23))
+    # The vector index holds each row under its id, and a later run adds in place.
+    _photo(root / "new.png", 999)
+    update_index([root], index_dir, TINY, _options(part_rows=4, catalog_part_rows=10))
+    rows = _catalog(index_dir)
+    index = vectors.load(index_dir / read_manifest(index_dir).vector_index["file"])
+    info = read_manifest(index_dir).vector_index
+    embeddings = np.array([r["embedding"] for r in rows], np.float32)
+    found = index.search(embeddings, 1)[1][:, 0]
+    assert found.tolist() == [r["id"] for r in rows] and info["count"] == 24
+
+
 def test_one_writer_at_a_time(tmp_path):
     index_dir = tmp_path / "index"
     pid = rf"\(pid {os.getpid()}\)"

@@ -363,8 +363,7 @@ def test_update_removes_and_adds_in_place(data, config, queries):
         index,
         info,
         remove_ids=np.concatenate([gone, [123456789]]),  # an unknown id is ignored
-        add_ids=new_ids,
-        add_vectors=new_vecs,
+        added=vectors.VectorSource.of_arrays(new_ids, new_vecs),
         everything=NEVER,
         config=config,
     )
@@ -388,8 +387,7 @@ def test_update_keeps_the_tuning_when_retuning_is_not_cheap(data, monkeypatch):
         index,
         info,
         remove_ids=ids[:10],
-        add_ids=ids[4000:4100],
-        add_vectors=vecs[4000:4100],
+        added=vectors.VectorSource.of_arrays(ids[4000:4100], vecs[4000:4100]),
         everything=NEVER,
         config=IVF,
     )
@@ -406,19 +404,40 @@ def test_update_with_removals_only_and_bad_additions(flat):
             index,
             info,
             remove_ids=ids[:1],
-            add_ids=ids[:1],
-            add_vectors=np.ones((1, DIM + 1), np.float32),
+            added=vectors.VectorSource.of_arrays(ids[:1], np.ones((1, DIM + 1), np.float32)),
             everything=NEVER,
         )
     index, info = vectors.update(
         index,
         info,
         remove_ids=ids[:5],
-        add_ids=np.empty(0, np.int64),
-        add_vectors=np.empty(0, np.float32),
+        added=vectors.VectorSource.of_arrays(np.empty(0, np.int64), np.empty((0, DIM), np.float32)),
         everything=NEVER,
     )
     assert info.count == index.ntotal == len(ids) - 5
+
+
+def test_update_reads_the_added_vectors_in_chunks(ivf):
+    ids, vecs, _, _ = ivf
+    index, info = vectors.build(ids[:2000], vecs[:2000], IVF)
+    passes = []
+
+    def chunks():
+        passes.append(1)
+        return iter([(ids[2000:2100], vecs[2000:2100]), (ids[2100:2300], vecs[2100:2300])])
+
+    index, info = vectors.update(
+        index,
+        info,
+        remove_ids=ids[:50],
+        added=vectors.VectorSource(300, DIM, chunks),
+        everything=NEVER,
+        config=IVF,
+    )
+    assert passes == [1, 1]  # their ids first (an added id replaces a stored one), then them
+    assert info.count == index.ntotal == 2000 - 50 + 300
+    _, found = vectors.search(index, info, vecs[2000:2300], 1)
+    np.testing.assert_array_equal(found[:, 0], ids[2000:2300])
 
 
 def test_update_replaces_the_vector_of_an_added_id(flat):
@@ -429,8 +448,7 @@ def test_update_replaces_the_vector_of_an_added_id(flat):
         index,
         info,
         remove_ids=np.empty(0, np.int64),
-        add_ids=ids[:1],
-        add_vectors=moved,
+        added=vectors.VectorSource.of_arrays(ids[:1], moved),
         everything=NEVER,
     )
     assert info.count == len(ids)
@@ -452,8 +470,7 @@ def test_update_crossing_the_threshold_rebuilds_as_ivf(data):
         index,
         info,
         remove_ids=np.empty(0, np.int64),
-        add_ids=ids[900:1500],
-        add_vectors=vecs[900:1500],
+        added=vectors.VectorSource.of_arrays(ids[900:1500], vecs[900:1500]),
         everything=vectors.VectorSource(1500, DIM, chunks),
         config=IVF,
     )
@@ -470,8 +487,7 @@ def test_large_ivf_changes_rebuild(ivf):
         index,
         info,
         remove_ids=np.empty(0, np.int64),
-        add_ids=ids[2000:4500],
-        add_vectors=vecs[2000:4500],
+        added=vectors.VectorSource.of_arrays(ids[2000:4500], vecs[2000:4500]),
         everything=vectors.VectorSource.of_arrays(ids[:4500], vecs[:4500]),
         config=IVF,
     )
