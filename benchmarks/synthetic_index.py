@@ -47,6 +47,7 @@ def catalog_part(ids: np.ndarray, embeddings: np.ndarray, schema: pa.Schema) -> 
         "format": pa.array(["JPEG"] * n),
         "taken_at": pa.array(taken.astype("M8[us]"), pa.timestamp("us")),
         "indexed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+        "fingerprint": pa.nulls(n, schema.field("fingerprint").type),
     }
     values = pa.array(embeddings.reshape(-1).astype(np.float16), pa.float16())
     columns["embedding"] = pa.FixedSizeListArray.from_arrays(values, embeddings.shape[1])

@@ -16,12 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipsearch.fingerprint import SIZE as FINGERPRINT_BYTES
 from clipsearch.storage import publish
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
 # Columns that say where a file is and whether it changed: all a no-op re-index reads.
 FILE_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash"]
+# Columns that parts written by earlier versions lack: read as nulls.
+ADDED_LATER = {"fingerprint": pa.binary(FINGERPRINT_BYTES)}
 _ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 # Rows per Parquet row group: a lookup by id reads one group of the columns it wants (8,192
 # paths: well under a millisecond), found by the id range in the footer.
@@ -45,6 +48,8 @@ def catalog_schema(dim: int, dtype: str) -> pa.Schema:
             pa.field("format", pa.string()),
             pa.field("taken_at", pa.timestamp("us")),
             pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
+            # 8x8 grey levels (clipsearch.fingerprint); null in parts written before it existed
+            pa.field("fingerprint", ADDED_LATER["fingerprint"]),
             pa.field("embedding", pa.list_(_ARROW_DTYPES[dtype], dim)),
         ]
     )
@@ -68,7 +73,9 @@ def rows_to_table(
     dim = schema.field("embedding").type.list_size
     value_type = schema.field("embedding").type.value_type
     flat = pa.array(embeddings.reshape(-1).astype(value_type.to_pandas_dtype()), type=value_type)
-    columns = {name: [row[name] for row in rows] for name in schema.names if name != "embedding"}
+    columns = {
+        name: [row.get(name) for row in rows] for name in schema.names if name != "embedding"
+    }
     table = pa.table(columns, schema=schema.remove(schema.get_field_index("embedding")))
     return table.append_column(
         schema.field("embedding"), pa.FixedSizeListArray.from_arrays(flat, dim)
@@ -164,13 +171,33 @@ def read_tables(
         return empty.empty_table()
     # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose import
     # (~30 ms) is a tenth of a warm `clipsearch classify`.
-    tables = [_read_part(index_dir / p, columns) for p in relative_paths]
+    wanted = None if schema is None else _subset(schema, columns)
+    tables = [_read_part(index_dir / p, columns, wanted) for p in relative_paths]
     return pa.concat_tables(tables)
 
 
-def _read_part(path: Path, columns: Sequence[str] | None) -> pa.Table:
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table`` in ``schema``: a column that parts written before it existed lack (the
+    fingerprint) is added as nulls, and the columns are put in order and cast."""
+    for field in schema:
+        if field.name not in table.column_names:
+            if field.name not in ADDED_LATER:
+                raise ValueError(f"catalog rows lack the column {field.name!r}")
+            table = table.append_column(field, pa.nulls(len(table), field.type))
+    return table.select(schema.names).cast(schema)
+
+
+def _subset(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
+    return schema if columns is None else pa.schema([schema.field(c) for c in columns])
+
+
+def _read_part(path: Path, columns: Sequence[str] | None, schema: pa.Schema | None) -> pa.Table:
     try:
-        return pq.ParquetFile(path).read(columns=columns)
+        file = pq.ParquetFile(path)
+        if columns is not None:
+            columns = [c for c in columns if c in file.schema_arrow.names or c not in ADDED_LATER]
+        table = file.read(columns=columns)
+        return table if schema is None else conform(table, schema)
     except FileNotFoundError:
         raise  # replaced by a commit meanwhile: the reader retries on the newest snapshot
     except (pa.ArrowException, OSError) as exc:
@@ -226,10 +253,16 @@ class RowLookup:
         tables = []
         for position in np.flatnonzero(hit.any(axis=1)):
             part, group = self._where[position]
+            file = self._files[part]
+            present = [n for n in names if n in file.schema_arrow.names or n not in ADDED_LATER]
             try:
-                table = self._files[part].read_row_group(group, columns=names)
+                table = file.read_row_group(group, columns=present)
             except (pa.ArrowException, OSError) as exc:
                 raise _damaged_part(self.index_dir / part, exc) from None
+            for name in names:
+                if name not in present:  # a part written before the column existed
+                    table = table.append_column(name, pa.nulls(len(table), ADDED_LATER[name]))
+            table = table.select(names)
             tables.append(table.filter(pc.is_in(table.column("id"), pa.array(wanted))))
         if not tables:
             return pa.table({name: pa.array([], self.schema.field(name).type) for name in names})

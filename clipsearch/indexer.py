@@ -283,10 +283,10 @@ class _Run:
         schema = self._schema()
         parts, moved_rows = self._rewrite_parts(changes, schema)
         if moved_rows is not None and moved_rows.num_rows:
-            parts += catalog.write_parts(self.index_dir, [moved_rows.cast(schema)])
+            parts += catalog.write_parts(self.index_dir, [moved_rows])
         # Staged rows go into the catalog part by part, never all at once (ten million rows of
         # 512-dim float16 embeddings are 10 GB).
-        staged = (self._wanted_rows(table).cast(schema) for table in staging.tables())
+        staged = (catalog.conform(self._wanted_rows(t), schema) for t in staging.tables())
         added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
         parts += added
         manifest = self._next_manifest(parts)
@@ -389,7 +389,7 @@ class _Run:
             if len(touched) == 0 or not pc.any(pc.is_in(ids, touched)).as_py():
                 kept.append(part)
                 continue
-            table = pq.read_table(self.index_dir / part)
+            table = catalog.conform(pq.read_table(self.index_dir / part), schema)
             hit = pc.is_in(table.column("id"), touched)
             moved.append(
                 table.filter(pc.is_in(table.column("id"), pa.array(list(moved_to), pa.int64())))
@@ -484,6 +484,7 @@ def _catalog_row(decoded: DecodedFile, row_id: int) -> dict[str, Any]:
         "format": info.format,
         "taken_at": info.taken_at,
         "indexed_at": datetime.now(timezone.utc),
+        "fingerprint": decoded.fingerprint,
     }
 
 

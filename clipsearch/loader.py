@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from clipsearch import fingerprint
 from clipsearch.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
 from clipsearch.diff import content_hash
 from clipsearch.scan import FileEntry
@@ -39,6 +40,7 @@ class DecodedFile:
     entry: FileEntry
     content_hash: str
     info: ImageInfo
+    fingerprint: bytes  # clipsearch.fingerprint: 8x8 grey levels of the upright image
 
 
 @dataclass
@@ -75,11 +77,12 @@ class _Decoder:
             digest = content_hash(entry.path, entry.size)
             image, info = load_image(entry.path, min_side=self.min_side, max_pixels=self.max_pixels)
             pixels = np.asarray(self.preprocess(image), dtype=np.float32)
+            picture = fingerprint.of_image(image)
         except DecodeError as exc:
             return None, FailedFile(entry, exc.reason)
         except OSError as exc:
             return None, FailedFile(entry, f"unreadable: {exc.strerror or exc}".lower())
-        return pixels, DecodedFile(entry, digest, info)
+        return pixels, DecodedFile(entry, digest, info, picture)
 
 
 def decoded_batches(

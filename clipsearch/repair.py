@@ -129,7 +129,12 @@ def rebuild_index(
     open_manifest(index_dir)
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
-        parts = _compacted(index_dir, manifest.catalog, part_rows) if compact else manifest.catalog
+        schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
+        parts = (
+            _compacted(index_dir, manifest.catalog, part_rows, schema)
+            if compact
+            else manifest.catalog
+        )
         rebuilt = _commit_rebuilt(
             index_dir, manifest, parts, manifest.errors, manifest.counts["errors"], config
         )
@@ -171,9 +176,10 @@ def _commit_rebuilt(
     return mended
 
 
-def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
+def _compacted(index_dir: Path, parts: list[str], part_rows: int, schema: pa.Schema) -> list[str]:
     """The catalog with runs of small parts (under half of ``part_rows`` rows) merged into
-    new parts of up to ``part_rows`` rows; every other part as it was, order kept."""
+    new parts of up to ``part_rows`` rows (in ``schema``: older parts may lack a column);
+    every other part as it was, order kept."""
     sizes = [catalog.count_rows(index_dir, [part]) for part in parts]
     result: list[str] = []
     batch: list[str] = []  # consecutive small parts to merge, up to part_rows rows in all
@@ -182,7 +188,7 @@ def _compacted(index_dir: Path, parts: list[str], part_rows: int) -> list[str]:
         if len(batch) == 1:
             result.append(batch[0])  # nothing to merge it with
         elif batch:
-            tables = (pq.ParquetFile(index_dir / p).read() for p in batch)
+            tables = (catalog.conform(pq.ParquetFile(index_dir / p).read(), schema) for p in batch)
             result.extend(catalog.write_parts(index_dir, tables, part_rows))
         batch.clear()
 

@@ -9,11 +9,16 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.decode import DecodeError, load_image
 
+if TYPE_CHECKING:
+    from clipsearch.duplicates import DuplicateGroup
+
 THUMBNAIL_PX = 256
+# Every thumbnail is inlined: a page of thousands of groups would weigh hundreds of MB.
+MAX_GROUPS_ON_PAGE = 500
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -106,6 +111,32 @@ def hits_page(title: str, hits: Sequence[dict[str, Any]]) -> str:
         for hit in hits
     ]
     return page(title, [Section("", figures)])
+
+
+def duplicates_page(groups: Sequence[DuplicateGroup], threshold: float) -> str:
+    """HTML for duplicate groups: one row per group, the keeper framed green first."""
+    shown = groups[:MAX_GROUPS_ON_PAGE]
+    sections = []
+    for number, group in enumerate(shown, 1):
+        figures = []
+        for position, image in enumerate(group.images):
+            alike = "identical" if image.identical else f"{image.similarity:.3f}"
+            heading = "keep" if position == 0 else alike
+            details = [image.dimensions, image.format or "?", f"{image.size / 1e6:.2f} MB"]
+            caption = " · ".join([*details, image.path])
+            figures.append(Figure(image.path, heading, caption, True if position == 0 else None))
+        sections.append(Section(f"Group {number}: {len(group.images)} images", figures))
+    more = len(groups) - len(shown)
+    intro = (
+        f"{len(groups):,} group(s) at threshold {threshold:g}"
+        + (f"; the first {len(shown):,} shown (--json or --paths lists all)" if more else "")
+        + ". Nothing was deleted or moved."
+    )
+    return page("clipsearch: duplicates", [Section("", [], intro), *sections])
+
+
+def write_duplicates_page(out: Path, groups: Sequence[DuplicateGroup], threshold: float) -> Path:
+    return write_page(out, duplicates_page(groups, threshold))
 
 
 def write_page(out: Path, text: str) -> Path:

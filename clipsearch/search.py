@@ -14,7 +14,7 @@ was built with.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from clipsearch.classify import Prediction
+    from clipsearch.duplicates import DuplicateGroup
     from clipsearch.model import Model
 
 ImageQuery: TypeAlias = "Image.Image | str | os.PathLike"
@@ -130,8 +131,11 @@ class Index:
         k: int = 10,
         where: str | None = None,
         columns: Sequence[str] = (),
+        min_score: float | None = None,
     ) -> list[Hit]:
-        """The k images closest to the query, best first; only rows matching ``where``."""
+        """The k images closest to the query, best first; only rows matching ``where``,
+        and with ``min_score`` only hits at least that similar (cosine) to the query: fewer
+        than k, or none, when few images are relevant."""
         from clipsearch import vectors
 
         if k < 1:
@@ -139,7 +143,12 @@ class Index:
         vector = self.query_vector(query, image)
         allowed = self.snapshot.matching_ids(where) if where else None
         scores, ids = vectors.search(
-            self.snapshot.vectors, self.snapshot.vector_info, vector[None, :], k, allowed
+            self.snapshot.vectors,
+            self.snapshot.vector_info,
+            vector[None, :],
+            k,
+            allowed,
+            min_score,
         )
         rows = self.snapshot.rows(ids[0].tolist(), ["path", *columns])
         return [
@@ -194,6 +203,26 @@ class Index:
         except OSError as exc:
             raise ClipsearchError(f"cannot read image {path}: {exc.strerror or exc}") from None
         return self.snapshot.id_of_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+    # -- duplicates ------------------------------------------------------------------------
+
+    def duplicates(
+        self,
+        threshold: float | None = None,
+        where: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[DuplicateGroup]:
+        """Groups of images that are the same photo (byte-identical, re-encoded, resized,
+        cropped a little, rotated), each with a suggested keeper; see ``clipsearch.duplicates``.
+        ``threshold``: cosine similarity of embeddings from which two images' fingerprints are
+        compared (default ``duplicates.DEFAULT_THRESHOLD``); ``where``: only images matching
+        this predicate; ``progress(done, total)``: called as images are compared."""
+        from clipsearch import duplicates
+
+        if threshold is None:
+            threshold = duplicates.DEFAULT_THRESHOLD
+        allowed = self.snapshot.matching_ids(where) if where else None
+        return duplicates.find_duplicates(self.snapshot, threshold, allowed, progress)
 
     # -- classification --------------------------------------------------------------------
 

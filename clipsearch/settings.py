@@ -18,6 +18,9 @@ CACHE_ENV = "CLIPSEARCH_CACHE"
 WARM_ENV = "CLIPSEARCH_WARM"
 DEFAULT_WARM_SECONDS = 300
 INDEXES_DIR = "indexes"
+# Cosine similarity of two images' embeddings from which `clipsearch duplicates` compares
+# their fingerprints: calibrated in benchmarks/RESULTS.md ("Duplicates").
+DEFAULT_DUPLICATE_THRESHOLD = 0.90
 DEFAULT_INDEX_NAME = "default"
 
 

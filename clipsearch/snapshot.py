@@ -83,7 +83,8 @@ class Snapshot:
         parts = [str(self.index_dir / p) for p in self.manifest.catalog]
         if parts:
             files = ", ".join(_quote(p) for p in parts)
-            source = f"read_parquet([{files}]) AS parts"
+            # By name: parts written before a column was added (the fingerprint) lack it.
+            source = f"read_parquet([{files}], union_by_name = true) AS parts"
         else:
             source = "(SELECT NULL::BIGINT AS id, NULL::VARCHAR AS path WHERE false)"
         tags = self.index_dir / TAGS_NAME
@@ -192,7 +193,12 @@ class Snapshot:
 
     def embeddings(self, ids: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, float32 embeddings) of the given rows, or of every row."""
-        table = self.table(["id", "embedding"], ids)
+        if ids is None:
+            table = self.table(["id", "embedding"])
+        elif not len(ids):
+            return np.empty(0, np.int64), np.empty((0, self.manifest.embedding_dim), np.float32)
+        else:  # only the row groups holding them, only their rows kept
+            table = self._read(lambda: self._lookup.rows(ids, ["embedding"]))
         return table.column("id").to_numpy(), self.embeddings_of(table)
 
     def embeddings_of(self, table: Any) -> np.ndarray:

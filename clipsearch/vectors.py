@@ -569,12 +569,20 @@ def search(
     queries: np.ndarray,
     k: int,
     allowed_ids: np.ndarray | None = None,
+    min_score: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` (scores, ids) per query, best first, optionally only among ``allowed_ids``.
 
     Returns float32 and int64 arrays of shape (q, k') with k' = min(k, vectors available);
-    there is never -1 padding.
+    there is never -1 padding. With ``min_score`` (one query only) hits scoring less are
+    dropped, so k' may be smaller, or 0.
     """
+    if min_score is not None:
+        scores, ids = search(index, info, queries, k, allowed_ids)
+        if len(scores) != 1:
+            raise ValueError("min_score needs a single query")
+        kept = scores[0] >= min_score
+        return scores[:, kept], ids[:, kept]
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     if queries.ndim == 1:
         queries = queries.reshape(1, -1)

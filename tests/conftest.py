@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -103,8 +104,6 @@ def run_cli_watching_imports(
 def wait_for_server(index_dir: Path, process: subprocess.Popen, timeout: float = 60.0):
     """The ServerInfo a `clipsearch serve` process announced for ``index_dir``, or None if
     it exited or did not announce itself in time."""
-    import time
-
     from clipsearch.server.discovery import read_info
 
     deadline = time.monotonic() + timeout
@@ -114,3 +113,44 @@ def wait_for_server(index_dir: Path, process: subprocess.Popen, timeout: float =
             return info
         time.sleep(0.1)
     return None
+
+
+# -- a live server and a real browser --------------------------------------------------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+START_TIMEOUT = 90.0
+
+
+def serve_command(index_dir: Path) -> list[str]:
+    """`clipsearch serve` for ``index_dir`` on a free port."""
+    serve = [sys.executable, "-m", "clipsearch", "serve", "--index", str(index_dir)]
+    return [*serve, "--port", "0", "--log-level", "warning"]
+
+
+def browser_or_skip():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("Playwright for Python is not installed (pip install playwright)")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
+    return sync_playwright
+
+
+def wait_js(page, script: str, timeout: float = 20.0) -> None:
+    """Poll a JavaScript condition (page.wait_for_function would eval, which the CSP forbids)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if page.evaluate(script):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {script}")

@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
@@ -180,12 +181,18 @@ def test_compaction_merges_only_runs_of_small_parts(built, tmp_path):
     from clipsearch.repair import _compacted
 
     index_dir = _copy(built[1], tmp_path)
-    parts = read_manifest(index_dir).catalog  # 8 rows, 4 rows
-    merged = _compacted(index_dir, parts, part_rows=20)  # both under 10: one part of 12 rows
+    manifest = read_manifest(index_dir)
+    parts = manifest.catalog  # 8 rows, 4 rows
+    schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
+    older = index_dir / parts[1]  # as written before catalogs held fingerprints
+    pq.write_table(pq.read_table(older).drop_columns(["fingerprint"]), older)
+    merged = _compacted(index_dir, parts, 20, schema)  # both under 10: one part of 12 rows
     assert len(merged) == 1 and merged[0] not in parts
     assert catalog.count_rows(index_dir, merged) == 12
-    assert _compacted(index_dir, parts, part_rows=16) == parts  # 8 is not under half of 16
-    assert _compacted(index_dir, parts[1:], part_rows=20) == parts[1:]  # nothing to merge with
+    fingerprints = catalog.read_tables(index_dir, merged, ["fingerprint"], schema).column(0)
+    assert fingerprints.null_count == 4  # the older part's rows, kept
+    assert _compacted(index_dir, parts, 16, schema) == parts  # 8 is not under half of 16
+    assert _compacted(index_dir, parts[1:], 20, schema) == parts[1:]  # nothing to merge with
 
 
 def test_rebuild_refuses_no_index_in_one_line(tmp_path):

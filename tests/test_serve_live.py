@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,32 +21,18 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.server.client import find_server
 from clipsearch.server.discovery import SERVER_FILE, ServerInfo, write_info
 
-from .conftest import MODEL_MODULES, run_cli_watching_imports, wait_for_server
+from .conftest import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    MODEL_MODULES,
+    START_TIMEOUT,
+    browser_or_skip,
+    run_cli_watching_imports,
+    serve_command,
+    wait_for_server,
+    wait_js,
+)
 from .test_serve import COLORS, build, color, write_image
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
-START_TIMEOUT = 90.0
-
-
-def serve_command(index_dir: Path) -> list[str]:
-    """`clipsearch serve`, or the same typer command run directly until it is registered."""
-    from clipsearch.cli.main import app
-
-    if any(c.name == "serve" for c in app.registered_commands):
-        base = [sys.executable, "-m", "clipsearch", "serve"]
-    else:
-        code = "import typer; from clipsearch.cli.serve import serve; typer.run(serve)"
-        base = [sys.executable, "-c", code]
-    return [*base, "--index", str(index_dir), "--port", "0", "--log-level", "warning"]
 
 
 class Live:
@@ -170,26 +155,6 @@ def test_the_live_server_refuses_foreign_host_names(live):
 # -- the page in a real browser ---------------------------------------------------------------
 
 
-def _browser_or_skip():
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("Playwright for Python is not installed (pip install playwright)")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    return sync_playwright
-
-
-def _wait(page, script: str, timeout: float = 20.0) -> None:
-    """Poll a JavaScript condition (page.wait_for_function would eval, which the CSP forbids)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if page.evaluate(script):
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
 THUMBNAILS_LOADED = """() => {
   const images = Array.from(document.querySelectorAll('.card img'));
   return images.length > 0 && images.every(i => i.complete && i.naturalWidth > 0);
@@ -197,7 +162,7 @@ THUMBNAILS_LOADED = """() => {
 
 
 def test_the_page_in_headless_chromium(live, tmp_path):
-    sync_playwright = _browser_or_skip()
+    sync_playwright = browser_or_skip()
     problems: list[str] = []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
@@ -206,38 +171,38 @@ def test_the_page_in_headless_chromium(live, tmp_path):
             page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))
             page.on("pageerror", lambda e: problems.append(str(e)))
             page.goto(f"{live.url}/")
-            _wait(page, "() => document.querySelector('#info').textContent.includes('12 images')")
+            wait_js(page, "() => document.querySelector('#info').textContent.includes('12 images')")
 
             page.fill("#q", "a red photo")
             page.press("#q", "Enter")
-            _wait(page, "() => document.querySelectorAll('.card').length === 12")
-            _wait(page, THUMBNAILS_LOADED)
+            wait_js(page, "() => document.querySelectorAll('.card').length === 12")
+            wait_js(page, THUMBNAILS_LOADED)
             assert "12 results" in page.text_content("#status")
 
             third = page.locator(".card").nth(2)
             like_id = third.get_attribute("data-id")
             third.locator(".like").click()
-            _wait(page, f"() => document.querySelector('.card')?.dataset.id === '{like_id}'")
+            wait_js(page, f"() => document.querySelector('.card')?.dataset.id === '{like_id}'")
             assert page.text_content(".card .score") == "1.000"
             assert page.is_visible("#query-image") and "like=" in page.url
-            _wait(page, THUMBNAILS_LOADED)
+            wait_js(page, THUMBNAILS_LOADED)
             shot = tmp_path / "serve-page.png"
             page.screenshot(path=str(shot), full_page=True)
             print(f"\nscreenshot: {shot}")
 
             page.locator(".card .thumb").first.click()
-            _wait(page, "() => document.querySelector('#viewer').open")
-            _wait(page, "() => document.querySelector('#viewer-img').naturalWidth > 0")
+            wait_js(page, "() => document.querySelector('#viewer').open")
+            wait_js(page, "() => document.querySelector('#viewer-img').naturalWidth > 0")
             page.click("#viewer-close")
 
             upload = live.photos / "green" / "green 1.png"
             page.set_input_files("#file", str(upload))
-            _wait(
+            wait_js(
                 page, "() => document.querySelector('.card .name')?.title.endsWith('green 1.png')"
             )
             page.fill("#where", "width >")
             page.press("#where", "Enter")
-            _wait(page, "() => document.querySelector('#status').classList.contains('error')")
+            wait_js(page, "() => document.querySelector('#status').classList.contains('error')")
             assert "invalid where" in page.text_content("#status")
         finally:
             browser.close()

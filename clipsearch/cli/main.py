@@ -12,6 +12,7 @@ from clipsearch.cli import (
     classify,
     datasets,
     demo,
+    duplicates,
     export,
     index,
     info,
@@ -36,6 +37,7 @@ app.command("demo")(demo.demo)
 app.command("index")(index.index)
 app.command("query")(query.query)
 app.command("classify")(classify.classify)
+app.command("duplicates")(duplicates.duplicates)
 app.command("serve")(serve.serve)
 app.command("train")(train.train)
 app.command("eval")(train.evaluate)

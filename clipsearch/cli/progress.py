@@ -9,8 +9,11 @@ import time
 class PlainProgress:
     """One line every few seconds, for logs and pipes (no control characters)."""
 
-    def __init__(self, label: str, every_seconds: float = 5.0) -> None:
+    def __init__(
+        self, label: str, every_seconds: float = 5.0, what: str = "files to embed"
+    ) -> None:
         self.label = label
+        self.what = what
         self.every = every_seconds
         self.total = self.done = 0
         self.started = self.last = 0.0
@@ -18,7 +21,7 @@ class PlainProgress:
     def start(self, total: int) -> None:
         self.total, self.done = total, 0
         self.started = self.last = time.perf_counter()
-        print(f"{self.label}: {total:,} files to embed", file=sys.stderr, flush=True)
+        print(f"{self.label}: {total:,} {self.what}", file=sys.stderr, flush=True)
 
     def advance(self, count: int) -> None:
         self.done += count
@@ -78,5 +81,6 @@ class RichProgress:
         self.bar.stop()
 
 
-def make_progress(label: str) -> PlainProgress | RichProgress:
-    return RichProgress(label) if sys.stderr.isatty() else PlainProgress(label)
+def make_progress(label: str, what: str = "files to embed") -> PlainProgress | RichProgress:
+    """``what``: the items counted, as the first plain line names them."""
+    return RichProgress(label) if sys.stderr.isatty() else PlainProgress(label, what=what)

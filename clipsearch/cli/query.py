@@ -39,7 +39,18 @@ def query(
             show_default=False,
         ),
     ] = None,
-    k: Annotated[int, typer.Option("-k", "--top-k", help="Number of results.")] = 10,
+    k: Annotated[int, typer.Option("-k", "--top-k", help="Number of results (at most).")] = 10,
+    min_score: Annotated[
+        float | None,
+        typer.Option(
+            "--min-score",
+            min=-1,
+            max=1,
+            help="Drop hits less similar (cosine) to the query than this: fewer than -k, or "
+            "none, when few images are relevant.",
+            show_default=False,
+        ),
+    ] = None,
     where: Annotated[
         str | None,
         typer.Option(
@@ -113,13 +124,20 @@ def query(
     terms = [*(text or []), *(f"-{t}" for t in negative or [])]
     rows = None
     if not local:
-        rows = _via_server(server, index, model, terms, image or [], k, where, wanted)
+        rows = _via_server(server, index, model, terms, image or [], k, where, wanted, min_score)
     searched_here = rows is None
     if rows is None:
         from clipsearch.search import Index
 
         opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
-        hits = opened.search(terms or None, image=image or None, k=k, where=where, columns=wanted)
+        hits = opened.search(
+            terms or None,
+            image=image or None,
+            k=k,
+            where=where,
+            columns=wanted,
+            min_score=min_score,
+        )
         rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
     if html is not None:
         from clipsearch.report import write_hits_page
@@ -142,6 +160,7 @@ def _via_server(
     k: int,
     where: str | None,
     columns: list[str],
+    min_score: float | None,
 ) -> list[dict[str, Any]] | None:
     """Rows from a running server for this index, or None to search locally.
 
@@ -162,7 +181,7 @@ def _via_server(
         if str(parse_spec(model)) != client.health.get("model"):
             return None
     try:
-        return client.search(terms, images, k, where, columns)
+        return client.search(terms, images, k, where, columns, min_score)
     except ServerUnavailable:
         return None
 

@@ -15,6 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from PIL import Image
 
+from clipsearch.duplicates import DuplicateGroup
 from clipsearch.errors import ClipsearchError
 from clipsearch.server import schemas
 from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
@@ -24,9 +25,11 @@ from clipsearch.server.files import version_of
 from clipsearch.server.text_collections import TextCollections
 from clipsearch.server.thumbnails import ThumbnailCache
 from clipsearch.server.uploads import decode_upload
+from clipsearch.settings import DEFAULT_DUPLICATE_THRESHOLD
 
 MAX_IMAGES = 8  # uploaded images in one query
 MAX_WHERE = 2000
+MAX_DUPLICATE_GROUPS = 1000  # per answer: each image is a thumbnail the page loads
 MAX_LABELS = 1000
 
 _errors: dict[int | str, dict[str, Any]] = {
@@ -69,6 +72,10 @@ Where = Annotated[
 ]
 Columns = Annotated[
     str | None, Query(description="Extra catalog columns per hit, comma-separated: width,height.")
+]
+MinScore = Annotated[
+    float | None,
+    Query(ge=-1, le=1, description="Drop hits less similar (cosine) than this; k stays the most."),
 ]
 
 
@@ -114,16 +121,22 @@ def _search(
     k: int,
     where: str | None,
     columns: str | None,
+    min_score: float | None = None,
 ) -> schemas.SearchResponse:
     start = time.perf_counter()
     wanted = _columns(columns)
     images = _images(svc, uploads)
-    loaded, found = svc.engine.search(terms, images, like, k, where or None, wanted)
+    loaded, found = svc.engine.search(terms, images, like, k, where or None, wanted, min_score)
     return schemas.SearchResponse(
         snapshot=loaded.number,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         query=schemas.QueryEcho(
-            q=terms, like=like, images=[u.filename or "" for u in uploads], k=k, where=where
+            q=terms,
+            like=like,
+            images=[u.filename or "" for u in uploads],
+            k=k,
+            where=where,
+            min_score=min_score,
         ),
         hits=[_hit(rank, f, wanted) for rank, f in enumerate(found, 1)],
     )
@@ -140,9 +153,10 @@ def search(
     k: K = 10,
     where: Where = None,
     columns: Columns = None,
+    min_score: MinScore = None,
 ) -> schemas.SearchResponse:
     """Text → image (q), image → image from indexed images (like), or both combined."""
-    return _search(services(request), q or [], [], like or [], k, where, columns)
+    return _search(services(request), q or [], [], like or [], k, where, columns, min_score)
 
 
 @router.post(
@@ -156,9 +170,10 @@ def search_upload(
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     where: Annotated[str | None, Form(max_length=MAX_WHERE)] = None,
     columns: Annotated[str | None, Form()] = None,
+    min_score: Annotated[float | None, Form(ge=-1, le=1)] = None,
 ) -> schemas.SearchResponse:
     """Image → image by upload; with q and/or like the query vectors are combined."""
-    return _search(services(request), q or [], image, like or [], k, where, columns)
+    return _search(services(request), q or [], image, like or [], k, where, columns, min_score)
 
 
 # -- images --------------------------------------------------------------------------------
@@ -289,6 +304,49 @@ def classify_upload(
 ) -> schemas.ClassifyResponse:
     """Zero-shot classify an uploaded image among the given labels."""
     return _classify(services(request), image, None, labels, templates, top)
+
+
+# -- duplicates ------------------------------------------------------------------------------
+
+
+@router.get(
+    "/duplicates", response_model=schemas.DuplicatesResponse, summary="Groups of duplicate images"
+)
+def duplicates(
+    request: Request,
+    threshold: Annotated[
+        float,
+        Query(gt=0, le=1, description="Cosine similarity from which two images are one photo."),
+    ] = DEFAULT_DUPLICATE_THRESHOLD,
+    where: Where = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_DUPLICATE_GROUPS)] = 100,
+) -> schemas.DuplicatesResponse:
+    """Images that are the same photo (byte-identical, re-encoded, resized, slightly cropped,
+    rotated), grouped around a suggested keeper. Nothing is deleted or moved."""
+    start = time.perf_counter()
+    loaded, groups = services(request).engine.duplicates(threshold, where or None)
+    return schemas.DuplicatesResponse(
+        snapshot=loaded.number,
+        took_ms=round((time.perf_counter() - start) * 1000, 3),
+        threshold=threshold,
+        where=where,
+        groups_total=len(groups),
+        groups=[_duplicate_group(g) for g in groups[:limit]],
+    )
+
+
+def _duplicate_group(group: DuplicateGroup) -> schemas.DuplicateGroup:
+    images = []
+    for position, image in enumerate(group.images):
+        thumbnail_url, image_url = _urls(image.id, vars(image))
+        internal = ("mtime_ns", "taken_at", "content_hash")
+        fields = {k: v for k, v in vars(image).items() if k not in internal}
+        images.append(
+            schemas.DuplicateImage(
+                **fields, keeper=position == 0, thumbnail_url=thumbnail_url, image_url=image_url
+            )
+        )
+    return schemas.DuplicateGroup(images=images, reclaimable_bytes=group.reclaimable_bytes)
 
 
 # -- facts --------------------------------------------------------------------------------

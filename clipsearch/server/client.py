@@ -103,6 +103,7 @@ class ServerClient:
         k: int,
         where: str | None,
         columns: Sequence[str],
+        min_score: float | None = None,
     ) -> list[dict[str, Any]]:
         """Hits as ``clipsearch query`` prints them: rank, id, path, score, columns."""
         import urllib.parse
@@ -111,6 +112,8 @@ class ServerClient:
         fields = [("q", t) for t in terms] + [("k", str(k))]
         if where is not None:
             fields.append(("where", where))
+        if min_score is not None:
+            fields.append(("min_score", repr(min_score)))
         if columns:
             fields.append(("columns", ",".join(columns)))
         if images:

@@ -16,7 +16,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -34,11 +34,15 @@ from clipsearch.server.rows import RowStore
 from clipsearch.server.where import check_where
 from clipsearch.snapshot import TAGS_NAME, Snapshot, open_manifest
 
+if TYPE_CHECKING:
+    from clipsearch.duplicates import DuplicateGroup
+
 logger = logging.getLogger("clipsearch.server")
 T = TypeVar("T")
 Stamp = tuple[tuple[int, int, int] | None, ...]
 _RETRIES = 3
 _CLASSIFIERS_KEPT = 16
+_DUPLICATE_ANSWERS_KEPT = 4  # a whole-library search takes minutes at a million images
 _EXACT_KINDS = ("flat", "ivf-flat")  # kinds whose stored vectors are the embeddings as is
 
 
@@ -91,6 +95,7 @@ class Engine:
         self._stamp = self._stamps()
         self._loaded = self._load(self.index.snapshot)
         self._classifiers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+        self._duplicates: OrderedDict[tuple[Any, ...], list[DuplicateGroup]] = OrderedDict()
         self.refreshes = 0
 
     @property
@@ -225,8 +230,10 @@ class Engine:
         k: int = 10,
         where: str | None = None,
         columns: Sequence[str] = (),
+        min_score: float | None = None,
     ) -> tuple[Loaded, list[Found]]:
-        """The k closest images, best first, among those matching ``where``."""
+        """The k closest images, best first, among those matching ``where`` (and at least
+        ``min_score`` similar to the query)."""
         if k < 1:
             raise ClipsearchError(f"k must be at least 1, not {k}")
         if where is not None:
@@ -238,7 +245,7 @@ class Engine:
             allowed = loaded.rows.matching_ids(where) if where else None
             snapshot = loaded.snapshot
             scores, ids = vectors.search(
-                snapshot.vectors, snapshot.vector_info, vector[None, :], k, allowed
+                snapshot.vectors, snapshot.vector_info, vector[None, :], k, allowed, min_score
             )
             rows = loaded.rows.rows(ids[0].tolist(), [*FILE_COLUMNS, *columns])
             found = [
@@ -247,6 +254,30 @@ class Engine:
                 if i in rows
             ]
             return loaded, found
+
+        return self._with_retry(run)
+
+    def duplicates(
+        self, threshold: float, where: str | None
+    ) -> tuple[Loaded, list[DuplicateGroup]]:
+        """Groups of duplicate images in the current snapshot (kept: a page reloads them)."""
+        from clipsearch.duplicates import find_duplicates
+
+        if where is not None:
+            check_where(where)
+
+        def run(loaded: Loaded) -> tuple[Loaded, list[DuplicateGroup]]:
+            key = (loaded.number, threshold, where)
+            with self._cache_lock:
+                if key in self._duplicates:
+                    return loaded, self._duplicates[key]
+            allowed = loaded.rows.matching_ids(where) if where else None
+            groups = find_duplicates(loaded.snapshot, threshold, allowed)
+            with self._cache_lock:
+                self._duplicates[key] = groups
+                while len(self._duplicates) > _DUPLICATE_ANSWERS_KEPT:
+                    self._duplicates.popitem(last=False)
+            return loaded, groups
 
         return self._with_retry(run)
 

@@ -99,5 +99,15 @@ def original(
 @router.get("/", include_in_schema=False)
 def page() -> FileResponse:
     """The search page (plain HTML, CSS and JavaScript from ``static/``)."""
+    return _page("index.html")
+
+
+@router.get("/duplicates", include_in_schema=False)
+def duplicates_page() -> FileResponse:
+    """Groups of duplicate images, side by side (``/api/duplicates``)."""
+    return _page("duplicates.html")
+
+
+def _page(name: str) -> FileResponse:
     headers = {"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-cache"}
-    return FileResponse(STATIC_DIR / "index.html", media_type="text/html", headers=headers)
+    return FileResponse(STATIC_DIR / name, media_type="text/html", headers=headers)

@@ -22,7 +22,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.server.where import check_where
 from clipsearch.snapshot import Snapshot
 
-HIDDEN = ("embedding",)  # never copied here, never sent to clients
+HIDDEN = ("embedding", "fingerprint")  # never copied here, never sent to clients
 
 
 class RowStore:

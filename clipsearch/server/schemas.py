@@ -22,12 +22,41 @@ class Hit(BaseModel):
     columns: dict[str, Any] = Field(default_factory=dict, description="Columns asked for.")
 
 
+class DuplicateImage(BaseModel):
+    id: int
+    path: str
+    size: int = Field(description="Bytes.")
+    width: int | None
+    height: int | None
+    format: str | None
+    similarity: float = Field(description="Cosine similarity to the group's keeper.")
+    identical: bool = Field(description="The same bytes as the keeper's file.")
+    keeper: bool = Field(description="The suggested one to keep: most pixels, then oldest.")
+    thumbnail_url: str
+    image_url: str
+
+
+class DuplicateGroup(BaseModel):
+    images: list[DuplicateImage] = Field(description="The keeper first.")
+    reclaimable_bytes: int = Field(description="Bytes of every image but the keeper.")
+
+
+class DuplicatesResponse(BaseModel):
+    snapshot: int
+    took_ms: float
+    threshold: float
+    where: str | None = None
+    groups_total: int
+    groups: list[DuplicateGroup] = Field(description="The largest groups first, up to limit.")
+
+
 class QueryEcho(BaseModel):
     q: list[str] = Field(default_factory=list)
     like: list[int] = Field(default_factory=list)
     images: list[str] = Field(default_factory=list, description="Names of uploaded images.")
     k: int
     where: str | None = None
+    min_score: float | None = None
 
 
 class SearchResponse(BaseModel):
