@@ -87,15 +87,26 @@ def main() -> None:
     if not embeddings.is_dir():
         export_npy(args.index, embeddings)
     start = time.perf_counter()
-    built = subprocess.run(
-        [args.python, "-c", BUILD, str(embeddings), str(index_path), str(infos), args.max_memory],
-        capture_output=True,
-        text=True,
-    )
+    log = work / "build.log"  # autofaiss's own progress, to follow a build of hours
+    with open(log, "w") as progress:
+        built = subprocess.run(
+            [
+                args.python,
+                "-c",
+                BUILD,
+                str(embeddings),
+                str(index_path),
+                str(infos),
+                args.max_memory,
+            ],
+            stdout=progress,
+            stderr=subprocess.STDOUT,
+        )
     build_s = time.perf_counter() - start
+    output = log.read_text()
     if built.returncode:
-        raise SystemExit(f"autofaiss failed: {built.stderr[-2000:]}")
-    peak = [line for line in built.stderr.splitlines() if line.startswith("VmHWM_KB ")]
+        raise SystemExit(f"autofaiss failed: {output[-2000:]}")
+    peak = [line for line in output.splitlines() if line.startswith("VmHWM_KB ")]
 
     dim = read_manifest(args.index).embedding_dim
     queries = Clusters(dim).draw(args.queries, seed=10**9)  # scale.py's fresh queries

@@ -1,23 +1,12 @@
-// The search page: plain JavaScript over the JSON API, no build step.
+// The search page: plain JavaScript over the JSON API, no build step (common.js first).
 // Text from the server (paths, errors) only ever goes into textContent or attributes,
 // never into HTML, so a file named "<script>.jpg" is just a name.
 "use strict";
 
-const $ = (id) => document.getElementById(id);
 const WEB_FORMATS = new Set(["JPEG", "MPO", "PNG", "GIF", "WEBP", "BMP", "AVIF"]);
 const COLUMNS = "width,height,format";
 const state = { q: "", where: "", k: 48, like: null, image: null };
-let latest = 0; // number of the newest search: older answers are dropped
 let viewing = null; // the hit shown in the viewer
-
-function setStatus(text, isError = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", isError);
-}
-
-function baseName(path) {
-  return path.split(/[\\/]/).pop();
-}
 
 // -- the query: form, hash, chip -------------------------------------------------------------
 
@@ -98,24 +87,8 @@ function request() {
   return fetch("/api/search?" + params.toString());
 }
 
-async function run() {
-  const mine = ++latest;
-  setStatus("Searching…");
-  document.body.classList.add("busy");
-  try {
-    const response = await request();
-    const data = await response.json().catch(() => ({}));
-    if (mine !== latest) return;
-    if (!response.ok) {
-      setStatus(data.error || `${response.status} ${response.statusText}`, true);
-      return;
-    }
-    render(data);
-  } catch (error) {
-    if (mine === latest) setStatus(`Cannot reach the server: ${error.message}`, true);
-  } finally {
-    if (mine === latest) document.body.classList.remove("busy");
-  }
+function run() {
+  return showLatest(request, render, "Searching…");
 }
 
 // -- results ----------------------------------------------------------------------------------
@@ -136,24 +109,14 @@ function card(hit) {
   thumb.type = "button";
   thumb.className = "thumb";
   thumb.title = "Show the full image";
-  const img = document.createElement("img");
-  img.src = hit.thumbnail_url;
-  img.alt = baseName(hit.path);
-  img.loading = "lazy";
-  img.decoding = "async";
-  thumb.append(img);
+  thumb.append(thumbnail(hit.thumbnail_url, hit.path));
   thumb.addEventListener("click", () => openViewer(hit));
 
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const score = document.createElement("span");
-  score.className = "score";
-  score.textContent = hit.score.toFixed(3);
-  const size = document.createElement("span");
-  size.className = "size";
   const { width, height } = hit.columns || {};
-  size.textContent = width && height ? `${width}×${height}` : "";
-  meta.append(score, size);
+  const meta = element("div", { className: "meta" }, [
+    element("span", { className: "score", textContent: hit.score.toFixed(3) }),
+    element("span", { className: "size", textContent: width && height ? `${width}×${height}` : "" }),
+  ]);
 
   const name = document.createElement("span");
   name.className = "name";

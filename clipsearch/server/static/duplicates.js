@@ -1,14 +1,6 @@
-// The duplicates page: groups of images that are the same photo, side by side, keeper first.
-// Nothing here deletes or moves a file. Server text only goes into textContent or attributes.
+// The duplicates page: groups of images that are the same photo, side by side, keeper first
+// (common.js first). Nothing here deletes or moves a file.
 "use strict";
-
-const $ = (id) => document.getElementById(id);
-let latest = 0; // number of the newest request: older answers are dropped
-
-function setStatus(text, isError = false) {
-  $("status").textContent = text;
-  $("status").classList.toggle("error", isError);
-}
 
 function readableSize(bytes) {
   return bytes >= 100000 ? `${(bytes / 1e6).toFixed(1)} MB` : `${(bytes / 1e3).toFixed(1)} kB`;
@@ -29,21 +21,9 @@ function query() {
   return params;
 }
 
-async function find() {
-  const mine = ++latest;
-  setStatus("Comparing every image with its nearest neighbours…");
-  try {
-    const response = await fetch("/api/duplicates?" + query().toString());
-    const data = await response.json().catch(() => ({}));
-    if (mine !== latest) return;
-    if (!response.ok) {
-      setStatus(data.error || `${response.status} ${response.statusText}`, true);
-      return;
-    }
-    render(data);
-  } catch (error) {
-    if (mine === latest) setStatus(`Cannot reach the server: ${error.message}`, true);
-  }
+function find() {
+  const send = () => fetch("/api/duplicates?" + query().toString());
+  return showLatest(send, render, "Comparing every image with its nearest neighbours…");
 }
 
 function render(data) {
@@ -61,49 +41,30 @@ function render(data) {
 }
 
 function group(data, index) {
-  const section = document.createElement("section");
-  section.className = "group";
-  const title = document.createElement("h2");
-  title.textContent = `Group ${index + 1}: ${data.images.length} images, ${readableSize(data.reclaimable_bytes)} in copies`;
-  const row = document.createElement("div");
-  row.className = "grid";
-  row.append(...data.images.map(member));
-  section.append(title, row);
-  return section;
+  const title = `Group ${index + 1}: ${data.images.length} images, ` +
+    `${readableSize(data.reclaimable_bytes)} in copies`;
+  return element("section", { className: "group" }, [
+    element("h2", { textContent: title }),
+    element("div", { className: "grid" }, data.images.map(member)),
+  ]);
 }
 
 function member(image) {
-  const figure = document.createElement("figure");
-  figure.className = image.keeper ? "card keeper" : "card";
-  figure.dataset.id = image.id;
-  const link = document.createElement("a");
-  link.className = "thumb";
-  link.href = image.image_url;
-  link.target = "_blank";
-  link.rel = "noopener";
-  const img = document.createElement("img");
-  img.src = image.thumbnail_url;
-  img.alt = image.path.split(/[\\/]/).pop();
-  img.loading = "lazy";
-  link.append(img);
-
-  const meta = document.createElement("div");
-  meta.className = "meta";
-  const verdict = document.createElement("span");
-  verdict.className = "score";
-  verdict.textContent = image.keeper ? "keep" : image.identical ? "identical" : image.similarity.toFixed(3);
-  const facts = document.createElement("span");
-  facts.className = "size";
+  const link = element("a", {
+    className: "thumb", href: image.image_url, target: "_blank", rel: "noopener",
+  }, [thumbnail(image.thumbnail_url, image.path)]);
+  const verdict = image.keeper ? "keep" : image.identical ? "identical" : image.similarity.toFixed(3);
   const pixels = image.width && image.height ? `${image.width}×${image.height}` : "?";
-  facts.textContent = `${pixels} · ${image.format || "?"} · ${readableSize(image.size)}`;
-  meta.append(verdict, facts);
-  const name = document.createElement("span");
-  name.className = "name";
-  name.textContent = image.path.split(/[\\/]/).pop();
-  name.title = image.path;
-  const caption = document.createElement("figcaption");
-  caption.append(meta, name);
-  figure.append(link, caption);
+  const facts = `${pixels} · ${image.format || "?"} · ${readableSize(image.size)}`;
+  const caption = element("figcaption", {}, [
+    element("div", { className: "meta" }, [
+      element("span", { className: "score", textContent: verdict }),
+      element("span", { className: "size", textContent: facts }),
+    ]),
+    element("span", { className: "name", textContent: baseName(image.path), title: image.path }),
+  ]);
+  const figure = element("figure", { className: image.keeper ? "card keeper" : "card" }, [link, caption]);
+  figure.dataset.id = image.id;
   return figure;
 }
 
