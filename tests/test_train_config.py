@@ -71,11 +71,35 @@ def test_set_overrides_coerce_to_the_field_types(tmp_path, monkeypatch):
         ("optim.lr.x=1", r"optim\.lr is a value, not a table"),
         ("eval.data=3", r"eval\.data must be a table"),
         ("nonsense", "expected key.sub=value"),
+        # values checked where they are read, not when training starts
+        (
+            "loss.kind=sigilp",
+            r"loss\.kind: 'sigilp' is not one of clip, siglip; did you mean siglip",
+        ),
+        ("loss.multi_positive=maybe", r"loss\.multi_positive: 'maybe' is not one of auto, true"),
+        ("optim.optimizer=adam", r"'adam' is not one of adamw, sgd; did you mean adamw"),
+        ("optim.precision=fp8", r"optim\.precision: 'fp8' is not one of auto, fp32"),
+        ("data.format=parket", r"did you mean parquet"),
+        ("optim.lr=0", r"optim\.lr: 0\.0 must be > 0"),
+        ("optim.betas=[0.9, 1.5]", r"optim\.betas: 1\.5 must be >= 0 and < 1"),
+        ("optim.batch_size=1", r"optim\.batch_size: 1 must be >= 2"),
+        ("loss.label_smoothing=1", r"loss\.label_smoothing: 1\.0 must be >= 0 and < 1"),
+        ("data.crop_scale=[0.5]", r"data\.crop_scale: expected two numbers"),
+        ("data.crop_scale=[0.9, 0.5]", r"low <= high <= 1"),
+        ("optim.accum=3", r"optim\.batch_size 256 does not split into optim\.accum = 3"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
     with pytest.raises(ClipsearchError, match=message):
         load_config(None, [override])
+
+
+def test_settings_valid_alone_but_not_together_are_refused():
+    with pytest.raises(ClipsearchError, match=r"label_smoothing applies to loss\.kind = clip only"):
+        load_config(None, ["loss.kind=siglip", "loss.label_smoothing=0.1"])
+    with pytest.raises(ClipsearchError, match=r"optim\.epochs must be above 0"):
+        load_config(None, ["optim.epochs=0"])
+    assert load_config(None, ["optim.epochs=0", "optim.steps=10"]).optim.steps == 10
 
 
 def test_unknown_recipe_key_and_bad_toml(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from clipsearch.train.config import ModelConfig
+from clipsearch.train.config import ModelConfig, load_config
 from clipsearch.train.loss import clip_loss, positive_targets, siglip_loss
 from clipsearch.train.model import build_model
 from clipsearch.train.optim import lr_at, make_optimizer, no_decay
@@ -213,8 +213,8 @@ def test_sgd_option_is_nesterov_with_the_same_decay_groups():
         (5e-4, True, 0.9),
         (0.0, True, 0.9),
     ]
-    with pytest.raises(ClipsearchError, match="use adamw or sgd"):
-        make_optimizer(module, OptimConfig(optimizer="adam"))
+    with pytest.raises(ClipsearchError, match=r"optim\.optimizer: 'adam' is not one of adamw"):
+        load_config(None, ["optim.optimizer=adam"])  # checked where the recipe is read
     with pytest.raises(ClipsearchError, match=r"\[optim\] settings: Invalid momentum value: -1"):
         make_optimizer(module, OptimConfig(optimizer="sgd", momentum=-1.0))
     with pytest.raises(ClipsearchError, match="Invalid learning rate"):

@@ -26,6 +26,25 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 # Field metadata: resolve this string against the recipe's directory.
 PATH = {"path": True}
+DATA_FORMATS = ("parquet", "csv", "tsv", "jsonl", "folder", "wds")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+SWITCH = ("auto", "true", "false", "on", "off", "yes", "no")
+
+
+def one_of(choices: tuple[str, ...]) -> dict[str, Any]:
+    """Field metadata: the value must be one of ``choices``."""
+    return {"choices": choices}
+
+
+def at_least(low: float, below: float | None = None) -> dict[str, Any]:
+    """Field metadata: the number (or each of a list) must be ``low`` or more (and under
+    ``below``)."""
+    return {"min": low, "below": below}
+
+
+def above(low: float, below: float | None = None) -> dict[str, Any]:
+    """Field metadata: the number (or each of a list) must be over ``low`` (and under ``below``)."""
+    return {"above": low, "below": below}
 
 
 @dataclass
@@ -33,7 +52,7 @@ class SourceConfig:
     """Where a dataset lives and how to read it (see clipsearch.train.sources)."""
 
     path: str = field(default="", metadata=PATH)  # file, glob, class folder or tar shards
-    format: str = "auto"  # auto, parquet, csv, tsv, jsonl, folder, wds
+    format: str = field(default="auto", metadata=one_of(("auto", *DATA_FORMATS)))
     image_column: str = ""  # image bytes or paths; "" picks image/filepath/path/file
     caption_column: str = ""  # "" picks caption/title/text when present
     label_column: str = ""  # class names (or indices with `classes`) -> template captions
@@ -42,7 +61,7 @@ class SourceConfig:
     key_column: str = "image_id"  # ... joined to the images on this column
     split_column: str = "split"
     split: str = ""  # keep only rows whose split_column equals this
-    limit: int = 0  # use the first N images only (0: all)
+    limit: int = field(default=0, metadata=at_least(0))  # the first N images only (0: all)
 
 
 @dataclass
@@ -50,22 +69,25 @@ class DataConfig(SourceConfig):
     """The training set, its captions and its augmentation."""
 
     templates: str | list[str] = "photo"  # class label -> caption: a set name or "{}" strings
-    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0])  # random resized crop
-    translate: int = 0  # >0: no resized crop; shift up to N px (reflect-padded random crop)
+    # random resized crop: the share of the image kept, from-to
+    crop_scale: list[float] = field(default_factory=lambda: [0.5, 1.0], metadata=above(0))
+    # >0: no resized crop; shift up to N px (reflect-padded random crop)
+    translate: int = field(default=0, metadata=at_least(0))
     flip: bool = True  # random horizontal flip
     alternate_flip: bool = False  # with flip: each image mirrored every other epoch instead
-    workers: int = 2  # DataLoader decoding processes (0: in the training process)
+    # DataLoader decoding processes (0: in the training process)
+    workers: int = field(default=2, metadata=at_least(0))
 
 
 @dataclass
 class ModelConfig:
     arch: str = "clipsearch-tiny"  # open_clip architecture, from scratch
     init: str = ""  # or a model spec to start from (checkpoint dir, ARCH:TAG, ...)
-    image_size: int = 0  # 0: the architecture's
+    image_size: int = field(default=0, metadata=at_least(0))  # 0: the architecture's
     image_init: str = field(default="", metadata=PATH)  # torchvision ResNet state dict (.pth)
     text_hf: str = ""  # Hugging Face text tower: local dir, hub id, or package:NAME
     text_proj: str = "linear"  # projection of the HF tower to the embedding (linear, mlp)
-    context_length: int = 0  # 0: the architecture's (HF towers: 32)
+    context_length: int = field(default=0, metadata=at_least(0))  # 0: the arch's (HF: 32)
     lock_image: bool = False  # LiT: freeze the image tower
     lock_text: bool = False  # LiT: freeze the text tower (an HF tower keeps its projection)
     grad_checkpointing: bool = False
@@ -73,31 +95,42 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    kind: str = "clip"  # clip (softmax cross-entropy) or siglip (sigmoid)
-    multi_positive: str = "auto"  # same caption/class = positives: auto (on for class data)
-    init_temperature: float = 0.07  # logit_scale starts at log(1/T)
-    max_logit_scale: float = 100.0  # logit_scale is clamped to <= log(this)
-    label_smoothing: float = 0.0  # clip loss: this share of each target spread over the batch
+    # clip (softmax cross-entropy) or siglip (sigmoid)
+    kind: str = field(default="clip", metadata=one_of(("clip", "siglip")))
+    # same caption/class = positives: auto (on for class data), true or false
+    multi_positive: str = field(default="auto", metadata=one_of(SWITCH))
+    init_temperature: float = field(default=0.07, metadata=above(0))  # logit_scale: log(1/T)
+    max_logit_scale: float = field(default=100.0, metadata=above(1))  # clamped to <= log(this)
+    # clip loss: this share of each target spread over the batch
+    label_smoothing: float = field(default=0.0, metadata=at_least(0, below=1))
 
 
 @dataclass
 class OptimConfig:
-    epochs: float = 1.0
-    steps: int = 0  # total optimizer steps; 0: from epochs
-    batch_size: int = 256  # global contrastive batch (all ranks, all micro-batches)
-    accum: int = 1  # micro-batches per step: same loss, batch_size/accum in memory
-    optimizer: str = "adamw"  # adamw, or sgd (Nesterov momentum, coupled weight decay)
-    lr: float = 1e-3
-    weight_decay: float = 0.1  # not on biases, norms, embeddings, logit_scale
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # adamw
-    eps: float = 1e-6  # adamw
-    momentum: float = 0.9  # sgd
-    bn_bias_lr_scale: float = 1.0  # BatchNorm biases learn this many times faster (airbench: 64)
-    lookahead_every: int = 0  # >0: weight averaging every N steps (see train/lookahead.py)
-    lookahead_start: float = 3.0  # ... from this epoch on
-    warmup: int = 100  # linear warmup steps, then cosine to zero
-    grad_clip: float = 1.0  # max grad norm (0: off)
-    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    epochs: float = field(default=1.0, metadata=at_least(0))
+    steps: int = field(default=0, metadata=at_least(0))  # total optimizer steps; 0: from epochs
+    # global contrastive batch (all ranks, all micro-batches)
+    batch_size: int = field(default=256, metadata=at_least(2))
+    # micro-batches per step: same loss, batch_size/accum in memory
+    accum: int = field(default=1, metadata=at_least(1))
+    # adamw, or sgd (Nesterov momentum, coupled weight decay)
+    optimizer: str = field(default="adamw", metadata=one_of(("adamw", "sgd")))
+    lr: float = field(default=1e-3, metadata=above(0))
+    # not on biases, norms, embeddings, logit_scale
+    weight_decay: float = field(default=0.1, metadata=at_least(0))
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98], metadata=at_least(0, below=1))
+    eps: float = field(default=1e-6, metadata=above(0))  # adamw
+    momentum: float = field(default=0.9, metadata=at_least(0, below=1))  # sgd
+    # BatchNorm biases learn this many times faster (airbench: 64)
+    bn_bias_lr_scale: float = field(default=1.0, metadata=above(0))
+    # >0: weight averaging every N steps (see train/lookahead.py) ...
+    lookahead_every: int = field(default=0, metadata=at_least(0))
+    lookahead_start: float = field(default=3.0, metadata=at_least(0))  # ... from this epoch on
+    # linear warmup steps, then cosine to zero
+    warmup: int = field(default=100, metadata=at_least(0))
+    grad_clip: float = field(default=1.0, metadata=at_least(0))  # max grad norm (0: off)
+    # auto (bf16/fp16 on GPU, fp32 on CPU), fp32, bf16, fp16
+    precision: str = field(default="auto", metadata=one_of(PRECISIONS))
     seed: int = 0
     device: str = "auto"
 
@@ -105,17 +138,18 @@ class OptimConfig:
 @dataclass
 class EvalConfig:
     data: SourceConfig = field(default_factory=SourceConfig)
-    every: int = 0  # evaluate every N steps (0: only at the end)
+    every: int = field(default=0, metadata=at_least(0))  # every N steps (0: at the end)
     templates: str | list[str] = "default"  # zero-shot prompts: default (80), simple, photo
-    batch_size: int = 256
-    grid: int = 16  # sample predictions drawn in predictions.png
+    batch_size: int = field(default=256, metadata=at_least(1))
+    grid: int = field(default=16, metadata=at_least(0))  # predictions drawn in predictions.png
 
 
 @dataclass
 class OutputConfig:
     dir: str = field(default="", metadata=PATH)  # "": runs/RECIPE-NAME in the working dir
-    save_every: int = 500  # checkpoint every N steps (and at the end)
-    log_every: int = 10  # metrics line every N steps
+    # checkpoint every N steps (and at the end)
+    save_every: int = field(default=500, metadata=at_least(1))
+    log_every: int = field(default=10, metadata=at_least(1))  # metrics line every N steps
     plots: bool = True
 
 
@@ -158,6 +192,7 @@ def load_config(
         config.output.dir = os.path.normpath(Path.cwd() / Path(out).expanduser())
     if not config.output.dir:
         config.output.dir = str(Path.cwd() / "runs" / config.name)
+    check_combinations(config)
     return config
 
 
@@ -190,7 +225,31 @@ def from_dict(table: dict[str, Any]) -> TrainConfig:
     """Rebuild a config saved with ``to_dict`` (paths are absolute by then)."""
     config = TrainConfig()
     _apply_table(config, table, "", Path("/"))
+    check_combinations(config)
     return config
+
+
+def check_combinations(config: TrainConfig) -> None:
+    """Settings that are valid alone but not together (each value was checked when set)."""
+    pairs = {"data.crop_scale": config.data.crop_scale, "optim.betas": config.optim.betas}
+    for name, values in pairs.items():
+        if len(values) != 2:
+            raise ClipsearchError(f"recipe key {name}: expected two numbers, got {values!r}")
+    low, high = config.data.crop_scale
+    if not low <= high <= 1:
+        raise ClipsearchError(
+            f"recipe key data.crop_scale: expected [low, high] with low <= high <= 1, "
+            f"got {config.data.crop_scale!r}"
+        )
+    if config.loss.label_smoothing and config.loss.kind != "clip":
+        raise ClipsearchError("loss.label_smoothing applies to loss.kind = clip only")
+    if config.optim.steps == 0 and config.optim.epochs <= 0:
+        raise ClipsearchError("optim.epochs must be above 0 when optim.steps is 0")
+    if config.optim.batch_size % config.optim.accum:
+        raise ClipsearchError(
+            f"optim.batch_size {config.optim.batch_size} does not split into "
+            f"optim.accum = {config.optim.accum} equal micro-batches"
+        )
 
 
 def _apply_table(target: Any, table: dict[str, Any], prefix: str, base: Path) -> None:
@@ -205,6 +264,7 @@ def _apply_table(target: Any, table: dict[str, Any], prefix: str, base: Path) ->
             _apply_table(current, value, name + ".", base)
             continue
         value = _coerce(value, hints[fld.name], name)
+        _check_value(value, fld.metadata, name)
         if fld.metadata.get("path") and value:
             value = os.path.normpath(base / Path(value).expanduser())
         setattr(target, fld.name, value)
@@ -252,6 +312,33 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
     if accepted.get(hint, False):
         return hint(value)
     raise ClipsearchError(f"recipe key {name}: expected {_type_name(hint)}, got {value!r}")
+
+
+def _check_value(value: Any, rules: Any, name: str) -> None:
+    """The field's ``one_of``/``at_least``/``above`` rules, as a one-line error naming it."""
+    choices = rules.get("choices")
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), choices, n=1)
+        hint = f"; did you mean {close[0]}?" if close else ""
+        raise ClipsearchError(
+            f"recipe key {name}: {value!r} is not one of {', '.join(choices)}{hint}"
+        )
+    for number in value if isinstance(value, list) else [value]:
+        if not isinstance(number, int | float) or isinstance(number, bool):
+            continue
+        low, exclusive, high = rules.get("min"), rules.get("above"), rules.get("below")
+        wrong = (
+            (low is not None and number < low)
+            or (exclusive is not None and number <= exclusive)
+            or (high is not None and number >= high)
+        )
+        if wrong:
+            bounds = [
+                *([f">= {low}"] if low is not None else []),
+                *([f"> {exclusive:g}"] if exclusive is not None else []),
+                *([f"< {high:g}"] if high is not None else []),
+            ]
+            raise ClipsearchError(f"recipe key {name}: {number!r} must be {' and '.join(bounds)}")
 
 
 def _type_name(hint: Any) -> str:
