@@ -33,8 +33,8 @@ def extension_of(data: bytes) -> str:
 
 
 def safe_folder_name(label: str) -> str:
-    """A label as a folder name (it stays the label for `classify --eval`): no separators,
-    no leading dots."""
+    """A label as a folder name, read back as the label by ``zeroshot.label_of_folder`` (for
+    training and `classify --eval`): no separators, no leading dots."""
     name = _UNSAFE.sub("_", label.strip()).lstrip(".")
     return name or "unlabelled"
 

@@ -15,23 +15,25 @@ import numpy as np
 
 from clipsearch.classify import Prediction
 from clipsearch.errors import ClipsearchError
+from clipsearch.zeroshot import label_of_folder
 
 
 def class_folders(root: Path) -> list[str]:
-    """The class names of a labelled folder: its non-hidden subfolders, sorted."""
+    """The class names of a labelled folder: its non-hidden subfolders, sorted, named by
+    ``zeroshot.label_of_folder``."""
     if not root.is_dir():
         raise ClipsearchError(f"--eval needs a folder with one subfolder per class: {root}")
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(names) < 2:
         raise ClipsearchError(f"--eval needs at least two class subfolders in {root}")
-    return names
+    return [label_of_folder(name) for name in names]
 
 
 def true_label(path: str, root: Path) -> str | None:
     """The class subfolder of ``path`` under ``root`` (None when it is not inside one)."""
     relative = os.path.relpath(path, root)
     parts = Path(relative).parts
-    return parts[0] if len(parts) > 1 and parts[0] != ".." else None
+    return label_of_folder(parts[0]) if len(parts) > 1 and parts[0] != ".." else None
 
 
 @dataclass

@@ -18,6 +18,14 @@ import numpy as np
 from clipsearch.errors import ClipsearchError
 
 TEMPLATES_FILE = Path(__file__).with_name("prompt_templates.json")
+
+
+def label_of_folder(name: str) -> str:
+    """The class a folder of labelled images names: ``sea_turtle`` → ``sea turtle``. One rule
+    for training (``data.format = folder``) and scoring (``classify --eval``)."""
+    return name.replace("_", " ")
+
+
 # "a photo of a {}." and close variants: captions for training on class-labelled images.
 PHOTO_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",

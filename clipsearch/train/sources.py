@@ -24,9 +24,10 @@ from PIL import Image, ImageOps
 
 from clipsearch.decode import DecodeError, load_image, to_rgb
 from clipsearch.errors import ClipsearchError
+from clipsearch.scan import IMAGE_EXTENSIONS
 from clipsearch.train.config import SourceConfig
+from clipsearch.zeroshot import label_of_folder
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 _IMAGE_COLUMNS = ("image", "filepath", "image_path", "path", "file", "jpg", "png")
 _CAPTION_COLUMNS = ("caption", "title", "text", "txt")
 _LABEL_COLUMNS = ("label_name", "class_name", "label", "class")
@@ -370,10 +371,10 @@ def _load_folder(root: Path) -> Source:
     labels: list[int] = []
     for index, folder in enumerate(folders):
         for f in sorted(folder.rglob("*")):
-            if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
+            if f.suffix.lower() in IMAGE_EXTENSIONS and not f.name.startswith("."):
                 paths.append(str(f))
                 labels.append(index)
-    classes = [f.name.replace("_", " ") for f in folders]
+    classes = [label_of_folder(f.name) for f in folders]
     return Source(PathColumn(paths), None, np.asarray(labels, np.int64), classes, str(root))
 
 
@@ -390,7 +391,7 @@ def _load_wds(shards: list[str]) -> Source:
                     folder, _, base = member.name.rpartition("/")
                     stem, _, ext = base.partition(".")
                     sample = samples[f"{folder}/{stem}"]
-                    if "." + ext.lower() in IMAGE_SUFFIXES:
+                    if "." + ext.lower() in IMAGE_EXTENSIONS:
                         sample["image"] = (member.offset_data, member.size)
                     elif ext.lower() == "txt":
                         text = tar.extractfile(member).read().decode("utf-8", "replace")
