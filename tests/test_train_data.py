@@ -282,3 +282,17 @@ def test_shared_cifar10_and_coco_mini(shared_data):
         )
     )
     assert len(val) == 51 and all(len(c) == 5 for c in val.captions)
+
+
+def test_class_folders_name_the_same_classes_for_training_and_scoring(tmp_path):
+    from clipsearch.evaluation import class_folders, true_label
+
+    for folder in ("sea_turtle", "cat"):
+        path = tmp_path / folder / "1.png"
+        path.parent.mkdir()
+        Image.new("RGB", (8, 8), (10, 20, 30)).save(path, format="PNG")
+    (tmp_path / "cat" / "2.jfif").write_bytes((tmp_path / "cat" / "1.png").read_bytes())
+    source = load_source(SourceConfig(path=str(tmp_path), format="folder"))
+    assert source.classes == class_folders(tmp_path) == ["cat", "sea turtle"]
+    assert len(source.labels) == 3  # .jfif is an image to training as to indexing
+    assert true_label(str(tmp_path / "sea_turtle" / "1.png"), tmp_path) == "sea turtle"
