@@ -1,7 +1,8 @@
-"""Score zero-shot predictions against folder labels: accuracy, per class, confusion matrix.
+"""Score zero-shot predictions against true labels: accuracy, per class, confusion matrix.
 
-``clipsearch classify --eval DIR`` expects one subfolder per class (``DIR/dog/1.png``); the
-subfolder name is the true label.
+``score`` is the one accuracy computation: ``clipsearch classify --eval DIR`` (one subfolder
+per class, ``DIR/dog/1.png``: the subfolder names the true label) and training's zero-shot
+evaluation (``train/evaluate.py``) both use it.
 """
 
 from __future__ import annotations
@@ -10,12 +11,15 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from clipsearch.classify import Prediction
 from clipsearch.errors import ClipsearchError
 from clipsearch.zeroshot import label_of_folder
+
+if TYPE_CHECKING:
+    from clipsearch.classify import Prediction
 
 
 def class_folders(root: Path) -> list[str]:
@@ -54,23 +58,30 @@ class EvalReport:
         }
 
 
-def evaluate(predictions: Sequence[Prediction], root: Path, labels: Sequence[str]) -> EvalReport:
-    index = {label: i for i, label in enumerate(labels)}
+def score(truth: np.ndarray, predicted: np.ndarray, labels: Sequence[str]) -> EvalReport:
+    """Accuracy, accuracy per true class and the confusion matrix of class indices into
+    ``labels`` (at least one prediction)."""
     confusion = np.zeros((len(labels), len(labels)), dtype=np.int64)
-    for prediction in predictions:
-        truth = true_label(prediction.path, root)
-        if truth in index:
-            confusion[index[truth], index[prediction.label]] += 1
+    np.add.at(confusion, (np.asarray(truth), np.asarray(predicted)), 1)
     count = int(confusion.sum())
-    if count == 0:
-        raise ClipsearchError(
-            f"no image under {root} sits in a subfolder named after a label ({', '.join(labels)})"
-        )
     per_row = confusion.sum(axis=1)
     per_class = {
         label: float(confusion[i, i] / per_row[i]) for i, label in enumerate(labels) if per_row[i]
     }
     return EvalReport(list(labels), confusion, float(np.trace(confusion) / count), per_class, count)
+
+
+def evaluate(predictions: Sequence[Prediction], root: Path, labels: Sequence[str]) -> EvalReport:
+    """Score predictions for files under ``root`` against the class subfolders they sit in."""
+    index = {label: i for i, label in enumerate(labels)}
+    pairs = [(true_label(p.path, root), p.label) for p in predictions]
+    known = [(index[truth], index[label]) for truth, label in pairs if truth in index]
+    if not known:
+        raise ClipsearchError(
+            f"no image under {root} sits in a subfolder named after a label ({', '.join(labels)})"
+        )
+    truth, predicted = np.array(known).T
+    return score(truth, predicted, labels)
 
 
 def plot_confusion(report: EvalReport, path: Path) -> Path:

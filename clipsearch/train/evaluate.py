@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.evaluation import score
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
 from clipsearch.zeroshot import classifier_weights
@@ -74,10 +75,10 @@ def zero_shot(
     scores = image_emb @ weights.T
     k = min(5, scores.shape[1])
     top = np.argsort(-scores, axis=1)[:, :k]
-    hits = top == labels[:, None]
+    top1 = score(labels, top[:, 0], [str(i) for i in range(scores.shape[1])]).accuracy
     return {
-        "zeroshot_top1": float(hits[:, 0].mean() * 100),
-        "zeroshot_top5": float(hits.any(axis=1).mean() * 100),
+        "zeroshot_top1": top1 * 100,
+        "zeroshot_top5": float((top == labels[:, None]).any(axis=1).mean() * 100),
     }, top[:, 0]
 
 
