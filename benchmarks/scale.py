@@ -30,7 +30,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import faiss
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,7 +142,7 @@ def exact_top_k(index_dir: Path, queries: np.ndarray) -> np.ndarray:
     nearest = vectors.RunningTopK(len(queries), K)
     for ids, stored in catalog.iter_embeddings(index_dir, manifest.catalog):
         k = min(K, len(ids))
-        nearest.merge(*faiss.knn(queries, stored, k, metric=faiss.METRIC_INNER_PRODUCT), ids)
+        nearest.merge(*vectors.exact_top_k(queries, stored, k), ids)
     return nearest.ids
 
 

@@ -226,19 +226,12 @@ class TextList:
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[TextHit]]:
         """Top ``k`` texts per query row by exact cosine, best first (ties: lower id first)."""
+        from clipsearch.vectors import exact_top_k
+
         _check_k(k)
         queries = _queries(query_vectors, self.embeddings.shape[1])
-        scores = queries @ self.embeddings.T
-        k = min(k, len(self.texts))
-        if k < len(self.texts):
-            top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-            top.sort(axis=1)  # position order = id order, so the stable sort breaks ties by id
-        else:
-            top = np.broadcast_to(np.arange(len(self.texts)), scores.shape)
-        top_scores = np.take_along_axis(scores, top, axis=1)
-        order = np.argsort(-top_scores, axis=1, kind="stable")
-        rows = np.take_along_axis(top, order, axis=1)
-        return _hits(np.take_along_axis(top_scores, order, axis=1), rows, self.ids, self.texts)
+        scores, rows = exact_top_k(queries, self.embeddings, k)  # rows in id order: ties too
+        return _hits(scores, rows, self.ids, self.texts)
 
 
 def rank_texts(

@@ -216,7 +216,7 @@ def build_from(
         _add(index, ids, vectors, lists)
         if n > RECALL_K and len(ids):
             k = min(RECALL_K, len(ids))
-            nearest.merge(*faiss.knn(queries, vectors, k, metric=faiss.METRIC_INNER_PRODUCT), ids)
+            nearest.merge(*exact_top_k(queries, vectors, k), ids)
     added = time.perf_counter()
     params["trained_count"] = n
     info = VectorIndexInfo(kind, n, dim, params, None, "gpu" if on_gpu else "cpu")
@@ -295,6 +295,19 @@ def _sample(source: VectorSource, size: int) -> tuple[np.ndarray, np.ndarray]:
     if taken != len(wanted):
         raise ValueError(f"the source promised {n} vectors and gave {start}")
     return sample_ids, sample
+
+
+def exact_top_k(queries: np.ndarray, stored: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` rows of ``stored`` with the highest inner product with each query, best
+    first: (scores, row positions), each (queries, min(k, rows)); equal scores in row order.
+    faiss, not numpy, multiplies: BLAS threads would fight faiss's still-spinning OpenMP
+    threads."""
+    k = min(k, len(stored))
+    queries = np.ascontiguousarray(queries, dtype=np.float32)
+    stored = np.ascontiguousarray(stored, np.float32)
+    scores, rows = faiss.knn(queries, stored, k, metric=faiss.METRIC_INNER_PRODUCT)
+    order = np.lexsort((rows, -scores), axis=1)  # ties in row order, whatever faiss returned
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(rows, order, axis=1)
 
 
 class RunningTopK:
@@ -600,8 +613,7 @@ def search(
             vectors = index.reconstruct_batch(allowed)
         except RuntimeError:  # some allowed ids are not in the index
             return _trim(*_exhaustive(index, info, queries, min(k, allowed.size), allowed))
-        # faiss, not numpy: BLAS threads would fight faiss's still-spinning OpenMP threads.
-        scores, rows = faiss.knn(queries, vectors, min(k, allowed.size), faiss.METRIC_INNER_PRODUCT)
+        scores, rows = exact_top_k(queries, vectors, k)
         return scores, allowed[rows]
     return _search_selected(index, info, queries, k, allowed)
 
