@@ -225,12 +225,12 @@ class TextList:
         return len(self.texts)
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[TextHit]]:
-        """Top ``k`` texts per query row by exact cosine, best first (ties: lower id first)."""
+        """Top ``k`` texts per query row by exact cosine, best first (ties: in list order)."""
         from clipsearch.vectors import exact_top_k
 
         _check_k(k)
         queries = _queries(query_vectors, self.embeddings.shape[1])
-        scores, rows = exact_top_k(queries, self.embeddings, k)  # rows in id order: ties too
+        scores, rows = exact_top_k(queries, self.embeddings, k)
         return _hits(scores, rows, self.ids, self.texts)
 
 
