@@ -132,6 +132,18 @@ def update_index(
     return summary
 
 
+@dataclass
+class _Plan:
+    """What one run will do, worked out on rank 0 before any embedding."""
+
+    changes: Changes
+    todo: list[tuple[FileEntry, int]]  # files to embed, each with the id it gets
+    reused: int  # rows an interrupted run staged, taken as they are
+    next_id: int  # the first id not given out
+    wanted: set[tuple[str, int, int]]  # (path, size, mtime) of every file this run adds
+    old_errors: list[dict[str, Any]]  # the error list of the snapshot before
+
+
 class _Run:
     """One indexing run; its methods follow the pipeline in order."""
 
@@ -159,14 +171,16 @@ class _Run:
     ) -> IndexSummary | None:
         """Plan on rank 0, embed on every rank, commit on rank 0 (None on other ranks)."""
         plan = self._plan(entries, roots) if group.is_main else None
-        changes, todo, reused = group.broadcast(plan)
+        changes, todo, reused = group.broadcast(
+            (plan.changes, plan.todo, plan.reused) if plan else None
+        )
         staging = self._staging()
         embed_start = time.perf_counter()
         mine = todo[group.rank :: group.world]
         failures = self._embed(mine, staging) if mine else []
         failures = [f for rank_failures in group.gather(failures) for f in rank_failures]
         group.barrier()  # every rank's staged parts are on disk
-        if not group.is_main:
+        if plan is None:  # not rank 0
             return None
         failed = {f.entry.path for f in failures}
         summary = IndexSummary(
@@ -183,11 +197,11 @@ class _Run:
         )
         errors = self._error_rows(changes, failures, problems)
         summary.errors = sum(under_roots(e["path"], roots) for e in errors)
-        if self.manifest and not changes.catalog_changes and _same_errors(errors, self.old_errors):
+        if self.manifest and not changes.catalog_changes and _same_errors(errors, plan.old_errors):
             summary.images = self.manifest.counts["images"]
             return summary
         try:
-            manifest = self._commit(changes, staging, errors)
+            manifest = self._commit(plan, staging, errors)
         except (OSError, ClipsearchError) as exc:  # a full disk, most likely
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             before = self.manifest.snapshot if self.manifest else 0
@@ -199,15 +213,12 @@ class _Run:
         summary.images, summary.committed = manifest.counts["images"], True
         return summary
 
-    def _plan(
-        self, entries: list[FileEntry], roots: list[str]
-    ) -> tuple[Changes, list[tuple[FileEntry, int]], int]:
+    def _plan(self, entries: list[FileEntry], roots: list[str]) -> _Plan:
         """What changed, and which files still need embedding (with the id each gets)."""
         remove_unreferenced_files(self.index_dir, self.manifest)
-        catalog_files, self.old_errors = self._current_state()
-        changes = diff(entries, catalog_files, self.old_errors, roots, _hash_or_none)
-        todo, reused = self._split_staged(changes, self._staging())
-        return changes, todo, reused
+        catalog_files, old_errors = self._current_state()
+        changes = diff(entries, catalog_files, old_errors, roots, _hash_or_none)
+        return self._split_staged(changes, old_errors, self._staging())
 
     def _staging(self) -> Staging:
         identity = self.manifest.model if self.manifest else self.model.identity
@@ -224,9 +235,10 @@ class _Run:
         return files, errors
 
     def _split_staged(
-        self, changes: Changes, staging: Staging
-    ) -> tuple[list[tuple[FileEntry, int]], int]:
-        """Files still to embed (with the id each gets), and how many an earlier run staged."""
+        self, changes: Changes, old_errors: list[dict[str, Any]], staging: Staging
+    ) -> _Plan:
+        """The plan: files still to embed (with the id each gets), and how many an earlier
+        run staged."""
         wanted = [(entry, row_id) for entry, row_id in changes.changed]
         next_id = self.manifest.next_id if self.manifest else 0
         leftovers = staging.leftovers(["id", *_FILE_KEY])
@@ -240,10 +252,15 @@ class _Run:
             if staged_id is None:
                 staged_id, next_id = next_id, next_id + 1
             wanted.append((entry, staged_id))
-        self.next_id = next_id
-        self.wanted = {_file_key(entry) for entry, _ in wanted}
         todo = [(entry, row_id) for entry, row_id in wanted if _file_key(entry) not in done]
-        return todo, len(wanted) - len(todo)
+        return _Plan(
+            changes=changes,
+            todo=todo,
+            reused=len(wanted) - len(todo),
+            next_id=next_id,
+            wanted={_file_key(entry) for entry, _ in wanted},
+            old_errors=old_errors,
+        )
 
     def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
         from clipsearch.loader import decoded_batches
@@ -279,17 +296,18 @@ class _Run:
             staging.write(self._table(rows, embeddings))
         return failures
 
-    def _commit(self, changes: Changes, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
+    def _commit(self, plan: _Plan, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
+        changes = plan.changes
         schema = self._schema()
         parts, moved_rows = self._rewrite_parts(changes, schema)
         if moved_rows is not None and moved_rows.num_rows:
             parts += catalog.write_parts(self.index_dir, [moved_rows])
         # Staged rows go into the catalog part by part, never all at once (ten million rows of
         # 512-dim float16 embeddings are 10 GB).
-        staged = (catalog.conform(self._wanted_rows(t), schema) for t in staging.tables())
+        staged = (catalog.conform(_wanted_rows(t, plan.wanted), schema) for t in staging.tables())
         added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
         parts += added
-        manifest = self._next_manifest(parts)
+        manifest = self._next_manifest(parts, plan.next_id)
         vector_file, info = self._update_vectors(changes, added, parts, manifest.snapshot)
         manifest.vector_index = {"file": vector_file, **asdict(info)}
         manifest.counts = {"images": info.count, "errors": len(errors)}
@@ -331,11 +349,6 @@ class _Run:
             f"index {self.index_dir} was built with model '{built_with}', not "
             f"'{self.spec}': omit --model, or choose another --index"
         )
-
-    def _wanted_rows(self, staged: pa.Table) -> pa.Table:
-        """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
-        keys = zip(*(staged.column(c).to_pylist() for c in _FILE_KEY), strict=True)
-        return staged.filter(pa.array([key in self.wanted for key in keys], pa.bool_()))
 
     def _schema(self) -> pa.Schema:
         if self.manifest:
@@ -404,7 +417,7 @@ class _Run:
         moved_rows = _relocate(pa.concat_tables(moved), moved_to) if moved else None
         return kept, moved_rows
 
-    def _next_manifest(self, parts: list[str]) -> Manifest:
+    def _next_manifest(self, parts: list[str], next_id: int) -> Manifest:
         old = self.manifest
         identity = old.model if old else self.model.identity
         embedded_with = set(old.embedded_with if old else [])
@@ -415,7 +428,7 @@ class _Run:
             embedding_dim=int(identity["dim"]),
             embedding_dtype=old.embedding_dtype if old else self.options.embedding_dtype,
             snapshot=(old.snapshot if old else 0) + 1,
-            next_id=self.next_id,
+            next_id=next_id,
             catalog=parts,
             embedded_with=sorted(embedded_with),
             created_at=old.created_at if old else utc_now(),
@@ -501,6 +514,12 @@ def _relocate(table: pa.Table, moved_to: dict[int, FileEntry]) -> pa.Table:
             position, table.schema.field(name), pa.array(values, table.schema.field(name).type)
         )
     return table
+
+
+def _wanted_rows(staged: pa.Table, wanted: set[tuple[str, int, int]]) -> pa.Table:
+    """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
+    keys = zip(*(staged.column(c).to_pylist() for c in _FILE_KEY), strict=True)
+    return staged.filter(pa.array([key in wanted for key in keys], pa.bool_()))
 
 
 def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
