@@ -1,0 +1,104 @@
+"""Reads of one committed snapshot (`clipsearch.snapshot.Snapshot`) and `Index.refresh()`, on a
+small index written through the real catalog, manifest and FAISS code."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from clipsearch import Index, catalog, vectors
+from clipsearch.errors import ClipsearchError
+from clipsearch.indexer import save_vectors
+from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.snapshot import Snapshot
+from clipsearch.storage import commit_snapshot
+
+DIM = 8
+IDENTITY = {"spec": "random:clipsearch-tiny", "dim": DIM}
+
+
+def _part(index_dir: Path, ids: range, seed: int) -> tuple[str, np.ndarray]:
+    rows = [
+        {
+            "id": i,
+            "path": f"/photos/{i:03d}.jpg",
+            "size": 1000 + i,
+            "mtime_ns": 10 * i,
+            "width": 100 * (i + 1),
+            "height": 50,
+            "format": "JPEG",
+            "indexed_at": datetime(2026, 12, 5, tzinfo=timezone.utc),
+        }
+        for i in ids
+    ]
+    vecs = np.random.default_rng(seed).standard_normal((len(rows), DIM)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    table = catalog.rows_to_table(rows, vecs, catalog.catalog_schema(DIM, "float32"))
+    path = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
+    return path.relative_to(index_dir).as_posix(), vecs
+
+
+def _commit(index_dir: Path, parts: list[tuple[str, np.ndarray]], before: Manifest | None) -> None:
+    ids = np.arange(sum(len(v) for _, v in parts))  # the parts hold ids 0..n-1 in order
+    index, info = vectors.build(ids, np.concatenate([v for _, v in parts]))
+    number = (before.snapshot if before else 0) + 1
+    manifest = Manifest(
+        model=IDENTITY,
+        embedding_dim=DIM,
+        embedding_dtype="float32",
+        snapshot=number,
+        next_id=len(ids),
+        catalog=[p for p, _ in parts],
+        counts={"images": len(ids), "errors": 0},
+        vector_index={"file": save_vectors(index_dir, index, number), **vars(info)},
+    )
+    commit_snapshot(index_dir, manifest, before)
+
+
+@pytest.fixture
+def index_dir(tmp_path) -> Path:
+    parts = [_part(tmp_path, range(0, 6), 1), _part(tmp_path, range(6, 10), 2)]
+    _commit(tmp_path, parts, None)
+    return tmp_path
+
+
+def test_rows_by_id_and_columns(index_dir):
+    snapshot = Snapshot(index_dir)
+    rows = snapshot.rows([7, 2, 99], ["path", "width"])
+    assert sorted(rows) == [2, 7]  # an unknown id is no row
+    assert rows[7] == {"id": 7, "path": "/photos/007.jpg", "width": 800}
+    assert "fingerprint" in snapshot.columns() and "embedding" in snapshot.columns()
+    with pytest.raises(ClipsearchError, match="unknown catalog column"):
+        snapshot.rows([1], ["colour"])
+
+
+def test_filters_ids_of_files_and_embeddings(index_dir):
+    snapshot = Snapshot(index_dir)
+    assert snapshot.matching_ids("width > 500").tolist() == [5, 6, 7, 8, 9]
+    assert snapshot.matching_ids("width > 500") is snapshot.matching_ids("width > 500")  # kept
+    with pytest.raises(ClipsearchError, match="invalid"):
+        snapshot.matching_ids("width >")
+    assert snapshot.id_of_file("/photos/003.jpg", 1003, 30) == 3
+    assert snapshot.id_of_file("/photos/003.jpg", 1003, 31) is None  # changed since
+    every_id, every = snapshot.embeddings()
+    some_ids, some = snapshot.embeddings([8, 1])
+    assert sorted(some_ids.tolist()) == [1, 8] and every.shape == (10, DIM)
+    for row_id, vector in zip(some_ids, some, strict=True):
+        np.testing.assert_array_equal(vector, every[every_id.tolist().index(row_id)])
+    assert snapshot.embeddings([])[1].shape == (0, DIM)
+
+
+def test_refresh_moves_an_open_index_to_the_newest_snapshot(index_dir):
+    index = Index.open(index_dir)
+    assert len(index) == 10 and index.refresh() is False
+    before = read_manifest(index_dir)
+    every = Snapshot(index_dir).embeddings()[1]
+    kept = [(before.catalog[0], every[:6]), (before.catalog[1], every[6:])]
+    _commit(index_dir, [*kept, _part(index_dir, range(10, 13), 3)], before)
+    assert len(index) == 10  # still the snapshot it opened
+    assert index.refresh() is True and len(index) == 13
+    assert index.snapshot.rows([12], ["path"])[12]["path"] == "/photos/012.jpg"
+    assert index.refresh() is False
