@@ -62,8 +62,8 @@ def duplicates(
     resizes, small crops, other formats, copies stored rotated.
 
     Each group names a suggested keeper (the most pixels, then the oldest); every other image
-    in it is within --threshold of the keeper. Found from the index's content hashes and
-    embeddings: nothing is embedded again.
+    in it is the same photo as the keeper: byte-identical, or embeddings within --threshold and
+    fingerprints alike. Found from what the index holds: nothing is embedded again.
     """
     if as_json and paths:
         raise ClipsearchError("--json and --paths are alternatives: give one")
