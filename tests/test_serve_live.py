@@ -32,7 +32,7 @@ from .conftest import (
     wait_for_server,
     wait_js,
 )
-from .test_serve import COLORS, build, color, write_image
+from .serve_index import COLORS, build, color, write_image
 
 
 class Live:

@@ -20,37 +20,9 @@ from clipsearch.train.config import SourceConfig
 from clipsearch.train.data import PairDataset, StepSampler, train_transform
 from clipsearch.train.sources import caption_key, load_source
 
-CLASSES = ["red", "green", "blue"]
-COLORS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220)}
+from .training_data import CLASSES, color_image, png_bytes, write_class_parquet
+
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
-
-
-def color_image(name: str, i: int, size: int = 20) -> Image.Image:
-    """A solid class colour with a little per-image noise, so images differ."""
-    rng = np.random.default_rng(i)
-    base = np.array(COLORS[name], np.int16)
-    pixels = base + rng.integers(-20, 21, (size, size, 3))
-    return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
-
-
-def png_bytes(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def write_class_parquet(path: Path, n: int) -> Path:
-    """cifar10's layout: PNG bytes, integer label, label_name."""
-    names = [CLASSES[i % 3] for i in range(n)]
-    table = pa.table(
-        {
-            "image": [png_bytes(color_image(c, i)) for i, c in enumerate(names)],
-            "label": pa.array([i % 3 for i in range(n)], pa.int8()),
-            "label_name": names,
-        }
-    )
-    pq.write_table(table, path)
-    return path
 
 
 def write_image_files(folder: Path, n: int) -> list[Path]:

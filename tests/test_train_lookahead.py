@@ -8,7 +8,7 @@ import torch
 from clipsearch.train import load_config, train
 from clipsearch.train.lookahead import DECAY_BASE, DECAY_POWER, Lookahead
 
-from .test_train_run import losses, weights, write_recipe
+from .training_data import losses, weights, write_recipe
 
 
 def test_average_follows_the_schedule_and_sets_the_weights():

@@ -7,70 +7,20 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model
-from clipsearch.model.checkpoint import WEIGHTS_NAME
 from clipsearch.train import load_config, train
 from clipsearch.train.report import read_metrics
 
 from .conftest import REPO
-from .test_train_data import write_class_parquet
-
-RECIPE = """
-name = "tiny-test"
-[data]
-path = "train.parquet"
-label_column = "label_name"
-templates = ["a photo of a {{}}.", "a {{}} square."]
-workers = {workers}
-[model]
-arch = "clipsearch-tiny"
-image_size = 16
-[optim]
-steps = {steps}
-batch_size = 8
-accum = {accum}
-lr = 1e-3
-warmup = 2
-seed = 3
-[eval]
-data.path = "test.parquet"
-data.label_column = "label_name"
-templates = "simple"
-every = {eval_every}
-[output]
-log_every = 1
-save_every = 100
-plots = {plots}
-"""
-
-
-def write_recipe(tmp_path: Path, steps=6, accum=1, workers=0, eval_every=0, plots="false") -> Path:
-    write_class_parquet(tmp_path / "train.parquet", 24)
-    write_class_parquet(tmp_path / "test.parquet", 9)
-    recipe = tmp_path / "recipe.toml"
-    text = RECIPE.format(
-        steps=steps, accum=accum, workers=workers, eval_every=eval_every, plots=plots
-    )
-    recipe.write_text(text)
-    return recipe
-
-
-def losses(directory: Path) -> list[float]:
-    return [r["loss"] for r in read_metrics(directory / "metrics.jsonl") if r["kind"] == "train"]
-
-
-def weights(directory: Path) -> dict[str, torch.Tensor]:
-    return load_file(str(directory / WEIGHTS_NAME))
+from .training_data import ddp_step_grads, losses, weights, write_recipe
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(tmp_path):
@@ -103,46 +53,13 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def ddp_step_grads(rank: int, world: int) -> dict[str, torch.Tensor]:
-    """Gradients of one accumulated step on this rank's share of a fixed global batch of 8."""
-    from contextlib import nullcontext
-
-    from clipsearch.train.config import ModelConfig
-    from clipsearch.train.model import build_model
-    from clipsearch.train.step import contrastive_step
-
-    torch.manual_seed(0)
-    built = build_model(ModelConfig(arch="clipsearch-tiny", image_size=16))
-    module = built.module
-    module.output_dict = True
-    images = torch.randn(8, 3, 16, 16, generator=torch.Generator().manual_seed(1))
-    words = ["cat", "dog", "cat", "ship", "frog", "dog", "car", "cat"]
-    texts = built.tokenizer([f"a photo of a {w}." for w in words])
-    keys = torch.tensor([sorted(set(words)).index(w) for w in words])
-    mine = slice(rank * 8 // world, (rank + 1) * 8 // world)
-    model = torch.nn.parallel.DistributedDataParallel(module) if world > 1 else module
-    batch = {"images": images[mine], "texts": texts[mine], "keys": keys[mine]}
-    contrastive_step(
-        model,
-        module,
-        batch,
-        accum=2,
-        kind="clip",
-        use_keys=True,
-        world=world,
-        autocast=nullcontext,
-        backward=lambda loss: loss.backward(),
-    )
-    return {n: p.grad for n, p in module.named_parameters()}
-
-
 DDP_WORKER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import torch
 from clipsearch.distributed import join
 from clipsearch.train import load_config, train
-from tests.test_train_run import ddp_step_grads
+from tests.training_data import ddp_step_grads
 
 group = join()
 grads = ddp_step_grads(group.rank, group.world)
