@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipsearch.errors import ClipsearchError
 from clipsearch.zeroshot import classifier_weights, get_templates
 
 if TYPE_CHECKING:
@@ -74,25 +73,6 @@ class Classifier:
             row_id = None if ids is None else int(ids[row])
             predictions.append(Prediction(path, best[0][0], best[0][1], best, row_id))
         return predictions
-
-
-def parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
-    """--labels "cat,dog" or --labels-file (one per line); duplicates and blanks dropped."""
-    if (labels is None) == (labels_file is None):
-        raise ClipsearchError("give the labels with either --labels or --labels-file")
-    if labels_file is not None:
-        try:
-            raw = labels_file.read_text(encoding="utf-8").splitlines()
-        except OSError as exc:
-            raise ClipsearchError(
-                f"cannot read labels file {labels_file}: {exc.strerror}"
-            ) from None
-    else:
-        raw = (labels or "").split(",")
-    parsed = list(dict.fromkeys(item.strip() for item in raw if item.strip()))
-    if len(parsed) < 2:
-        raise ClipsearchError("zero-shot classification needs at least two labels")
-    return parsed
 
 
 def resolve_templates(value: str | Sequence[str]) -> list[str]:

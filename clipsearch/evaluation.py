@@ -26,10 +26,14 @@ def class_folders(root: Path) -> list[str]:
     """The class names of a labelled folder: its non-hidden subfolders, sorted, named by
     ``zeroshot.label_of_folder``."""
     if not root.is_dir():
-        raise ClipsearchError(f"--eval needs a folder with one subfolder per class: {root}")
+        raise ClipsearchError(
+            f"scoring needs a folder with one subfolder per class: {root}", parameter="eval_dir"
+        )
     names = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if len(names) < 2:
-        raise ClipsearchError(f"--eval needs at least two class subfolders in {root}")
+        raise ClipsearchError(
+            f"scoring needs at least two class subfolders in {root}", parameter="eval_dir"
+        )
     return [label_of_folder(name) for name in names]
 
 

@@ -340,14 +340,15 @@ class _Run:
             if self.spec == built_with:
                 raise ClipsearchError(
                     f"the weights of model '{built_with}' changed since index {self.index_dir} "
-                    "was built: index into a new --index"
+                    "was built: index into a new directory"
                 )
             raise self._other_model(built_with)
 
     def _other_model(self, built_with: str | None) -> ClipsearchError:
         return ClipsearchError(
             f"index {self.index_dir} was built with model '{built_with}', not "
-            f"'{self.spec}': omit --model, or choose another --index"
+            f"'{self.spec}': leave the model out, or index into another directory",
+            parameter="model",
         )
 
     def _schema(self) -> pa.Schema:

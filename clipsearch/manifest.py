@@ -80,7 +80,7 @@ def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
         raise ClipsearchError(f"{index_dir} is {what}, not {KINDS[kind]}")
     version = data.get("format_version")
     if version != FORMAT_VERSION:
-        again = "re-index into a new --index" if kind == "images" else "build it again"
+        again = "index into a new directory" if kind == "images" else "build it again"
         raise ClipsearchError(
             f"{KINDS[kind]} {index_dir} has format version {version}; this clipsearch reads "
             f"version {FORMAT_VERSION}: {again}"

@@ -129,7 +129,7 @@ def duplicates_page(groups: Sequence[DuplicateGroup], threshold: float) -> str:
     more = len(groups) - len(shown)
     intro = (
         f"{len(groups):,} group(s) at threshold {threshold:g}"
-        + (f"; the first {len(shown):,} shown (--json or --paths lists all)" if more else "")
+        + (f"; the first {len(shown):,} shown (the JSON and path lists hold all)" if more else "")
         + ". Nothing was deleted or moved."
     )
     return page("clipsearch: duplicates", [Section("", [], intro), *sections])

@@ -110,7 +110,8 @@ class Index:
     def _other_model(self, built_with: str) -> ClipsearchError:
         return ClipsearchError(
             f"index {self.index_dir} was built with model '{built_with}'; "
-            f"'{self.model_spec}' is a different model: omit --model"
+            f"'{self.model_spec}' is a different model (leave the model out: the index knows it)",
+            parameter="model",
         )
 
     def refresh(self) -> bool:

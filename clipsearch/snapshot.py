@@ -174,7 +174,9 @@ class Snapshot:
             result = self._read(lambda: self._sql(query, numpy=True))
         except duckdb.Error as exc:  # a file's damage is not the predicate's fault: raised above
             message = " ".join(str(exc).split())
-            raise ClipsearchError(f"invalid --where {where!r}: {message}") from None
+            raise ClipsearchError(
+                f"invalid filter {where!r}: {message}", parameter="where"
+            ) from None
         ids = np.asarray(result["id"], dtype=np.int64)
         if len(self._matching) >= _KEPT_FILTERS:
             self._matching.pop(next(iter(self._matching)))  # the oldest
@@ -249,8 +251,8 @@ class Snapshot:
 
 def damaged(index_dir: Path, detail: str) -> ClipsearchError:
     return ClipsearchError(
-        f"index {index_dir} is damaged ({detail}); `clipsearch repair --index {index_dir}` "
-        "keeps what is intact and rebuilds the vector index without re-embedding"
+        f"index {index_dir} is damaged ({detail}); `clipsearch repair` on it keeps what is "
+        "intact and rebuilds the vector index without re-embedding"
     )
 
 

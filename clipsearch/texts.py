@@ -308,7 +308,8 @@ def _check_target(directory: Path) -> Manifest | None:
         if others:
             raise ClipsearchError(
                 f"{directory} is not a text collection and not empty (it holds {others[0]!r}): "
-                "choose another --name"
+                "choose another name",
+                parameter="name",
             )
     elif directory.exists() and not directory.is_dir():
         raise ClipsearchError(f"{directory} is a file, not a text collection directory")
@@ -490,7 +491,9 @@ def locate_texts(value: str | os.PathLike) -> SourceTexts | TextCollection:
     """
     text = os.fspath(value)
     if not text.strip():
-        raise ClipsearchError("--texts is empty: give a texts FILE or a collection NAME")
+        raise ClipsearchError(
+            "no texts named: give a texts FILE or a collection NAME", parameter="texts"
+        )
     path = Path(text).expanduser()
     if path.is_file():
         return read_texts_file(path)
@@ -501,11 +504,13 @@ def locate_texts(value: str | os.PathLike) -> SourceTexts | TextCollection:
         raise ClipsearchError(f"no text collection at {directory} ({_BUILD_HINT})")
     if path.is_dir():
         raise ClipsearchError(
-            f"--texts {text!r} is a directory without a text collection, and there is no "
-            f"text collection at {directory} ({_BUILD_HINT})"
+            f"{text!r} is a directory without a text collection, and there is no "
+            f"text collection at {directory} ({_BUILD_HINT})",
+            parameter="texts",
         )
     raise ClipsearchError(
-        f"--texts {text!r}: no such file, and no text collection at {directory} ({_BUILD_HINT})"
+        f"{text!r}: no such file, and no text collection at {directory} ({_BUILD_HINT})",
+        parameter="texts",
     )
 
 
@@ -524,7 +529,8 @@ def check_model(collection: TextCollection, model: Model) -> None:
         )
     raise ClipsearchError(
         f"text collection {collection.directory} was built with model '{built_with}', not "
-        f"'{requested}': omit --model, or rebuild the collection with that model"
+        f"'{requested}': leave the model out, or rebuild the collection with that model",
+        parameter="model",
     )
 
 

@@ -73,8 +73,8 @@ def test_offline_pretrained_model_is_one_clear_line(tmp_path):
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: cannot load model 'ViT-B-32:laion2b_s34b_b79k'")
-    assert "--model" in lines[0] and "Traceback" not in result.stderr
+    assert lines[0].startswith("error: --model: cannot load model 'ViT-B-32:laion2b_s34b_b79k'")
+    assert "CLIPSEARCH_MODEL" in lines[0] and "Traceback" not in result.stderr
 
 
 def test_bare_architecture_is_a_clear_error(tmp_path):

@@ -207,7 +207,7 @@ def test_cli_lists_groups_paths_json_and_a_page(index_dir, tmp_path):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--where", "width >"], "invalid --where"),
+        (["--where", "width >"], "error: --where: invalid filter"),
         (["--threshold", "1.5"], "--threshold"),
         (["--json", "--paths"], "alternatives"),
     ],

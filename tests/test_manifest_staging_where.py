@@ -102,7 +102,7 @@ def test_where_takes_predicates_over_columns_and_functions_that_read_nothing():
 @pytest.mark.parametrize(
     ("where", "fragment"),
     [
-        ("", "where is empty"),
+        ("", "the filter is empty"),
         ("id IN (SELECT 1)", "subqueries are not allowed"),
         ("read_parquet('/etc/x') IS NOT NULL", r"read_parquet\(\) is not allowed"),
         ("1=1; DROP TABLE catalog", "one predicate only"),

@@ -99,7 +99,7 @@ def test_a_damaged_catalog_part_is_dropped_and_embedded_again(built, tmp_path, d
     else:
         part.unlink()
     _one_line_error(_query(index_dir), part.name, "repair")
-    _one_line_error(_query(index_dir, "--where", "width > 1"), part.name)  # not "invalid --where"
+    _one_line_error(_query(index_dir, "--where", "width > 1"), part.name)  # not "invalid filter"
     result = run_cli("repair", "--index", str(index_dir))
     assert result.returncode == 1
     assert f"damaged: {manifest.catalog[1]}" in result.stdout

@@ -80,9 +80,11 @@ def test_where_filters_rows_and_still_returns_k(index):
     assert index.search("x", k=5, where="width > 10000") == []
 
 
-def test_bad_where_is_a_clear_error(index):
-    with pytest.raises(ClipsearchError, match=r"invalid --where 'widht > 1'"):
+def test_bad_where_is_a_clear_error_naming_the_parameter(index):
+    with pytest.raises(ClipsearchError, match=r"invalid filter 'widht > 1'") as raised:
         index.search("x", where="widht > 1")
+    assert raised.value.parameter == "where"  # the CLI says --where, the API where
+    assert "--" not in str(raised.value)  # library errors speak the library's language
 
 
 def test_a_minus_term_pushes_its_images_down(index):
@@ -200,7 +202,7 @@ def test_cli_negative_terms(index_dir):
         (["query", "x", "-k", "0", "--index", "{index}"], "k must be at least 1"),
         (["query", "x", "-m", "random:ViT-B-32", "--index", "{index}"], "different model"),
         (["query", "--image", "{missing}/q.jpg", "--index", "{index}"], "cannot read image"),
-        (["query", "x", "--where", "width >", "--index", "{index}"], "invalid --where"),
+        (["query", "x", "--where", "width >", "--index", "{index}"], "--where: invalid filter"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(index_dir, tmp_path, args, message):

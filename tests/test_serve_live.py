@@ -203,7 +203,7 @@ def test_the_page_in_headless_chromium(live, tmp_path):
             page.fill("#where", "width >")
             page.press("#where", "Enter")
             wait_js(page, "() => document.querySelector('#status').classList.contains('error')")
-            assert "invalid where" in page.text_content("#status")
+            assert "invalid filter" in page.text_content("#status")
         finally:
             browser.close()
     unexpected = [p for p in problems if "400 (Bad Request)" not in p]  # the bad filter above

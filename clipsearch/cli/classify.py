@@ -78,7 +78,7 @@ def classify(
 
         label_list = class_folders(paths[0])
     else:
-        label_list = zs.parse_labels(labels, labels_file)
+        label_list = _parse_labels(labels, labels_file)
     template_list = zs.resolve_templates(templates)
     failures: list[tuple[str, str]] = []
     if paths:
@@ -163,3 +163,22 @@ def _print_report(report, plot: Path) -> None:
         table.add_row(label, *cells, "-" if accuracy is None else f"{accuracy:.1%}")
     console.print(table)
     console.print(f"confusion matrix plot: {plot}")
+
+
+def _parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    """--labels "cat,dog" or --labels-file (one per line); duplicates and blanks dropped."""
+    if (labels is None) == (labels_file is None):
+        raise ClipsearchError("give the labels with either --labels or --labels-file")
+    if labels_file is not None:
+        try:
+            raw = labels_file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise ClipsearchError(
+                f"cannot read labels file {labels_file}: {exc.strerror}"
+            ) from None
+    else:
+        raw = (labels or "").split(",")
+    parsed = list(dict.fromkeys(item.strip() for item in raw if item.strip()))
+    if len(parsed) < 2:
+        raise ClipsearchError("zero-shot classification needs at least two labels")
+    return parsed

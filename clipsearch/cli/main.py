@@ -76,7 +76,9 @@ def run(typer_app: typer.Typer) -> None:
     try:
         typer_app()
     except ClipsearchError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        flag = FLAGS.get(exc.parameter or "")
+        message = " ".join(str(exc).split())
+        print(f"error: {flag}: {message}" if flag else f"error: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
@@ -92,6 +94,20 @@ def run(typer_app: typer.Typer) -> None:
         )
         sys.exit(2)
 
+
+# The flag each library parameter named in a ClipsearchError comes from.
+FLAGS = {
+    "where": "--where",
+    "model": "--model",
+    "index_dir": "--index",
+    "engine": "--engine",
+    "labels": "--labels",
+    "texts": "--texts",
+    "name": "--name",
+    "out": "--out",
+    "overrides": "--set",
+    "eval_dir": "--eval",
+}
 
 # What a lean install (no extras) lacks, and the extra that brings it.
 _EXTRAS = {

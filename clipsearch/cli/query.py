@@ -146,7 +146,7 @@ def query(
         write_hits_page(html, f"clipsearch: {title}", rows)
     _print_hits(rows, wanted, as_json, paths)
     if searched_here and warm_for > 0 and model is None and server is None:
-        from clipsearch.server.background import start_background_server
+        from clipsearch.cli.background import start_background_server
 
         start_background_server(resolve_index_dir(index), warm_for, engine, device)
 

@@ -223,7 +223,8 @@ class Model:
         if self.engine != "torch":
             raise ClipsearchError(
                 f"model '{self.spec}' runs in the {self.engine} engine; this needs the torch "
-                "engine (load it with engine='torch', or --engine torch)"
+                "engine (load it with engine='torch')",
+                parameter="engine",
             )
         return self.towers
 

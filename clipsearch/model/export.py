@@ -296,7 +296,8 @@ def _preprocess_config(model: Model) -> PreprocessConfig:
     except ValueError as exc:
         raise ClipsearchError(
             f"cannot export model '{model.spec}' to ONNX: its preprocessing ({exc}) is not "
-            "reproduced without torch; use --engine torch"
+            "reproduced without torch; use the torch engine",
+            parameter="engine",
         ) from None
 
 
@@ -383,7 +384,8 @@ def _export_one(tower: Any, example: Any, input_name: str, path: Path, what: str
         except Exception as exc:
             message = " ".join(str(exc).split())[:300]
             raise ClipsearchError(
-                f"cannot export model {what} to ONNX: {message}; use --engine torch"
+                f"cannot export model {what} to ONNX: {message}; use the torch engine",
+                parameter="engine",
             ) from None
 
 

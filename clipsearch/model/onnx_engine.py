@@ -136,5 +136,6 @@ def _providers(device: str) -> list[Any]:
         return [("CUDAExecutionProvider", {"device_id": device_id}), "CPUExecutionProvider"]
     raise ClipsearchError(
         f"device {device!r} is not available to the onnx engine (onnxruntime providers: "
-        f"{', '.join(ort.get_available_providers())}); use --engine torch for GPUs"
+        f"{', '.join(ort.get_available_providers())}); use the torch engine for GPUs",
+        parameter="engine",
     )

@@ -28,7 +28,7 @@ from clipsearch.model.spec import ModelSpec
 
 RANDOM_SEED = 0
 OFFLINE_FIX = (
-    "point --model (or CLIPSEARCH_MODEL) at a local checkpoint directory, such as one "
+    "name a local checkpoint directory as the model (or in CLIPSEARCH_MODEL), such as one "
     "written by `clipsearch train`, or connect once so the weights are cached"
 )
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -271,10 +271,12 @@ def _download_error(
     if not online:
         return ClipsearchError(
             f"cannot load model '{spec}': tried {source} in {cache}, not there, and "
-            f"{endpoint_host()} cannot be reached (offline). Fix: {OFFLINE_FIX}"
+            f"{endpoint_host()} cannot be reached (offline). Fix: {OFFLINE_FIX}",
+            parameter="model",
         )
     return ClipsearchError(
-        f"cannot load model '{spec}': tried {source}: {_one_line(exc)[:300]}. Fix: {OFFLINE_FIX}"
+        f"cannot load model '{spec}': tried {source}: {_one_line(exc)[:300]}. Fix: {OFFLINE_FIX}",
+        parameter="model",
     )
 
 

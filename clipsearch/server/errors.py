@@ -50,7 +50,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClipsearchError)
     async def _user_error(request: Request, exc: ClipsearchError) -> JSONResponse:
-        return error_response(400, str(exc))
+        # The library names the argument at fault; over HTTP it is the query parameter.
+        prefix = f"{exc.parameter}: " if exc.parameter else ""
+        return error_response(400, prefix + str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -89,7 +89,9 @@ def open_indexed(row: dict[str, Any], follow_symlinks: bool = False) -> IndexedF
     except OSError as exc:
         if exc.errno == errno.ELOOP and not follow_symlinks:
             raise ApiError(
-                403, "the indexed file is a symbolic link; it is not served (see --follow-symlinks)"
+                403,
+                "the indexed file is a symbolic link; this server does not follow links "
+                "(its follow_symlinks setting)",
             ) from None
         raise ApiError(403, f"cannot open the indexed file: {exc.strerror}") from None
     file = os.fdopen(fd, "rb")

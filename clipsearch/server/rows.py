@@ -69,5 +69,6 @@ class RowStore:
                 found = self._db.execute(f"SELECT id FROM catalog WHERE {where}").fetchnumpy()
         except duckdb.Error as exc:
             message = " ".join(str(exc).split())
-            raise ClipsearchError(f"invalid where {where!r}: {message}") from None
+            invalid = f"invalid filter {where!r}: {message}"
+            raise ClipsearchError(invalid, parameter="where") from None
         return np.asarray(found["id"], dtype=np.int64)

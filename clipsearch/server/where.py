@@ -114,24 +114,29 @@ def _refusal(node: Any) -> str | None:
 def check_where(where: str) -> str:
     """``where`` when it is a safe single predicate; else a one-line ClipsearchError."""
     if not where.strip():
-        raise ClipsearchError("where is empty")
+        raise ClipsearchError("the filter is empty", parameter="where")
     count, parsed = _serialize(_PREFIX + where)
     if parsed.get("error"):
         message = " ".join(str(parsed.get("error_message", "cannot parse")).split())
-        raise ClipsearchError(f"invalid where {where!r}: {message}")
+        raise ClipsearchError(f"invalid filter {where!r}: {message}", parameter="where")
     if count != 1:
-        raise ClipsearchError(f"invalid where {where!r}: one predicate only (no ';')")
+        raise ClipsearchError(
+            f"invalid filter {where!r}: one predicate only (no ';')", parameter="where"
+        )
     statement = _without_locations(parsed["statements"][0])
     clause = statement["node"].pop("where_clause", None)
     statement["node"]["where_clause"] = None
     if clause is None or statement != _reference_query():
         raise ClipsearchError(
-            f"invalid where {where!r}: only a predicate over catalog columns "
-            "(no ORDER BY, LIMIT, GROUP BY or UNION)"
+            f"invalid filter {where!r}: only a predicate over catalog columns "
+            "(no ORDER BY, LIMIT, GROUP BY or UNION)",
+            parameter="where",
         )
     reason = _refusal(clause)
     if reason:
         raise ClipsearchError(
-            f"invalid where {where!r}: {reason} here (`clipsearch query --where` takes full SQL)"
+            f"invalid filter {where!r}: {reason} over HTTP (a search in your own process "
+            "takes any SQL)",
+            parameter="where",
         )
     return where

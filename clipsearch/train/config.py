@@ -1,7 +1,8 @@
 """The training recipe: one TOML file maps onto one typed ``TrainConfig``.
 
 Paths written in a recipe file are relative to that file (so a recipe works from any working
-directory); paths given with ``--set`` or ``--out`` are relative to the working directory.
+directory); paths given as overrides or as the output directory are relative to the working
+directory.
 Unknown keys and values of the wrong type are errors that name the key.
 """
 
@@ -186,7 +187,9 @@ def load_config(
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ClipsearchError(f"--set {item!r}: expected key.sub=value, e.g. optim.lr=3e-4")
+            raise ClipsearchError(
+                f"{item!r}: expected key.sub=value, e.g. optim.lr=3e-4", parameter="overrides"
+            )
         set_value(config, key.strip(), value.strip(), Path.cwd())
     if out is not None:
         config.output.dir = os.path.normpath(Path.cwd() / Path(out).expanduser())

@@ -257,7 +257,8 @@ def _finish(run: _Run, last_eval: dict[str, float]) -> RunResult:
 def _check_fresh(out: Path) -> None:
     if (out / STATE_NAME).exists():
         raise ClipsearchError(
-            f"{out} already holds a run: add --resume to continue it, or choose another --out"
+            f"{out} already holds a run: resume it, or choose another output directory",
+            parameter="out",
         )
 
 
