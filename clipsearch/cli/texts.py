@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -170,6 +171,15 @@ def print_text_hits(rows: list[dict[str, Any]], as_json: bool = False) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    from clipsearch.texts import format_text_hits
+    print(_format_text_hits(rows))
 
-    print(format_text_hits(rows))
+
+def _format_text_hits(rows: Sequence[dict[str, Any]]) -> str:
+    """The plain-text table of ``rank_image_against_texts`` rows: rank, score, text."""
+    if not rows:
+        return "no texts"
+    width = len(str(rows[-1]["rank"]))
+    return "\n".join(
+        f"{row['rank']:>{width}}  {row['score']:.4f}  {' '.join(str(row['text']).split())}"
+        for row in rows
+    )
