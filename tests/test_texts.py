@@ -16,12 +16,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipsearch import storage
-from clipsearch.cli.texts import print_text_hits, rank_image_against_texts, texts_app
+from clipsearch.cli.texts import print_text_hits, texts_app
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import Manifest
 from clipsearch.texts import (
     TextCollection,
     TextList,
+    rank_image_against_texts,
     rank_texts,
     read_texts_file,
     resolve_texts,

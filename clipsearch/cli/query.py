@@ -210,7 +210,8 @@ def _image_to_text(
     engine: str,
     as_json: bool,
 ) -> None:
-    from clipsearch.cli.texts import print_text_hits, rank_image_against_texts
+    from clipsearch.cli.texts import print_text_hits
+    from clipsearch.texts import rank_image_against_texts
 
     if text or not image or len(image) != 1:
         raise ClipsearchError("--texts ranks texts against one --image (and takes no TEXT)")

@@ -1,15 +1,14 @@
 """``clipsearch texts``: store text collections for image→text queries.
 
 ``clipsearch texts index FILE --name NAME`` embeds the lines of FILE once;
-``clipsearch query --image PATH --texts NAME`` then ranks them without re-encoding
-(``rank_image_against_texts`` below is what ``query`` calls; ``--texts FILE`` works too).
+``clipsearch query --image PATH --texts NAME`` then ranks them without re-encoding (through
+``clipsearch.texts.rank_image_against_texts``, which also takes a FILE).
 Heavy modules load inside the commands, so ``--help`` stays fast.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
@@ -142,28 +141,6 @@ class _Progress:
             file=sys.stderr,
             flush=True,
         )
-
-
-def rank_image_against_texts(
-    image_path: str | os.PathLike,
-    texts_value: str,
-    model_spec: str | None = None,
-    k: int = 10,
-    device: str = "auto",
-    cache_dir: str | os.PathLike | None = None,
-    engine: str = "auto",
-) -> list[dict[str, Any]]:
-    """For ``clipsearch query --image PATH --texts FILE|NAME``: rows ``{rank, id, text, score}``.
-
-    ``--texts`` is a FILE (an existing file: its lines are embedded now) or a collection
-    NAME/directory (searched with its own model unless ``model_spec`` names another spec of
-    the same weights). Bad input raises a one-line ClipsearchError.
-    """
-    from clipsearch import texts
-
-    return texts.rank_image_against_texts(
-        image_path, texts_value, model_spec, k, device, cache_dir, engine
-    )
 
 
 def print_text_hits(rows: list[dict[str, Any]], as_json: bool = False) -> None:
