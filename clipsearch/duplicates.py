@@ -150,14 +150,9 @@ class _Evidence:
         """Which pairs (a[i], b[i]) have fingerprints within MAX_DIFFERENCE, or lack one
         (rows indexed before fingerprints existed: judged from their files later)."""
         first, second = np.searchsorted(self.ids, a), np.searchsorted(self.ids, b)
-        difference = np.sqrt(
-            np.mean(
-                (self.picture_matrix[first].astype(np.float32) - self.picture_matrix[second]) ** 2,
-                axis=1,
-            )
-        )
+        apart = fingerprint.differences(self.picture_matrix[first], self.picture_matrix[second])
         unknown = ~(self.has_picture[first] & self.has_picture[second])
-        return unknown | (difference <= fingerprint.MAX_DIFFERENCE)
+        return unknown | (apart <= fingerprint.MAX_DIFFERENCE)
 
     def gather(self, ids: list[int]) -> None:
         found_ids, found = self.snapshot.embeddings(ids)

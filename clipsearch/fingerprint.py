@@ -32,11 +32,15 @@ def of_image(image: Image.Image) -> bytes:
     return image.convert("L").resize((SIDE, SIDE), Image.Resampling.BOX).tobytes()
 
 
+def differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Root-mean-square difference, in grey levels, of the fingerprints in each row of two
+    (n, SIZE) uint8 arrays."""
+    return np.sqrt(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2, axis=-1))
+
+
 def difference(a: bytes, b: bytes) -> float:
     """Root-mean-square difference of two fingerprints, in grey levels."""
-    left = np.frombuffer(a, np.uint8).astype(np.float32)
-    right = np.frombuffer(b, np.uint8).astype(np.float32)
-    return float(np.sqrt(np.mean((left - right) ** 2)))
+    return float(differences(np.frombuffer(a, np.uint8), np.frombuffer(b, np.uint8)))
 
 
 def alike(a: bytes, b: bytes) -> bool:

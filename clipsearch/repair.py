@@ -211,7 +211,8 @@ def _check_parquet(path: Path, schema: pa.Schema | None) -> tuple[int, str | Non
     is never held), or what is wrong with it; ``schema``: columns it must have."""
     try:
         reader = pq.ParquetFile(path)
-        if schema is not None and not set(schema.names) <= set(reader.schema_arrow.names):
+        required = set(schema.names) - set(catalog.ADDED_LATER) if schema is not None else set()
+        if not required <= set(reader.schema_arrow.names):
             return 0, "not a catalog part of this index (columns differ)"
         return sum(batch.num_rows for batch in reader.iter_batches(65_536)), None
     except FileNotFoundError:

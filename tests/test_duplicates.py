@@ -154,13 +154,56 @@ def test_the_catalog_keeps_a_fingerprint_of_every_image(index_dir, library):
     assert fingerprint.difference(cat, dog) > 2 * fingerprint.MAX_DIFFERENCE
 
 
-def test_an_index_from_before_fingerprints_reads_them_from_the_files(index_dir, tmp_path):
+def _from_before_fingerprints(index_dir: Path, tmp_path: Path) -> Path:
+    """A copy of the index as clipsearch wrote it before catalogs held fingerprints."""
     older = tmp_path / "older"
     shutil.copytree(index_dir, older)
     for part in (older / "catalog").glob("part-*.parquet"):
         pq.write_table(pq.read_table(part).drop_columns(["fingerprint"]), part)
+    return older
+
+
+def test_an_index_from_before_fingerprints_reads_them_from_the_files(index_dir, tmp_path):
+    older = _from_before_fingerprints(index_dir, tmp_path)
     expected = [_names(g) for g in Index.open(index_dir).duplicates()]
     assert [_names(g) for g in Index.open(older).duplicates()] == expected
+
+
+def test_indexing_into_an_index_from_before_fingerprints_mixes_parts(index_dir, library, tmp_path):
+    older = _from_before_fingerprints(index_dir, tmp_path)
+    extra = library.parent / "extra"
+    _write(extra / "ship-copy.png", _sample_photos()["ship"], days_old=1)
+    summary = update_index([library, extra], older, DEMO_MODEL, IndexOptions(workers=0))
+    assert summary.new == 1 and summary.committed
+    pictures = Index.open(older).snapshot.table(["path", "fingerprint"])
+    known = {
+        p: f is not None
+        for p, f in zip(*(pictures[c].to_pylist() for c in pictures.column_names), strict=True)
+    }
+    assert known[str(extra / "ship-copy.png")] and not known[str(library / "cat.jpg")]
+    names = [_names(g) for g in Index.open(older).duplicates()]
+    assert ["ship.jpg", "ship-copy.png"] in names and len(names) == 3
+    shutil.rmtree(extra)
+
+
+def test_a_server_opens_an_index_from_before_fingerprints(index_dir, library, tmp_path):
+    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+    from fastapi.testclient import TestClient
+
+    from clipsearch.server.app import create_app
+    from clipsearch.server.config import ServerConfig
+
+    older = _from_before_fingerprints(index_dir, tmp_path)
+    with TestClient(create_app(ServerConfig(older)), base_url="http://127.0.0.1") as client:
+        hits = client.get("/api/search", params={"q": "a photo of a cat", "k": 3}).json()["hits"]
+        assert len(hits) == 3
+        assert client.get("/api/duplicates").json()["groups_total"] == 2
+        assert "fingerprint" not in client.get("/api/info").json()["columns"]
+    # and `clipsearch repair` finds it intact: a part without the column is not damage
+    from clipsearch.repair import repair_index
+
+    report = repair_index(older)
+    assert not report.committed and report.damaged == []
 
 
 def test_a_chain_of_look_alikes_is_split_around_keepers():

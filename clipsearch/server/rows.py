@@ -27,7 +27,8 @@ HIDDEN = ("embedding", "fingerprint")  # never copied here, never sent to client
 
 class RowStore:
     def __init__(self, snapshot: Snapshot, threads: int = 1) -> None:
-        hidden = ", ".join(f'"{c}"' for c in HIDDEN)
+        # Only columns the catalog has: parts written before the fingerprint lack it.
+        hidden = ", ".join(f'"{c}"' for c in HIDDEN if c in snapshot.columns())
         query = f"SELECT * EXCLUDE ({hidden}) FROM catalog ORDER BY id"
         self.table: pa.Table = snapshot.db.sql(query).to_arrow_table().combine_chunks()
         self.ids = self.table.column("id").to_numpy()
