@@ -1,7 +1,7 @@
 """clipsearch: semantic search over images and text with CLIP-style joint embeddings.
 
 Heavy modules (torch, open_clip, faiss) load on first use, so that importing the
-package and running ``clipsearch --help`` stay fast.
+package and the CLI's help stay fast.
 """
 
 from __future__ import annotations

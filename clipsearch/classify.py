@@ -156,9 +156,9 @@ def classify_files(
 
 
 def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
-    """Store each image's label and probability beside the catalog, for ``--where``.
+    """Store each image's label and probability beside the catalog, for filters.
 
-    The catalog view joins ``tags.parquet`` on id, so ``--where "label = 'dog'"`` works.
+    The catalog view joins ``tags.parquet`` on id, so the filter ``label = 'dog'`` works.
     A new classification replaces the previous tags (under the index lock).
     """
     import pyarrow as pa

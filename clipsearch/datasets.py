@@ -1,6 +1,6 @@
 """Turn a Parquet image dataset (such as ../shared/data/cifar10) into image files on disk.
 
-Real folders of images are what `clipsearch index` and `classify --eval` work on; datasets
+Real folders of images are what indexing and scoring a labelled folder work on; datasets
 usually come as Parquet with the encoded image bytes in a column.
 """
 
@@ -19,7 +19,7 @@ _UNSAFE = re.compile(r"[/\\\x00]+")  # what would break out of, or end, a folder
 @dataclass
 class ExportSummary:
     written: int
-    labels: dict[str, int]  # images per label folder ("" when not --by-label)
+    labels: dict[str, int]  # images per label folder ("" when not by label)
     out_dir: str
 
 
@@ -34,7 +34,7 @@ def extension_of(data: bytes) -> str:
 
 def safe_folder_name(label: str) -> str:
     """A label as a folder name, read back as the label by ``zeroshot.label_of_folder`` (for
-    training and `classify --eval`): no separators, no leading dots."""
+    training and scoring): no separators, no leading dots."""
     name = _UNSAFE.sub("_", label.strip()).lstrip(".")
     return name or "unlabelled"
 

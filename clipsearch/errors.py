@@ -8,7 +8,7 @@ class ClipsearchError(Exception):
 
     Library code words its message in the library's terms; ``parameter`` names the argument
     at fault (``"where"``, ``"model"``), so that the CLI can put the flag it came from in
-    front (``error: --where: ...``) and Python callers read their own parameter's name. The
+    front (``error: --FLAG: ...``) and Python callers read their own parameter's name. The
     CLI prints the message on one line and exits with ``exit_code``.
     """
 

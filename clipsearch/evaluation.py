@@ -1,6 +1,6 @@
 """Score zero-shot predictions against true labels: accuracy, per class, confusion matrix.
 
-``score`` is the one accuracy computation: ``clipsearch classify --eval DIR`` (one subfolder
+``score`` is the one accuracy computation: scoring a labelled folder DIR (one subfolder
 per class, ``DIR/dog/1.png``: the subfolder names the true label) and training's zero-shot
 evaluation (``train/evaluate.py``) both use it.
 """

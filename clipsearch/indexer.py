@@ -162,7 +162,7 @@ class _Run:
         self.model = None
         self.spec = _choose_spec(manifest, model_spec)
         if manifest is None or self.spec != manifest.model_spec:
-            self._load_model()  # a new index, or a --model that must be checked against it
+            self._load_model()  # a new index, or a model spec that must be checked against it
 
     # -- pipeline --------------------------------------------------------------------------
 

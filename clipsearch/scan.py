@@ -140,7 +140,7 @@ def _scan_checked(roots: list[_Root], opts: ScanOptions, report: _Report) -> Ite
         seen_roots.add(root.path)
         is_dir = stat.S_ISDIR(root.st.st_mode)
         # Roots skip the hidden and extension filters (the user named them) but
-        # not --exclude, so `index photos/* --exclude '*.png'` does what it says.
+        # not the exclude globs, so excluding '*.png' from `index photos/*` does what it says.
         if excluded(os.path.basename(root.path), None, root.path, is_dir):
             continue
         if is_dir:

@@ -1,6 +1,6 @@
 """Defaults and where they come from: flags beat environment variables beat built-ins.
 
-No heavy imports here: ``clipsearch --help`` and ``clipsearch info`` read this module.
+No heavy imports here: the CLI's help and ``clipsearch info`` read this module.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def let_decoders_share_cores() -> None:
 
 
 def default_model_spec() -> str:
-    """The model used when no ``--model`` is given: $CLIPSEARCH_MODEL, else the built-in."""
+    """The model used when none is named: $CLIPSEARCH_MODEL, else the built-in."""
     return os.environ.get(MODEL_ENV) or DEFAULT_MODEL_SPEC
 
 
@@ -50,7 +50,7 @@ def cache_root() -> Path:
 
 
 def resolve_index_dir(name_or_path: str | None = None) -> Path:
-    """Map ``--index`` to a directory.
+    """Map an index name or path to a directory.
 
     None → $CLIPSEARCH_INDEX, else ``indexes/default`` under the current directory;
     a bare name (no path separator) → ``indexes/NAME``; anything else is a path.

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matching rows)
-TAGS_NAME = "tags.parquet"  # zero-shot labels written by `clipsearch classify --write-tags`
+TAGS_NAME = "tags.parquet"  # zero-shot labels stored by classify.write_tags
 _RETRIES = 3
 
 

@@ -22,7 +22,7 @@ TEMPLATES_FILE = Path(__file__).with_name("prompt_templates.json")
 
 def label_of_folder(name: str) -> str:
     """The class a folder of labelled images names: ``sea_turtle`` → ``sea turtle``. One rule
-    for training (``data.format = folder``) and scoring (``classify --eval``)."""
+    for training (``data.format = folder``) and scoring a labelled folder."""
     return name.replace("_", " ")
 
 

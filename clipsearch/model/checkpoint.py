@@ -1,4 +1,4 @@
-"""Checkpoint directories: the on-disk form of a model that ``--model DIR`` loads.
+"""Checkpoint directories: the on-disk form of a model that a spec naming the directory loads.
 
 The layout is open_clip's own (as on the Hugging Face hub and open_clip's ``local-dir:``):
 ``open_clip_config.json`` ({"model_cfg", "preprocess_cfg", "clipsearch"}) and

@@ -1,4 +1,4 @@
-"""Model specs: the one string that names a model everywhere (``--model``, env, manifests).
+"""Model specs: the one string that names a model everywhere (the CLI, env, manifests).
 
 Parsing is pure string work, so the CLI can validate a spec without importing torch.
 

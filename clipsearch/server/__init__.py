@@ -1,7 +1,7 @@
 """``clipsearch serve``: a JSON API and a web page over one image index.
 
 The package is split by job. ``config``, ``discovery`` and ``client`` are imported by the
-CLI before any command runs (``clipsearch --help``, ``clipsearch query``), so they use the
+CLI before any command runs (its help, ``clipsearch query``), so they use the
 standard library alone:
 
 | module | job |

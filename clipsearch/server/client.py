@@ -150,7 +150,7 @@ def find_server(
     """A reachable server answering for ``index_dir``, or None.
 
     Without ``url`` the server is the one ``INDEX/server.json`` names (ignored when its
-    process is gone). With ``url`` and no ``--index`` given, that server's index is used.
+    process is gone). With ``url`` and no index asked for, that server's index is used.
     """
     if url is None:
         info = read_info(index_dir)

@@ -3,7 +3,7 @@
 Requests run in a thread pool. Encoding (torch) and vector search (FAISS) are safe to run
 concurrently; catalog rows come from an in-memory ``RowStore``. Each request asks for
 ``current()``: a ``stat`` of ``manifest.json`` (and of ``tags.parquet``); when one changed
-(``clipsearch index`` committed, ``classify --write-tags`` wrote), one thread opens and
+(an indexing run committed, zero-shot tags were written), one thread opens and
 warms the new snapshot while the others keep answering from the old one, then swaps it in.
 """
 

@@ -6,7 +6,7 @@ link to a private file, say), so before a byte is served:
 
 - the catalog path must be absolute and normalized (no ``..``);
 - the last component must not be a symbolic link (``O_NOFOLLOW``), unless the server was
-  started with ``follow_symlinks`` (for indexes built with ``--follow-symlinks``);
+  started with ``follow_symlinks`` (for indexes built following symbolic links);
 - the opened file (``fstat``, so no race with a rename) must be a regular file with the
   size and modification time the catalog recorded: the indexed file, unchanged.
 """

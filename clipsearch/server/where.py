@@ -1,6 +1,6 @@
 """A client's ``where`` predicate is SQL run by DuckDB: check it before it runs.
 
-Locally ``--where`` is the user's own SQL. Over HTTP it comes from anyone who can reach the
+Locally a filter is the user's own SQL. Over HTTP it comes from anyone who can reach the
 server, and DuckDB SQL can read files (``read_text('/etc/passwd')``), write them
 (``; COPY ... TO``) or run for ever. So a predicate is parsed by DuckDB itself
 (``json_serialize_sql``) and accepted only when it is one expression over the catalog's

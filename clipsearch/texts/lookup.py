@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 def locate_texts(value: str | os.PathLike) -> SourceTexts | TextCollection:
-    """What ``--texts`` names: an existing file (read now) or a stored collection (opened).
+    """What a texts argument names: an existing file (read now) or a stored collection.
 
     Nothing is embedded yet, so this fails fast, before any model is loaded.
     """
@@ -51,7 +51,7 @@ def locate_texts(value: str | os.PathLike) -> SourceTexts | TextCollection:
 def resolve_texts(
     model: Model, value: str | os.PathLike, progress: ProgressCallback | None = None
 ) -> TextCollection | TextList:
-    """``--texts`` FILE (its lines embedded now with ``model``) or collection NAME/dir
+    """A texts FILE (its lines embedded now with ``model``) or collection NAME/dir
     (opened; ``model`` must be the one that built it). Both have ``.search(vectors, k)``."""
     found = locate_texts(value)
     if isinstance(found, TextCollection):

@@ -57,7 +57,7 @@ def hits_of(
 
 
 class TextList:
-    """Texts embedded on the fly and ranked exactly (a FILE given to ``--texts``)."""
+    """Texts embedded on the fly and ranked exactly (a texts FILE)."""
 
     def __init__(
         self,

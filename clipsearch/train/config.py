@@ -309,7 +309,7 @@ def _coerce(value: Any, hint: Any, name: str) -> Any:
         bool: isinstance(value, bool),
         int: number and isinstance(value, int),
         float: number,
-        # --set name=123 parses as an int; a string field takes it as written.
+        # An override name=123 parses as an int; a string field takes it as written.
         str: number or isinstance(value, str),
     }
     if accepted.get(hint, False):

@@ -34,7 +34,7 @@ from clipsearch.train.state import STATE_NAME, load_state, rng_state, save_state
 from clipsearch.train.step import contrastive_step
 from clipsearch.zeroshot import get_templates
 
-# Keys that may differ between an interrupted run and its --resume.
+# Keys that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("data.workers", "output.", "eval.every", "eval.batch_size", "optim.device")
 
 

@@ -1,4 +1,4 @@
-"""Training state beside the checkpoint: what ``--resume`` needs to continue exactly.
+"""Training state beside the checkpoint: what resuming needs to continue exactly.
 
 ``training_state.pt`` holds the model weights (so it is consistent on its own even if a
 crash falls between files), the optimizer and grad-scaler state, the RNG state, the step

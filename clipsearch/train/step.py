@@ -3,7 +3,7 @@
 With ``accum`` micro-batches the loss is still the one over the full global batch: features
 of all micro-batches are first computed without gradient; then each micro-batch is computed
 again with gradient and its loss taken against the cached features of the others (as
-open_clip's ``--accum-freq``). Summing those backward passes gives the full batch's gradient.
+open_clip's gradient accumulation). Summing those backward passes gives the full batch's gradient.
 """
 
 from __future__ import annotations
