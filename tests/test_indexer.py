@@ -339,7 +339,7 @@ def test_cli_refuses_other_model_in_one_line(photos, tmp_path):
     assert run_cli("index", str(photos), "-m", TINY, "--workers", "0", cwd=tmp_path).returncode == 0
     result = run_cli("index", str(photos), "-m", "random:ViT-B-32", cwd=tmp_path)
     assert result.returncode == 2
-    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: index ")
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: --model: index ")
 
 
 def _wait_for_staged_parts(process, staging: Path, count: int, timeout: float = 120) -> None:
