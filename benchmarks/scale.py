@@ -141,8 +141,7 @@ def exact_top_k(index_dir: Path, queries: np.ndarray) -> np.ndarray:
     manifest = read_manifest(index_dir)
     nearest = vectors.RunningTopK(len(queries), K)
     for ids, stored in catalog.iter_embeddings(index_dir, manifest.catalog):
-        k = min(K, len(ids))
-        nearest.merge(*vectors.exact_top_k(queries, stored, k), ids)
+        nearest.merge(*vectors.exact_top_k(queries, stored, K), ids)
     return nearest.ids
 
 

@@ -179,12 +179,23 @@ def read_tables(
 def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     """``table`` in ``schema``: a column that parts written before it existed lack (the
     fingerprint) is added as nulls, and the columns are put in order and cast."""
-    for field in schema:
-        if field.name not in table.column_names:
-            if field.name not in ADDED_LATER:
-                raise ValueError(f"catalog rows lack the column {field.name!r}")
-            table = table.append_column(field, pa.nulls(len(table), field.type))
-    return table.select(schema.names).cast(schema)
+    return _with_added_later(table, schema.names).cast(schema)
+
+
+def _with_added_later(table: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The ``names`` columns of ``table``, in order; those added to the catalog later that it
+    lacks (rows of an older part) as nulls."""
+    for name in names:
+        if name not in table.column_names:
+            if name not in ADDED_LATER:
+                raise ValueError(f"catalog rows lack the column {name!r}")
+            table = table.append_column(name, pa.nulls(len(table), ADDED_LATER[name]))
+    return table.select(list(names))
+
+
+def _readable(file: pq.ParquetFile, names: Sequence[str]) -> list[str]:
+    """``names`` without the added-later columns this (older) part does not have."""
+    return [n for n in names if n in file.schema_arrow.names or n not in ADDED_LATER]
 
 
 def _subset(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
@@ -194,9 +205,7 @@ def _subset(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
 def _read_part(path: Path, columns: Sequence[str] | None, schema: pa.Schema | None) -> pa.Table:
     try:
         file = pq.ParquetFile(path)
-        if columns is not None:
-            columns = [c for c in columns if c in file.schema_arrow.names or c not in ADDED_LATER]
-        table = file.read(columns=columns)
+        table = file.read(columns=None if columns is None else _readable(file, columns))
         return table if schema is None else conform(table, schema)
     except FileNotFoundError:
         raise  # replaced by a commit meanwhile: the reader retries on the newest snapshot
@@ -254,15 +263,11 @@ class RowLookup:
         for position in np.flatnonzero(hit.any(axis=1)):
             part, group = self._where[position]
             file = self._files[part]
-            present = [n for n in names if n in file.schema_arrow.names or n not in ADDED_LATER]
             try:
-                table = file.read_row_group(group, columns=present)
+                table = file.read_row_group(group, columns=_readable(file, names))
             except (pa.ArrowException, OSError) as exc:
                 raise _damaged_part(self.index_dir / part, exc) from None
-            for name in names:
-                if name not in present:  # a part written before the column existed
-                    table = table.append_column(name, pa.nulls(len(table), ADDED_LATER[name]))
-            table = table.select(names)
+            table = _with_added_later(table, names)
             tables.append(table.filter(pc.is_in(table.column("id"), pa.array(wanted))))
         if not tables:
             return pa.table({name: pa.array([], self.schema.field(name).type) for name in names})

@@ -300,7 +300,7 @@ class _Run:
         changes = plan.changes
         schema = self._schema()
         parts, moved_rows = self._rewrite_parts(changes, schema)
-        if moved_rows is not None and moved_rows.num_rows:
+        if moved_rows is not None:  # write_parts writes no part for no rows
             parts += catalog.write_parts(self.index_dir, [moved_rows])
         # Staged rows go into the catalog part by part, never all at once (ten million rows of
         # 512-dim float16 embeddings are 10 GB).

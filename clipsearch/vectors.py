@@ -215,8 +215,7 @@ def build_from(
             ids, vectors, lists = ids[~held], vectors[~held], lists[~held]
         _add(index, ids, vectors, lists)
         if n > RECALL_K and len(ids):
-            k = min(RECALL_K, len(ids))
-            nearest.merge(*exact_top_k(queries, vectors, k), ids)
+            nearest.merge(*exact_top_k(queries, vectors, RECALL_K), ids)
     added = time.perf_counter()
     params["trained_count"] = n
     info = VectorIndexInfo(kind, n, dim, params, None, "gpu" if on_gpu else "cpu")

@@ -91,11 +91,10 @@ class Engine:
         self._watched = (str(self.index_dir / MANIFEST_NAME), str(self.index_dir / TAGS_NAME))
         self._db_lock = threading.Lock()
         self._swap_lock = threading.Lock()
-        self._cache_lock = threading.Lock()
         self._stamp = self._stamps()
         self._loaded = self._load(self.index.snapshot)
-        self._classifiers: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
-        self._duplicates: OrderedDict[tuple[Any, ...], list[DuplicateGroup]] = OrderedDict()
+        self._classifiers = _Recent(_CLASSIFIERS_KEPT)
+        self._duplicates = _Recent(_DUPLICATE_ANSWERS_KEPT)
         self.refreshes = 0
 
     @property
@@ -268,15 +267,12 @@ class Engine:
 
         def run(loaded: Loaded) -> tuple[Loaded, list[DuplicateGroup]]:
             key = (loaded.number, threshold, where)
-            with self._cache_lock:
-                if key in self._duplicates:
-                    return loaded, self._duplicates[key]
-            allowed = loaded.rows.matching_ids(where) if where else None
-            groups = find_duplicates(loaded.snapshot, threshold, allowed)
-            with self._cache_lock:
-                self._duplicates[key] = groups
-                while len(self._duplicates) > _DUPLICATE_ANSWERS_KEPT:
-                    self._duplicates.popitem(last=False)
+            groups = self._duplicates.get(key)
+            if groups is None:
+                allowed = loaded.rows.matching_ids(where) if where else None
+                groups = self._duplicates.put(
+                    key, find_duplicates(loaded.snapshot, threshold, allowed)
+                )
             return loaded, groups
 
         return self._with_retry(run)
@@ -301,15 +297,36 @@ class Engine:
                 f"unknown template set {templates!r}: use {', '.join(template_names())}"
             )
         key = (tuple(labels), templates)
-        with self._cache_lock:
-            if key in self._classifiers:
-                self._classifiers.move_to_end(key)
-                return self._classifiers[key]
+        kept = self._classifiers.get(key)
+        if kept is not None:
+            return kept
         found = load_classifier(
             self.index.manifest.model, labels, resolve_templates(templates), lambda: self.model
         )
-        with self._cache_lock:
-            self._classifiers[key] = found
-            while len(self._classifiers) > _CLASSIFIERS_KEPT:
-                self._classifiers.popitem(last=False)
-        return found
+        return self._classifiers.put(key, found)
+
+
+class _Recent:
+    """Values kept by key, thread-safe, the least recently used dropped beyond ``size``."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        """The value kept for ``key`` (now the most recent), or None."""
+        with self._lock:
+            if key not in self._items:
+                return None
+            self._items.move_to_end(key)
+            return self._items[key]
+
+    def put(self, key: Any, value: Any) -> Any:
+        """Keep ``value`` for ``key``; returns it."""
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
