@@ -93,19 +93,22 @@ class DuplicateGroup:
 def find_duplicates(
     snapshot: Snapshot,
     threshold: float = DEFAULT_THRESHOLD,
-    allowed: np.ndarray | None = None,
+    where: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> list[DuplicateGroup]:
     """Groups of images that are the same photo, the largest groups first.
 
     Two images are one photo when their files are byte-identical, or when their embeddings
     are at least ``threshold`` alike (cosine, 0 < threshold ≤ 1) and their fingerprints
-    differ by at most ``fingerprint.MAX_DIFFERENCE``. ``allowed``: ids of the only images
-    to compare (a filter's matches). ``progress(done, total)`` is called as images are
+    differ by at most ``fingerprint.MAX_DIFFERENCE``. ``where``: only the images matching
+    this catalog predicate are compared. ``progress(done, total)`` is called as images are
     compared.
     """
     if not 0 < threshold <= 1:
-        raise ClipsearchError(f"threshold must be in (0, 1], not {threshold}")
+        raise ClipsearchError(
+            f"threshold must be in (0, 1], not {threshold}", parameter="threshold"
+        )
+    allowed = snapshot.matching_ids(where) if where else None
     evidence = _Evidence(snapshot, threshold, allowed)
     pairs = _near_pairs(snapshot, evidence, allowed, progress)
     pairs |= _same_content_pairs(snapshot, allowed)

@@ -22,3 +22,7 @@ class ClipsearchError(Exception):
         if exit_code is not None:
             self.exit_code = exit_code
         self.parameter = parameter
+
+
+class NotFound(ClipsearchError):
+    """Something asked for by id or name is not there (an image id, a collection)."""

@@ -6,9 +6,11 @@
     hits = index.search(image="query.jpg")            # image → image
     hits = index.search(["2:beach", "-people"])       # weighted terms
     hits = index.search("dog", where="width > 1000")  # filtered by catalog columns
+    hits = index.search(like=[hits[0].id])            # more like an indexed image
 
 The model is loaded only when a query needs encoding, and it is always the model the index
-was built with.
+was built with. This is the one read path: the CLI, the Python API and the server (which
+keeps rows in memory and refreshes snapshots as commits land) all search through ``Index``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 import numpy as np
 
 from clipsearch import terms
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.model.preprocess import is_pil_image
 from clipsearch.model.spec import parse_spec
 from clipsearch.settings import resolve_index_dir
@@ -49,6 +51,14 @@ class Hit:
 
     def as_dict(self, rank: int) -> dict[str, Any]:
         return {"rank": rank, "id": self.id, "path": self.path, "score": self.score, **self.columns}
+
+
+class Hits(list[Hit]):
+    """The hits of one search, best first, and the snapshot that answered it."""
+
+    def __init__(self, hits: Sequence[Hit], snapshot: int) -> None:
+        super().__init__(hits)
+        self.snapshot = snapshot
 
 
 class Index:
@@ -114,12 +124,30 @@ class Index:
             parameter="model",
         )
 
-    def refresh(self) -> bool:
-        """Move to the newest committed snapshot; True when it changed."""
-        manifest = open_manifest(self.index_dir)
-        if manifest.snapshot == self.snapshot.manifest.snapshot:
+    def refresh(self, prepare: Callable[[Snapshot], None] | None = None) -> bool:
+        """Move to the newest committed snapshot (or newly written zero-shot tags); True when
+        there was one.
+
+        ``prepare(snapshot)`` runs on the new snapshot before it replaces the current one, so
+        searches running meanwhile (a server's other threads) keep using the old one until
+        the new one is warm. A vector index the commit did not change is kept, not reloaded.
+        """
+        from clipsearch.model import identities_match
+
+        old, new = self.snapshot, Snapshot(self.index_dir, open_manifest(self.index_dir))
+        if new.version == old.version:
             return False
-        self.snapshot = Snapshot(self.index_dir, manifest)
+        if not identities_match(new.manifest.model, old.manifest.model):
+            raise ClipsearchError(
+                f"index {self.index_dir} now holds another model's embeddings "
+                f"('{new.manifest.model_spec}'): open it again"
+            )
+        manifest = new.manifest
+        if "vectors" in old.__dict__ and manifest.vector_index == old.manifest.vector_index:
+            new.vectors = old.vectors  # only the catalog or the tags changed
+        if prepare is not None:
+            prepare(new)
+        self.snapshot = new
         return True
 
     # -- search ----------------------------------------------------------------------------
@@ -129,81 +157,87 @@ class Index:
         query: TextQuery | None = None,
         *,
         image: ImageQuery | Sequence[ImageQuery] | None = None,
+        like: Sequence[int] = (),
         k: int = 10,
         where: str | None = None,
         columns: Sequence[str] = (),
         min_score: float | None = None,
-    ) -> list[Hit]:
+    ) -> Hits:
         """The k images closest to the query, best first; only rows matching ``where``,
         and with ``min_score`` only hits at least that similar (cosine) to the query: fewer
-        than k, or none, when few images are relevant."""
+        than k, or none, when few images are relevant. ``like``: ids of indexed images whose
+        stored embeddings join the query (a ``NotFound`` error for an unknown id)."""
         from clipsearch import vectors
 
         if k < 1:
-            raise ClipsearchError(f"k must be at least 1, not {k}")
-        vector = self.query_vector(query, image)
-        allowed = self.snapshot.matching_ids(where) if where else None
+            raise ClipsearchError(f"k must be at least 1, not {k}", parameter="k")
+        snapshot = self.snapshot  # one snapshot for the whole search, whatever refreshes
+        snapshot.check_columns(columns)
+        allowed = snapshot.matching_ids(where) if where else None  # a bad filter fails fast
+        vector = self._query_vector(snapshot, query, image, like)
         scores, ids = vectors.search(
-            self.snapshot.vectors,
-            self.snapshot.vector_info,
-            vector[None, :],
-            k,
-            allowed,
-            min_score,
+            snapshot.vectors, snapshot.vector_info, vector[None, :], k, allowed, min_score
         )
-        rows = self.snapshot.rows(ids[0].tolist(), ["path", *columns])
-        return [
+        rows = snapshot.rows(ids[0].tolist(), ["path", *columns])
+        hits = [
             # float16 storage can put a self-match a hair above 1: keep cosines in range
             Hit(i, rows[i]["path"], min(1.0, max(-1.0, s)), {c: rows[i][c] for c in columns})
             for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
             if i in rows
         ]
+        return Hits(hits, snapshot.number)
 
     def query_vector(
-        self, query: TextQuery | None = None, image: ImageQuery | Sequence[ImageQuery] | None = None
+        self,
+        query: TextQuery | None = None,
+        image: ImageQuery | Sequence[ImageQuery] | None = None,
+        like: Sequence[int] = (),
     ) -> np.ndarray:
-        """One unit vector for text terms and images together (weighted, renormalized)."""
+        """One unit vector for text terms, images and indexed images (``like``: ids)
+        together, weighted and renormalized."""
+        return self._query_vector(self.snapshot, query, image, like)
+
+    def _query_vector(
+        self,
+        snapshot: Snapshot,
+        query: TextQuery | None,
+        image: ImageQuery | Sequence[ImageQuery] | None,
+        like: Sequence[int],
+    ) -> np.ndarray:
         if isinstance(query, np.ndarray):
             return terms.combine(query.reshape(1, -1), [1.0])
         raw_terms = [query] if isinstance(query, str) else list(query or [])
         images = [] if image is None else [image] if _is_single_image(image) else list(image)
-        if not raw_terms and not images:
-            raise ClipsearchError("empty query: give text, an image, or both")
+        if not raw_terms and not images and not len(like):
+            raise ClipsearchError("empty query: give text, an image or an indexed image's id")
         parsed = [terms.parse_term(t) for t in raw_terms]
         parts, weights = [], []
         if parsed:
             parts.append(self.model.embed_texts([t.text for t in parsed]))
             weights += [t.weight for t in parsed]
         if images:
-            parts.append(self._embed_query_images(images))
+            parts.append(self._embed_query_images(snapshot, images))
             weights += [1.0] * len(images)
+        if len(like):
+            parts.append(_stored_embeddings(snapshot, [int(i) for i in like]))
+            weights += [1.0] * len(like)
         return terms.combine(np.concatenate(parts), weights)
 
-    def _embed_query_images(self, images: list[ImageQuery]) -> np.ndarray:
+    def _embed_query_images(self, snapshot: Snapshot, images: list[ImageQuery]) -> np.ndarray:
         """Embed query images; an indexed, unchanged file re-uses its stored embedding."""
         stored: dict[int, int] = {}
         for position, item in enumerate(images):
             if not is_pil_image(item):
-                row_id = self._indexed_id(item)
+                row_id = _indexed_id(snapshot, item)
                 if row_id is not None:
                     stored[position] = row_id
-        result = np.zeros((len(images), int(self.manifest.embedding_dim)), np.float32)
+        result = np.zeros((len(images), int(snapshot.manifest.embedding_dim)), np.float32)
         if stored:
-            ids, found = self.snapshot.embeddings(list(stored.values()))
-            by_id = dict(zip(ids.tolist(), found, strict=True))
-            for position, row_id in stored.items():
-                result[position] = by_id[row_id]
+            result[list(stored)] = _stored_embeddings(snapshot, list(stored.values()))
         todo = [i for i in range(len(images)) if i not in stored]
         if todo:
             result[todo] = self.model.embed_images([images[i] for i in todo])
         return result
-
-    def _indexed_id(self, path: str | os.PathLike) -> int | None:
-        try:
-            stat = os.stat(path)
-        except OSError as exc:
-            raise ClipsearchError(f"cannot read image {path}: {exc.strerror or exc}") from None
-        return self.snapshot.id_of_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
 
     # -- duplicates ------------------------------------------------------------------------
 
@@ -222,8 +256,7 @@ class Index:
 
         if threshold is None:
             threshold = duplicates.DEFAULT_THRESHOLD
-        allowed = self.snapshot.matching_ids(where) if where else None
-        return duplicates.find_duplicates(self.snapshot, threshold, allowed, progress)
+        return duplicates.find_duplicates(self.snapshot, threshold, where, progress)
 
     # -- classification --------------------------------------------------------------------
 
@@ -234,6 +267,24 @@ class Index:
         from clipsearch import classify
 
         return classify.classify_index(self, labels, templates, top)
+
+
+def _indexed_id(snapshot: Snapshot, path: str | os.PathLike) -> int | None:
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise ClipsearchError(f"cannot read image {path}: {exc.strerror or exc}") from None
+    return snapshot.id_of_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def _stored_embeddings(snapshot: Snapshot, ids: list[int]) -> np.ndarray:
+    """The stored embeddings of indexed images, in the order asked (repeats allowed)."""
+    found_ids, found = snapshot.embeddings(ids)
+    by_id = dict(zip(found_ids.tolist(), found, strict=True))
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise NotFound(f"no image with id {missing[0]} in the index", parameter="like")
+    return np.stack([by_id[i] for i in ids])
 
 
 def _is_single_image(value: object) -> bool:

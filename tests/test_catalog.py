@@ -106,8 +106,11 @@ def test_snapshot_rows_are_the_same_through_the_lookup_and_duckdb(tmp_path):
     assert "_lookup" in snapshot.__dict__ and "db" not in snapshot.__dict__
     select = ", ".join(snapshot._selectable(c) for c in ["id", *columns])
     slow = snapshot.db.execute(f"SELECT {select} FROM catalog WHERE id IN (24, 2, 7)").fetchall()
-    assert fast == {row[0]: dict(zip(["id", *columns], row, strict=True)) for row in slow}
-    assert fast[2]["indexed_at"] == datetime(2026, 12, 5, 11, 0)  # naive UTC, as DuckDB's
+    expected = {row[0]: dict(zip(["id", *columns], row, strict=True)) for row in slow}
+    for row in expected.values():  # DuckDB gives UTC wall time; rows() says it is UTC
+        row["indexed_at"] = row["indexed_at"].replace(tzinfo=timezone.utc)
+    assert fast == expected
+    assert fast[2]["indexed_at"] == datetime(2026, 12, 5, 11, 0, tzinfo=timezone.utc)
     assert pa.types.is_timestamp(pa.scalar(fast[2]["indexed_at"]).type)
 
 

@@ -479,7 +479,7 @@ def test_thumbnail_cache_stays_within_its_bound(engine, tmp_path):
     from clipsearch.server.thumbnails import ThumbnailCache
 
     cache = ThumbnailCache(tmp_path / "thumbs", max_bytes=6_000)
-    rows = engine.current().rows.rows(list(range(12)), ["id", *FILE_COLUMNS])
+    rows = engine.current().rows(list(range(12)), ["id", *FILE_COLUMNS])
     sizes = [len(cache.get(row, 256)[0]) for row in rows.values()]
     assert sum(sizes) > 6_000 and cache.size_on_disk() <= 6_000
     newest = max((tmp_path / "thumbs").glob("*.jpg"), key=lambda p: p.stat().st_mtime_ns)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from clipsearch import Index, catalog, vectors
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.indexer import save_vectors
 from clipsearch.manifest import Manifest, read_manifest
 from clipsearch.snapshot import Snapshot
@@ -41,12 +41,17 @@ def _part(index_dir: Path, ids: range, seed: int) -> tuple[str, np.ndarray]:
     return path.relative_to(index_dir).as_posix(), vecs
 
 
-def _commit(index_dir: Path, parts: list[tuple[str, np.ndarray]], before: Manifest | None) -> None:
+def _commit(
+    index_dir: Path,
+    parts: list[tuple[str, np.ndarray]],
+    before: Manifest | None,
+    identity: dict = IDENTITY,
+) -> None:
     ids = np.arange(sum(len(v) for _, v in parts))  # the parts hold ids 0..n-1 in order
     index, info = vectors.build(ids, np.concatenate([v for _, v in parts]))
     number = (before.snapshot if before else 0) + 1
     manifest = Manifest(
-        model=IDENTITY,
+        model=identity,
         embedding_dim=DIM,
         embedding_dtype="float32",
         snapshot=number,
@@ -102,3 +107,86 @@ def test_refresh_moves_an_open_index_to_the_newest_snapshot(index_dir):
     assert index.refresh() is True and len(index) == 13
     assert index.snapshot.rows([12], ["path"])[12]["path"] == "/photos/012.jpg"
     assert index.refresh() is False
+
+
+def _add_part(index_dir: Path, identity: dict = IDENTITY) -> None:
+    before = read_manifest(index_dir)
+    every = Snapshot(index_dir).embeddings()[1]
+    kept = [(before.catalog[0], every[:6]), (before.catalog[1], every[6:])]
+    _commit(index_dir, [*kept, _part(index_dir, range(10, 13), 3)], before, identity)
+
+
+def test_refresh_warms_the_new_snapshot_before_it_is_used(index_dir):
+    index = Index.open(index_dir)
+    old = index.snapshot
+    _ = old.vectors
+    seen = []
+
+    def prepare(snapshot: Snapshot) -> None:
+        assert index.snapshot is old  # searches meanwhile still use the old snapshot
+        seen.append((snapshot.number, len(snapshot.matching_ids("id >= 0"))))
+
+    _add_part(index_dir)
+    assert index.refresh(prepare=prepare) and seen == [(2, 13)] and index.snapshot.number == 2
+    assert index.snapshot.vectors is not old.vectors  # the commit rebuilt it: loaded anew
+
+    # Zero-shot tags change what a filter sees without a commit; the vectors stay loaded.
+    from clipsearch.classify import Prediction, write_tags
+
+    warm = index.snapshot
+    _ = warm.vectors
+    write_tags(index_dir, [Prediction("/photos/004.jpg", "sunny", 0.9, id=4)])
+    assert index.refresh() is True and index.snapshot.number == 2
+    assert index.snapshot.vectors is warm.vectors
+    assert index.snapshot.matching_ids("label = 'sunny'").tolist() == [4]
+    tagged = index.snapshot.rows([4], ["label", "indexed_at"])[4]  # read through DuckDB
+    assert tagged["label"] == "sunny"
+    assert tagged["indexed_at"] == datetime(2026, 12, 5, tzinfo=timezone.utc)
+    assert tagged["indexed_at"].tzinfo is not None
+    assert index.refresh() is False
+
+
+def test_refresh_refuses_an_index_rebuilt_with_another_model(index_dir):
+    index = Index.open(index_dir)
+    _add_part(index_dir, {**IDENTITY, "weights": "sha256:other"})
+    with pytest.raises(ClipsearchError, match="another model"):
+        index.refresh()
+    assert index.snapshot.number == 1 and len(index) == 10  # still answering from the old one
+
+
+def test_search_like_indexed_images_by_id(index_dir):
+    index = Index.open(index_dir)
+    hits = index.search(like=[3], k=3, columns=["width"])
+    assert hits[0].id == 3 and hits[0].score == pytest.approx(1.0, abs=1e-5)
+    assert hits[0].columns == {"width": 400} and hits.snapshot == 1
+    both = index.search(like=[3, 8], k=10)
+    expected = Snapshot(index_dir).embeddings([3, 8])[1].sum(axis=0)
+    expected /= np.linalg.norm(expected)
+    np.testing.assert_allclose(index.query_vector(like=[3, 8]), expected, atol=1e-6)
+    assert {both[0].id, both[1].id} == {3, 8}
+    with pytest.raises(NotFound, match="no image with id 99"):
+        index.search(like=[99])
+    with pytest.raises(ClipsearchError, match="empty query"):
+        index.search(k=3)
+
+
+def test_rows_from_memory_answer_like_the_parquet_parts(index_dir):
+    from clipsearch.server.rows import RowStore
+
+    on_disk = Snapshot(index_dir)
+    in_memory = Snapshot(index_dir)
+    _ = in_memory.vectors  # loaded: stored embeddings come from it, not from Parquet
+    in_memory.keep_rows(RowStore(in_memory))
+    columns = ["path", "width", "indexed_at"]
+    assert in_memory.rows([7, 2, 99], columns) == on_disk.rows([7, 2, 99], columns)
+    for where in ("width > 500", "path LIKE '%/00_.jpg'"):
+        assert in_memory.matching_ids(where).tolist() == on_disk.matching_ids(where).tolist()
+    assert "embedding" not in in_memory.columns()  # never copied into memory
+    with pytest.raises(ClipsearchError, match="unknown catalog column"):
+        in_memory.rows([1], ["embedding"])
+    with pytest.raises(ClipsearchError, match="invalid filter"):
+        in_memory.matching_ids("id IN (SELECT 1 FROM read_parquet('/etc/passwd'))")
+    held_ids, held = in_memory.embeddings([9, 0, 9])
+    read_ids, read = on_disk.embeddings([9, 0])
+    assert held_ids.tolist() == read_ids.tolist() == [0, 9]
+    np.testing.assert_array_equal(held, read)

@@ -17,9 +17,10 @@ from PIL import Image
 
 from clipsearch.duplicates import DuplicateGroup
 from clipsearch.errors import ClipsearchError
+from clipsearch.search import Hit
 from clipsearch.server import schemas
 from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
-from clipsearch.server.engine import Engine, Found
+from clipsearch.server.engine import Engine
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import version_of
 from clipsearch.server.text_collections import TextCollections
@@ -89,16 +90,16 @@ def _urls(image_id: int, row: dict[str, Any]) -> tuple[str, str]:
     return f"{base}/thumbnail?v={version}", f"{base}/file?v={version}"
 
 
-def _hit(rank: int, found: Found, columns: list[str]) -> schemas.Hit:
-    thumbnail_url, image_url = _urls(found.id, found.row)
+def _hit(rank: int, hit: Hit, columns: list[str]) -> schemas.Hit:
+    thumbnail_url, image_url = _urls(hit.id, hit.columns)
     return schemas.Hit(
         rank=rank,
-        id=found.id,
-        score=found.score,
-        path=found.row["path"],
+        id=hit.id,
+        score=hit.score,
+        path=hit.path,
         thumbnail_url=thumbnail_url,
         image_url=image_url,
-        columns={c: found.row[c] for c in columns},
+        columns={c: hit.columns[c] for c in columns},
     )
 
 
@@ -126,9 +127,9 @@ def _search(
     start = time.perf_counter()
     wanted = _columns(columns)
     images = _images(svc, uploads)
-    loaded, found = svc.engine.search(terms, images, like, k, where or None, wanted, min_score)
+    hits = svc.engine.search(terms, images, like, k, where or None, wanted, min_score)
     return schemas.SearchResponse(
-        snapshot=loaded.number,
+        snapshot=hits.snapshot,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         query=schemas.QueryEcho(
             q=terms,
@@ -138,7 +139,7 @@ def _search(
             where=where,
             min_score=min_score,
         ),
-        hits=[_hit(rank, f, wanted) for rank, f in enumerate(found, 1)],
+        hits=[_hit(rank, hit, wanted) for rank, hit in enumerate(hits, 1)],
     )
 
 
@@ -324,9 +325,9 @@ def duplicates(
     """Images that are the same photo (byte-identical, re-encoded, resized, slightly cropped,
     rotated), grouped around a suggested keeper. Nothing is deleted or moved."""
     start = time.perf_counter()
-    loaded, groups = services(request).engine.duplicates(threshold, where or None)
+    snapshot, groups = services(request).engine.duplicates(threshold, where or None)
     return schemas.DuplicatesResponse(
-        snapshot=loaded.number,
+        snapshot=snapshot,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
         threshold=threshold,
         where=where,
@@ -356,7 +357,7 @@ def _duplicate_group(group: DuplicateGroup) -> schemas.DuplicateGroup:
 def info(request: Request) -> schemas.IndexInfo:
     """Model identity, counts, vector-index kind and recall, catalog columns, limits."""
     svc = services(request)
-    manifest = svc.engine.current().snapshot.manifest
+    manifest = svc.engine.current().manifest
     vector_index = {k: v for k, v in manifest.vector_index.items() if k != "file"}
     config = svc.config
     return schemas.IndexInfo(
@@ -380,7 +381,7 @@ def info(request: Request) -> schemas.IndexInfo:
 def health(request: Request) -> schemas.Health:
     """Cheap: which index this server answers for (``clipsearch query`` checks it)."""
     engine = services(request).engine
-    manifest = engine.current().snapshot.manifest
+    manifest = engine.current().manifest
     return schemas.Health(
         status="ok",
         index=str(engine.index_dir),

@@ -1,78 +1,41 @@
-"""The index and model a server keeps loaded, shared by all request threads.
+"""The ``Index`` a server keeps open, and what only a server needs around it.
 
-Requests run in a thread pool. Encoding (torch) and vector search (FAISS) are safe to run
-concurrently; catalog rows come from an in-memory ``RowStore``. Each request asks for
-``current()``: a ``stat`` of ``manifest.json`` (and of ``tags.parquet``); when one changed
-(an indexing run committed, zero-shot tags were written), one thread opens and
-warms the new snapshot while the others keep answering from the old one, then swaps it in.
+Requests run in a thread pool and search through ``Index`` like any caller. What the server
+adds: every snapshot it serves keeps its catalog rows in memory (``rows.RowStore``; faster,
+and client filters run on a DuckDB that can read no file), and before each request a
+``stat`` of ``manifest.json`` (and of ``tags.parquet``): when one changed (an indexing run
+committed, zero-shot tags were written), one thread warms the new snapshot
+(``Index.refresh(prepare=...)``) while the others keep answering from the old one. Answers
+that take long to compute (classifiers, duplicate groups) are kept by snapshot.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import numpy as np
 from PIL import Image
 
-from clipsearch import terms as query_terms
-from clipsearch import vectors
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.manifest import MANIFEST_NAME
-from clipsearch.search import Index
+from clipsearch.search import Hits, Index
 from clipsearch.server.config import ServerConfig
-from clipsearch.server.errors import ApiError
 from clipsearch.server.files import FILE_COLUMNS
 from clipsearch.server.rows import RowStore
-from clipsearch.server.where import check_where
-from clipsearch.snapshot import TAGS_NAME, Snapshot, open_manifest
+from clipsearch.snapshot import TAGS_NAME, Snapshot, file_stamp
 
 if TYPE_CHECKING:
     from clipsearch.duplicates import DuplicateGroup
 
 logger = logging.getLogger("clipsearch.server")
-T = TypeVar("T")
 Stamp = tuple[tuple[int, int, int] | None, ...]
-_RETRIES = 3
 _CLASSIFIERS_KEPT = 16
 _DUPLICATE_ANSWERS_KEPT = 4  # a whole-library search takes minutes at a million images
-_EXACT_KINDS = ("flat", "ivf-flat")  # kinds whose stored vectors are the embeddings as is
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One snapshot, ready: its vectors loaded and its catalog rows in memory."""
-
-    snapshot: Snapshot
-    rows: RowStore
-
-    @property
-    def number(self) -> int:
-        return int(self.snapshot.manifest.snapshot)
-
-
-@dataclass
-class Found:
-    """One search hit with the catalog facts the API needs."""
-
-    id: int
-    score: float
-    row: dict[str, Any]  # FILE_COLUMNS + the columns asked for
-
-
-def _stat(path: str) -> tuple[int, int, int] | None:
-    try:
-        info = os.stat(path)
-    except OSError:
-        return None
-    return info.st_mtime_ns, info.st_ino, info.st_size
 
 
 class Engine:
@@ -89,10 +52,9 @@ class Engine:
         )
         self.index_dir = self.index.index_dir
         self._watched = (str(self.index_dir / MANIFEST_NAME), str(self.index_dir / TAGS_NAME))
-        self._db_lock = threading.Lock()
         self._swap_lock = threading.Lock()
         self._stamp = self._stamps()
-        self._loaded = self._load(self.index.snapshot)
+        self._prepare(self.index.snapshot)
         self._classifiers = _Recent(_CLASSIFIERS_KEPT)
         self._duplicates = _Recent(_DUPLICATE_ANSWERS_KEPT)
         self.refreshes = 0
@@ -110,116 +72,52 @@ class Engine:
     # -- snapshots -------------------------------------------------------------------------
 
     def _stamps(self) -> Stamp:
-        return tuple(_stat(path) for path in self._watched)
+        return tuple(file_stamp(path) for path in self._watched)
 
-    def current(self) -> Loaded:
-        """The newest committed snapshot (two stats per call; reloaded when they changed)."""
+    def current(self) -> Snapshot:
+        """The newest committed snapshot (two stats per call; refreshed when they changed)."""
         stamp = self._stamps()
         if stamp != self._stamp and stamp[0] is not None:
             self._refresh(stamp)
-        return self._loaded
+        return self.index.snapshot
 
-    def _refresh(self, stamp: Stamp, force: bool = False) -> None:
-        # One thread loads the new snapshot; the others go on with the old one meanwhile.
-        if not self._swap_lock.acquire(blocking=force):
+    def _refresh(self, stamp: Stamp) -> None:
+        # One thread warms the new snapshot; the others go on with the old one meanwhile.
+        if not self._swap_lock.acquire(blocking=False):
             return
         try:
-            if not force and stamp == self._stamp:
+            if stamp == self._stamp:
                 return
-            old = self._loaded.snapshot
-            manifest = open_manifest(self.index_dir)
-            from clipsearch.model import identities_match
-
-            if not identities_match(manifest.model, old.manifest.model):
-                logger.error("%s now holds another model's index: restart", self.index_dir)
-                return
-            new = Snapshot(self.index_dir, manifest)
-            if new.manifest.vector_index == old.manifest.vector_index:
-                new.vectors = old.vectors  # only the tags changed: keep the loaded index
-            self._loaded = self._load(new)
-            self.index.snapshot = new  # what Index.refresh() does, after warming it
+            if self.index.refresh(prepare=self._prepare):
+                self.refreshes += 1
+                logger.info("now serving snapshot %d", self.index.snapshot.number)
             self._stamp = stamp
-            self.refreshes += 1
-            logger.info("now serving snapshot %d", manifest.snapshot)
-        except (ClipsearchError, duckdb.IOException, FileNotFoundError) as exc:
-            # A commit mid-read, or a broken manifest: keep the old one, try again later.
-            logger.warning("cannot load the new snapshot yet: %s", exc)
+        except (ClipsearchError, FileNotFoundError) as exc:
+            # A commit mid-read, a broken manifest, another model: keep the old one.
+            logger.warning("cannot serve the new snapshot yet: %s", exc)
         finally:
             self._swap_lock.release()
 
-    def _load(self, snapshot: Snapshot) -> Loaded:
+    def _prepare(self, snapshot: Snapshot) -> None:
         _ = snapshot.vectors
-        return Loaded(snapshot, RowStore(snapshot, self.config.threads))
-
-    def _with_retry(self, work: Callable[[Loaded], T]) -> T:
-        """Run ``work`` on the current snapshot; if a commit removed its files meanwhile,
-        move to the new snapshot and run it again."""
-        for attempt in range(_RETRIES):
-            loaded = self.current()
-            try:
-                return work(loaded)
-            except (duckdb.IOException, FileNotFoundError):
-                if attempt == _RETRIES - 1:
-                    raise
-                self._refresh(self._stamps(), force=True)
-        raise AssertionError("unreachable")
+        snapshot.keep_rows(RowStore(snapshot, self.config.threads))
 
     # -- catalog ---------------------------------------------------------------------------
 
     def columns(self) -> dict[str, str]:
         """Catalog columns a client may ask for or filter on, with their DuckDB types."""
-        return dict(self.current().rows.types)
+        return dict(self.current().column_types())
 
     def image_row(self, image_id: int, columns: Sequence[str] | None = None) -> dict[str, Any]:
         """One image's catalog row (default: every column a client may see); 404 if absent."""
-        rows = self.current().rows
-        wanted = list(columns) if columns is not None else list(rows.types)
-        row = rows.rows([image_id], wanted).get(image_id)
+        snapshot = self.current()
+        wanted = list(columns) if columns is not None else snapshot.columns()
+        row = snapshot.rows([image_id], wanted).get(image_id)
         if row is None:
-            raise ApiError(404, f"no image with id {image_id} in the index")
+            raise NotFound(f"no image with id {image_id} in the index")
         return row
 
-    def stored_embeddings(self, loaded: Loaded, ids: Sequence[int]) -> np.ndarray:
-        """The catalog's embeddings of indexed images (``like=ID``); 404 for unknown ids."""
-        missing = [i for i in ids if not loaded.rows.rows([i], [])]
-        if missing:
-            raise ApiError(404, f"no image with id {missing[0]} in the index")
-        snapshot = loaded.snapshot
-        if snapshot.vector_info.kind in _EXACT_KINDS:
-            try:  # these indexes hold the catalog's vectors exactly: no Parquet read
-                return np.stack([snapshot.vectors.reconstruct(int(i)) for i in ids])
-            except RuntimeError:
-                pass
-        unique = list(dict.fromkeys(int(i) for i in ids))
-        query = "SELECT id, embedding FROM catalog WHERE id IN (SELECT unnest(?::BIGINT[]))"
-        with self._db_lock:  # the snapshot's own connection: fixed SQL only
-            found = dict(snapshot.db.execute(query, [unique]).fetchall())
-        return np.asarray([found[int(i)] for i in ids], dtype=np.float32)
-
     # -- search ----------------------------------------------------------------------------
-
-    def query_vector(
-        self,
-        loaded: Loaded,
-        terms: Sequence[str] = (),
-        images: Sequence[Image.Image] = (),
-        like: Sequence[int] = (),
-    ) -> np.ndarray:
-        """One unit vector: weighted text terms + uploaded images + stored embeddings."""
-        parsed = [query_terms.parse_term(t) for t in terms]
-        parts, weights = [], []
-        if parsed:
-            parts.append(self.model.embed_texts([t.text for t in parsed]))
-            weights += [t.weight for t in parsed]
-        if images:
-            parts.append(self.model.embed_images(list(images)))
-            weights += [1.0] * len(images)
-        if like:
-            parts.append(self.stored_embeddings(loaded, like))
-            weights += [1.0] * len(like)
-        if not parts:
-            raise ClipsearchError("empty query: give text (q), an image, or like=ID")
-        return query_terms.combine(np.concatenate(parts), weights)
 
     def search(
         self,
@@ -230,60 +128,41 @@ class Engine:
         where: str | None = None,
         columns: Sequence[str] = (),
         min_score: float | None = None,
-    ) -> tuple[Loaded, list[Found]]:
+    ) -> Hits:
         """The k closest images, best first, among those matching ``where`` (and at least
-        ``min_score`` similar to the query)."""
-        if k < 1:
-            raise ClipsearchError(f"k must be at least 1, not {k}")
-        if where is not None:
-            check_where(where)  # before any encoding: a bad filter fails fast
+        ``min_score`` similar to the query); each hit's columns hold ``FILE_COLUMNS`` too."""
+        self.current()
+        wanted = list(dict.fromkeys([*FILE_COLUMNS, *columns]))
+        return self.index.search(
+            list(terms),
+            image=list(images),
+            like=like,
+            k=k,
+            where=where,
+            columns=wanted,
+            min_score=min_score,
+        )
 
-        def run(loaded: Loaded) -> tuple[Loaded, list[Found]]:
-            loaded.rows.check_columns(columns)
-            vector = self.query_vector(loaded, terms, images, like)
-            allowed = loaded.rows.matching_ids(where) if where else None
-            snapshot = loaded.snapshot
-            scores, ids = vectors.search(
-                snapshot.vectors, snapshot.vector_info, vector[None, :], k, allowed, min_score
-            )
-            rows = loaded.rows.rows(ids[0].tolist(), [*FILE_COLUMNS, *columns])
-            found = [
-                Found(i, float(s), rows[i])
-                for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
-                if i in rows
-            ]
-            return loaded, found
-
-        return self._with_retry(run)
-
-    def duplicates(
-        self, threshold: float, where: str | None
-    ) -> tuple[Loaded, list[DuplicateGroup]]:
-        """Groups of duplicate images in the current snapshot (kept: a page reloads them)."""
+    def duplicates(self, threshold: float, where: str | None) -> tuple[int, list[DuplicateGroup]]:
+        """Groups of duplicate images in the current snapshot and its number (groups kept:
+        a page reloads them)."""
         from clipsearch.duplicates import find_duplicates
 
-        if where is not None:
-            check_where(where)
-
-        def run(loaded: Loaded) -> tuple[Loaded, list[DuplicateGroup]]:
-            key = (loaded.number, threshold, where)
-            groups = self._duplicates.get(key)
-            if groups is None:
-                allowed = loaded.rows.matching_ids(where) if where else None
-                groups = self._duplicates.put(
-                    key, find_duplicates(loaded.snapshot, threshold, allowed)
-                )
-            return loaded, groups
-
-        return self._with_retry(run)
+        snapshot = self.current()
+        key = (snapshot.number, threshold, where)
+        groups = self._duplicates.get(key)
+        if groups is None:
+            groups = self._duplicates.put(key, find_duplicates(snapshot, threshold, where))
+        return snapshot.number, groups
 
     def image_vector(self, image: Image.Image | None, like: int | None) -> np.ndarray:
         """The embedding of one query image: an upload, or an indexed image by id."""
         if (image is None) == (like is None):
             raise ClipsearchError("give one image: an upload (image) or an indexed id (like)")
+        self.current()
         if image is not None:
-            return self.model.embed_images([image])[0]
-        return self._with_retry(lambda loaded: self.stored_embeddings(loaded, [int(like)])[0])
+            return self.index.query_vector(image=image)
+        return self.index.query_vector(like=[int(like)])
 
     # -- classification --------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from clipsearch.errors import ClipsearchError
+from clipsearch.errors import ClipsearchError, NotFound
 
 logger = logging.getLogger("clipsearch.server")
 
@@ -52,7 +52,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _user_error(request: Request, exc: ClipsearchError) -> JSONResponse:
         # The library names the argument at fault; over HTTP it is the query parameter.
         prefix = f"{exc.parameter}: " if exc.parameter else ""
-        return error_response(400, prefix + str(exc))
+        return error_response(404 if isinstance(exc, NotFound) else 400, prefix + str(exc))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,5 +1,6 @@
 """The catalog of one snapshot in memory, minus embeddings: hits' rows in microseconds and
-``where`` filters run by a DuckDB that cannot touch any file.
+``where`` filters run by a DuckDB that cannot touch any file. The server attaches one to
+every snapshot it serves (``Snapshot.keep_rows``), so ``Index`` reads go here.
 
 Reading ten rows by id from the Parquet parts costs DuckDB 5 to 15 ms per query (it scans
 the id column of every part); a warm server answers from this Arrow table instead (about
@@ -18,14 +19,15 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from clipsearch.errors import ClipsearchError
 from clipsearch.server.where import check_where
-from clipsearch.snapshot import Snapshot
+from clipsearch.snapshot import Snapshot, invalid_filter
 
 HIDDEN = ("embedding", "fingerprint")  # never copied here, never sent to clients
 
 
 class RowStore:
+    """A ``snapshot.RowSource``: the rows of one snapshot as an Arrow table."""
+
     def __init__(self, snapshot: Snapshot, threads: int = 1) -> None:
         # Only columns the catalog has: parts written before the fingerprint lack it.
         hidden = ", ".join(f'"{c}"' for c in HIDDEN if c in snapshot.columns())
@@ -43,17 +45,10 @@ class RowStore:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def check_columns(self, names: Sequence[str]) -> None:
-        unknown = [n for n in names if n not in self.types]
-        if unknown:
-            raise ClipsearchError(
-                f"unknown catalog column(s) {', '.join(unknown)}; known: {', '.join(self.types)}"
-            )
-
     def rows(self, ids: Sequence[int], columns: Sequence[str]) -> dict[int, dict[str, Any]]:
-        """{id: {column: value}} for the ids present (an id a commit removed is left out)."""
+        """{id: {column: value}} for the ids present (an id a commit removed is left out);
+        the columns are known ones (``Snapshot.rows`` checks)."""
         wanted = list(dict.fromkeys(["id", *columns]))
-        self.check_columns(wanted)
         if not len(ids) or not len(self.ids):
             return {}
         asked = np.asarray(ids, dtype=np.int64)
@@ -69,7 +64,5 @@ class RowStore:
             with self._lock:
                 found = self._db.execute(f"SELECT id FROM catalog WHERE {where}").fetchnumpy()
         except duckdb.Error as exc:
-            message = " ".join(str(exc).split())
-            invalid = f"invalid filter {where!r}: {message}"
-            raise ClipsearchError(invalid, parameter="where") from None
+            raise invalid_filter(where, exc) from None
         return np.asarray(found["id"], dtype=np.int64)
