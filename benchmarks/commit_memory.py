@@ -31,6 +31,7 @@ from synthetic_index import catalog_part, clustered
 from clipsearch import catalog
 from clipsearch.manifest import read_manifest
 from clipsearch.model import Model
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.staging import Staging
 
 MODEL = "bundled:cifar10-small"
@@ -51,14 +52,14 @@ def make_files(root: Path, n: int) -> list[Path]:
     return paths
 
 
-def stage(index_dir: Path, paths: list[Path], identity: dict) -> None:
+def stage(index_dir: Path, paths: list[Path], identity: ModelIdentity) -> None:
     """Staged rows for every file, as an interrupted first run would have left them."""
     staging = Staging(index_dir, 0, identity)
-    schema = catalog.catalog_schema(identity["dim"], "float16")
+    schema = catalog.catalog_schema(identity.dim, "float16")
     for begin in range(0, len(paths), STAGED_PART_ROWS):
         chunk = paths[begin : begin + STAGED_PART_ROWS]
         ids = np.arange(begin, begin + len(chunk), dtype=np.int64)
-        table = catalog_part(ids, clustered(len(ids), identity["dim"], seed=begin), schema)
+        table = catalog_part(ids, clustered(len(ids), identity.dim, seed=begin), schema)
         stats = [p.stat() for p in chunk]
         table = table.set_column(1, "path", pa.array([str(p) for p in chunk]))
         table = table.set_column(2, "size", pa.array([s.st_size for s in stats], pa.int64()))
@@ -101,8 +102,8 @@ def main() -> None:
     manifest = read_manifest(index_dir)
     result = {
         "n": args.n,
-        "dim": identity["dim"],
-        "staged_embedding_mib": round(args.n * identity["dim"] * 2 / 2**20),
+        "dim": identity.dim,
+        "staged_embedding_mib": round(args.n * identity.dim * 2 / 2**20),
         "embedded": summary["embedded"],
         "resumed": summary["resumed"],
         "run_s": round(seconds, 1),

@@ -66,7 +66,7 @@ def measure(checkpoint: str, data: Path) -> dict:
     if QUERIES.is_file():
         with QUERIES.open(newline="", encoding="utf-8") as f:
             queries += [row["query"] for row in csv.DictReader(f)]
-    result: dict = {"model": checkpoint, "arch": fp32.identity["arch"], "images": len(pixels)}
+    result: dict = {"model": checkpoint, "arch": fp32.identity.arch, "images": len(pixels)}
     embedded = {}
     for name, model in (("fp32", fp32), ("int8", int8)):
         start = time.perf_counter()

@@ -37,6 +37,7 @@ from synthetic_index import catalog_part, commit_first_snapshot
 
 from clipsearch import catalog, vectors
 from clipsearch.manifest import read_manifest
+from clipsearch.model.identity import ModelIdentity
 
 TOPICS, SUBTOPICS = 1024, 64
 CHUNK = 100_000
@@ -91,20 +92,12 @@ def write_catalog(index_dir: Path, n: int, dim: int) -> None:
     commit_first_snapshot(index_dir, identity, parts, n)  # no vector index yet
 
 
-def _identity(dim: int) -> dict:
+def _identity(dim: int) -> ModelIdentity:
     if dim == 512:
         from clipsearch.model import Model
 
         return Model.load(MODEL).identity
-    return {
-        "spec": f"synthetic:{dim}",
-        "arch": None,
-        "weights": "synthetic",
-        "dim": dim,
-        "image_size": 224,
-        "mean": [0.5] * 3,
-        "std": [0.5] * 3,
-    }
+    return ModelIdentity(f"synthetic:{dim}", None, "synthetic", dim, 224, (0.5,) * 3, (0.5,) * 3)
 
 
 # The CLI in a process that reports its own peak RSS as it exits. VmHWM, not ru_maxrss:
@@ -189,7 +182,7 @@ def query(index_dir: Path, queries: np.ndarray, where: str = "") -> dict:
 
 
 def cold_cli_query(index_dir: Path) -> float | None:
-    if read_manifest(index_dir).model.get("spec") != MODEL:
+    if read_manifest(index_dir).model.spec != MODEL:
         return None
     env = {**os.environ, "CLIPSEARCH_WARM": "0"}
     command = [

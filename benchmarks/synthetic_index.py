@@ -16,6 +16,7 @@ import pyarrow as pa
 
 from clipsearch import catalog, vectors
 from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.storage import commit_snapshot
 
 PART_ROWS = 25_000
@@ -55,12 +56,16 @@ def catalog_part(ids: np.ndarray, embeddings: np.ndarray, schema: pa.Schema) -> 
 
 
 def commit_first_snapshot(
-    index_dir: Path, identity: dict, parts: list[str], n: int, vector_index: dict | None = None
+    index_dir: Path,
+    identity: ModelIdentity,
+    parts: list[str],
+    n: int,
+    vector_index: dict | None = None,
 ) -> None:
     """The manifest of a new synthetic index of ``n`` float16 rows in ``parts``."""
     manifest = Manifest(
         model=identity,
-        embedding_dim=int(identity["dim"]),
+        embedding_dim=identity.dim,
         embedding_dtype="float16",
         snapshot=1,
         next_id=n,
@@ -81,7 +86,7 @@ def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tin
 
     start = time.perf_counter()
     identity = Model.load(model_spec, device="cpu").identity
-    dim = identity["dim"]
+    dim = identity.dim
     schema = catalog.catalog_schema(dim, "float16")
     ids = np.arange(n, dtype=np.int64)
     embeddings = clustered(n, dim)

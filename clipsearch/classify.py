@@ -22,6 +22,7 @@ from clipsearch.zeroshot import classifier_weights, get_templates
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
+    from clipsearch.model.identity import ModelIdentity
     from clipsearch.search import Index
 
 CACHE_ENV = "CLIPSEARCH_CACHE"
@@ -91,14 +92,15 @@ def cache_root() -> Path:
 
 
 def load_classifier(
-    identity: dict[str, Any],
+    identity: ModelIdentity,
     labels: Sequence[str],
     templates: Sequence[str],
     load_model: Callable[[], Model],
 ) -> Classifier:
     """The classifier for these labels and templates, from the cache or freshly encoded."""
-    pinned = {k: v for k, v in identity.items() if k != "spec"}
-    key = json.dumps({"model": pinned, "labels": list(labels), "templates": list(templates)})
+    key = json.dumps(
+        {"model": identity.pinned(), "labels": list(labels), "templates": list(templates)}
+    )
     path = cache_root() / "classifiers" / f"{hashlib.sha256(key.encode()).hexdigest()}.npz"
     try:
         with np.load(path) as cached:

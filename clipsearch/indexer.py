@@ -323,7 +323,7 @@ class _Run:
     # -- pieces ----------------------------------------------------------------------------
 
     def _load_model(self) -> None:
-        from clipsearch.model import Model, identities_match, surely_different
+        from clipsearch.model import Model, surely_different
 
         options = self.options
         built_with = self.manifest.model_spec if self.manifest else None
@@ -336,7 +336,7 @@ class _Run:
             cache_dir=options.cache_dir,
             engine=options.engine,
         )
-        if self.manifest and not identities_match(self.model.identity, self.manifest.model):
+        if self.manifest and not self.model.identity.same_weights(self.manifest.model):
             if self.spec == built_with:
                 raise ClipsearchError(
                     f"the weights of model '{built_with}' changed since index {self.index_dir} "
@@ -426,7 +426,7 @@ class _Run:
             embedded_with.add(f"{self.model.engine}/{self.model.precision}")
         return Manifest(
             model=identity,
-            embedding_dim=int(identity["dim"]),
+            embedding_dim=identity.dim,
             embedding_dtype=old.embedding_dtype if old else self.options.embedding_dtype,
             snapshot=(old.snapshot if old else 0) + 1,
             next_id=next_id,

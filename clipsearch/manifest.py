@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.storage import MANIFEST_NAME, read_json_object
 
 FORMAT_VERSION = 1
@@ -28,7 +29,7 @@ def utc_now() -> str:
 
 @dataclass
 class Manifest:
-    model: dict[str, Any]  # Model.identity of the model that embedded every row
+    model: ModelIdentity  # of the model that embedded every row
     embedding_dim: int
     embedding_dtype: str  # dtype of the catalog's embedding column: "float16" or "float32"
     kind: str = "images"  # or "texts"
@@ -52,7 +53,7 @@ class Manifest:
 
     @property
     def model_spec(self) -> str:
-        return str(self.model["spec"])
+        return self.model.spec
 
     def files(self) -> set[str]:
         """The files this snapshot reads (relative paths): catalog parts, errors, vectors."""
@@ -64,7 +65,7 @@ class Manifest:
         return named
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        return {**asdict(self), "model": self.model.as_dict()}
 
 
 def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
@@ -88,8 +89,9 @@ def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
     if "texts" in data:  # text collections written before they shared this type
         data = {**data, "catalog": [data["texts"]], "counts": {"texts": data.get("count", 0)}}
     known = Manifest.__dataclass_fields__
+    identity = ModelIdentity.from_dict(data.get("model") or {}, f"manifest {path}")
     try:
-        return Manifest(**{k: v for k, v in data.items() if k in known})
+        return Manifest(**{k: v for k, v in data.items() if k in known} | {"model": identity})
     except TypeError as exc:
         raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
 

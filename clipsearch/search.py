@@ -105,16 +105,16 @@ class Index:
 
     @cached_property
     def model(self) -> Model:
-        from clipsearch.model import Model, identities_match, surely_different
+        from clipsearch.model import Model, surely_different
 
         built_with = self.snapshot.manifest.model
-        if surely_different(self.model_spec, built_with["spec"]):
-            raise self._other_model(built_with["spec"])  # known without loading it
+        if surely_different(self.model_spec, built_with.spec):
+            raise self._other_model(built_with.spec)  # known without loading it
         model = Model.load(
             self.model_spec, device=self.device, cache_dir=self.cache_dir, engine=self.engine
         )
-        if not identities_match(model.identity, built_with):
-            raise self._other_model(built_with["spec"])
+        if not model.identity.same_weights(built_with):
+            raise self._other_model(built_with.spec)
         return model
 
     def _other_model(self, built_with: str) -> ClipsearchError:
@@ -132,12 +132,10 @@ class Index:
         searches running meanwhile (a server's other threads) keep using the old one until
         the new one is warm. A vector index the commit did not change is kept, not reloaded.
         """
-        from clipsearch.model import identities_match
-
         old, new = self.snapshot, Snapshot(self.index_dir, open_manifest(self.index_dir))
         if new.version == old.version:
             return False
-        if not identities_match(new.manifest.model, old.manifest.model):
+        if not new.manifest.model.same_weights(old.manifest.model):
             raise ClipsearchError(
                 f"index {self.index_dir} now holds another model's embeddings "
                 f"('{new.manifest.model_spec}'): open it again"

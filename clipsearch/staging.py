@@ -14,22 +14,22 @@ import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipsearch.catalog import write_table
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.identity import ModelIdentity
 
 STAGING_DIR = "staging"
 _STATE_NAME = "state.json"
 
 
 class Staging:
-    def __init__(self, index_dir: Path, base_snapshot: int, model: dict[str, Any]) -> None:
+    def __init__(self, index_dir: Path, base_snapshot: int, model: ModelIdentity) -> None:
         self.directory = index_dir / STAGING_DIR
-        self.state = {"base_snapshot": base_snapshot, "model": model}
+        self.state = {"base_snapshot": base_snapshot, "model": model.as_dict()}
         self.wrote_state = False
 
     def leftovers(self, columns: list[str]) -> pa.Table | None:

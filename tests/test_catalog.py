@@ -11,6 +11,7 @@ import pytest
 
 from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.identity import ModelIdentity
 
 DIM = 8
 
@@ -92,7 +93,15 @@ def test_snapshot_rows_are_the_same_through_the_lookup_and_duckdb(tmp_path):
 
     names = [_part(tmp_path, range(0, 20)), _part(tmp_path, range(20, 25))]
     manifest = Manifest(
-        model={"dim": DIM},
+        model=ModelIdentity(
+            "random:clipsearch-tiny",
+            "clipsearch-tiny",
+            "random:seed=0",
+            DIM,
+            32,
+            (0.5,) * 3,
+            (0.5,) * 3,
+        ),
         embedding_dim=DIM,
         embedding_dtype="float16",
         snapshot=1,

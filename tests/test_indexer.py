@@ -75,7 +75,7 @@ def test_first_run_indexes_every_image_once(photos, tmp_path):
     embeddings = np.array([r["embedding"] for r in rows], dtype=np.float32)
     np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=2e-3)  # float16
     manifest = read_manifest(index_dir)
-    assert manifest.model["spec"] == TINY and manifest.embedding_dim == 128
+    assert manifest.model.spec == TINY and manifest.embedding_dim == 128
     assert manifest.counts == {"images": 4, "errors": 0}
     assert manifest.vector_index["kind"] == "flat" and manifest.vector_index["count"] == 4
 

@@ -5,6 +5,7 @@ may send). Each is also exercised end to end elsewhere; these pin their own cont
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +14,13 @@ import pytest
 from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
 from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.staging import Staging
 from clipsearch.storage import commit_snapshot
 
-IDENTITY = {"spec": "random:clipsearch-tiny", "dim": 4}
+IDENTITY = ModelIdentity(
+    "random:clipsearch-tiny", "clipsearch-tiny", "random:seed=0", 4, 32, (0.5,) * 3, (0.5,) * 3
+)
 
 
 # -- manifest ---------------------------------------------------------------------------------
@@ -33,7 +37,7 @@ def test_a_committed_manifest_reads_back_as_written(tmp_path):
     written = _commit(tmp_path, snapshot=3, catalog=["catalog/part-a.parquet"], errors=None)
     read = read_manifest(tmp_path)
     assert read is not None and read.to_json() == written.to_json()
-    assert read.files() == {"catalog/part-a.parquet"} and read.model_spec == IDENTITY["spec"]
+    assert read.files() == {"catalog/part-a.parquet"} and read.model_spec == IDENTITY.spec
     assert read_manifest(tmp_path / "nothing-here") is None
 
 
@@ -78,7 +82,7 @@ def test_staged_rows_survive_for_the_same_snapshot_and_model_only(tmp_path, caps
     assert not (tmp_path / "staging").exists()
 
     Staging(tmp_path, 4, IDENTITY).write(_rows(range(2)))
-    other_model = {**IDENTITY, "spec": "random:other"}
+    other_model = replace(IDENTITY, weights="random:seed=1")
     assert Staging(tmp_path, 4, other_model).leftovers(["id"]) is None
     assert "another model" in capsys.readouterr().err
 

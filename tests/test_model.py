@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.model import Model, identities_match
+from clipsearch.model import Model
 from clipsearch.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
 from .conftest import TINY
@@ -30,8 +30,8 @@ def _images(n: int) -> list[Image.Image]:
 def test_random_spec_loads_tiny_arch(tiny_model):
     assert tiny_model.dim == 128
     assert tiny_model.image_size == 32
-    assert tiny_model.identity["weights"] == "random:seed=0"
-    assert tiny_model.identity["spec"] == TINY
+    assert tiny_model.identity.weights == "random:seed=0"
+    assert tiny_model.identity.spec == TINY
     # open_clip's initial temperature: logit_scale = 1/0.07
     assert tiny_model.logit_scale == pytest.approx(1 / 0.07, rel=1e-5)
 
@@ -97,9 +97,9 @@ def test_checkpoint_round_trip(tiny_model, tmp_path):
         loaded.embed_images(images), tiny_model.embed_images(images), atol=1e-6
     )
     np.testing.assert_allclose(loaded.embed_texts(texts), tiny_model.embed_texts(texts), atol=1e-6)
-    assert loaded.identity["weights"].startswith("sha256:")
-    assert loaded.identity["arch"] == "clipsearch-tiny"
-    assert loaded.identity["spec"] == str(directory)
+    assert loaded.identity.weights.startswith("sha256:")
+    assert loaded.identity.arch == "clipsearch-tiny"
+    assert loaded.identity.spec == str(directory)
     assert loaded.logit_scale == pytest.approx(tiny_model.logit_scale)
 
 
@@ -107,12 +107,29 @@ def test_identity_follows_weights_not_location(tiny_model, tmp_path):
     first = Model.load(str(tiny_model.save(tmp_path / "a")))
     moved = shutil.copytree(tmp_path / "a", tmp_path / "b")
     second = Model.load(str(moved), engine="torch")
-    assert identities_match(first.identity, second.identity)
+    assert first.identity.same_weights(second.identity)
     with torch.no_grad():
         second.module.logit_scale.add_(1.0)
     changed = Model.load(str(second.save(tmp_path / "c")))
-    assert not identities_match(first.identity, changed.identity)
-    assert not identities_match(first.identity, tiny_model.identity)
+    assert not first.identity.same_weights(changed.identity)
+    assert not first.identity.same_weights(tiny_model.identity)
+
+
+def test_identity_round_trips_and_a_damaged_one_is_one_line(tiny_model):
+    from dataclasses import replace
+
+    from clipsearch.model.identity import ModelIdentity
+
+    identity = tiny_model.identity
+    stored = json.loads(json.dumps(identity.as_dict()))  # as a manifest holds it
+    assert ModelIdentity.from_dict(stored, "manifest m.json") == identity
+    assert replace(identity, spec="/elsewhere/model").same_weights(identity)
+    assert not replace(identity, image_size=identity.image_size + 1).same_weights(identity)
+    with pytest.raises(ClipsearchError, match=r"cannot read manifest m\.json: .* lacks 'weights'"):
+        without_weights = {k: v for k, v in stored.items() if k != "weights"}
+        ModelIdentity.from_dict(without_weights, "manifest m.json")
+    with pytest.raises(ClipsearchError, match="identity is invalid"):
+        ModelIdentity.from_dict({**stored, "dim": "wide"}, "manifest m.json")
 
 
 def test_legacy_pickled_tensors_still_load(tiny_model, tmp_path):

@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.model import Model, export, identities_match, onnx_format
+from clipsearch.model import Model, export, onnx_format
 from clipsearch.model.spec import parse_spec
 from clipsearch.model.tokenizer import CLIP_BPE, Tokenizer, TokenizerConfig
 
@@ -88,7 +88,7 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def assert_engines_agree(torch_model: Model, onnx_model: Model) -> None:
     assert onnx_model.engine == "onnx" and torch_model.engine == "torch"
-    assert identities_match(onnx_model.identity, torch_model.identity)
+    assert onnx_model.identity.same_weights(torch_model.identity)
     batch = pixels(torch_model.image_size)
     assert cosines(onnx_model.embed_pixels(batch), torch_model.embed_pixels(batch)).min() >= (
         MIN_COSINE
@@ -122,7 +122,7 @@ def test_export_writes_a_self_contained_directory(tiny_dir, tiny_model):
     text_graph = onnx.load(str(tiny_dir / "text.onnx"), load_external_data=False)
     assert {n.op_type for n in text_graph.graph.node if n.domain == "com.microsoft"}
     loaded = Model.load(str(tiny_dir))
-    assert loaded.engine == "onnx" and loaded.identity["spec"] == str(tiny_dir)
+    assert loaded.engine == "onnx" and loaded.identity.spec == str(tiny_dir)
     assert_engines_agree(tiny_model, loaded)
 
 
@@ -396,7 +396,7 @@ def test_cache_key_follows_the_weights_file(tiny_model, tmp_path):
 def test_int8_precision_runs_from_quantized_graphs(tiny_onnx):
     int8 = Model.load(TINY, engine="onnx", precision="int8")
     assert int8.precision == "int8" and tiny_onnx.precision == "fp32"
-    assert identities_match(int8.identity, tiny_onnx.identity)
+    assert int8.identity.same_weights(tiny_onnx.identity)
     directory = export.cached_export_dir(parse_spec(TINY))
     cfg = onnx_format.read_config(directory)
     assert cfg.has("int8")

@@ -3,6 +3,7 @@ small index written through the real catalog, manifest and FAISS code."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from clipsearch import Index, catalog, vectors
 from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.indexer import save_vectors
 from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.snapshot import Snapshot
 from clipsearch.storage import commit_snapshot
 
 DIM = 8
-IDENTITY = {"spec": "random:clipsearch-tiny", "dim": DIM}
+IDENTITY = ModelIdentity(
+    "random:clipsearch-tiny", "clipsearch-tiny", "random:seed=0", DIM, 32, (0.5,) * 3, (0.5,) * 3
+)
 
 
 def _part(index_dir: Path, ids: range, seed: int) -> tuple[str, np.ndarray]:
@@ -45,7 +49,7 @@ def _commit(
     index_dir: Path,
     parts: list[tuple[str, np.ndarray]],
     before: Manifest | None,
-    identity: dict = IDENTITY,
+    identity: ModelIdentity = IDENTITY,
 ) -> None:
     ids = np.arange(sum(len(v) for _, v in parts))  # the parts hold ids 0..n-1 in order
     index, info = vectors.build(ids, np.concatenate([v for _, v in parts]))
@@ -109,7 +113,7 @@ def test_refresh_moves_an_open_index_to_the_newest_snapshot(index_dir):
     assert index.refresh() is False
 
 
-def _add_part(index_dir: Path, identity: dict = IDENTITY) -> None:
+def _add_part(index_dir: Path, identity: ModelIdentity = IDENTITY) -> None:
     before = read_manifest(index_dir)
     every = Snapshot(index_dir).embeddings()[1]
     kept = [(before.catalog[0], every[:6]), (before.catalog[1], every[6:])]
@@ -148,7 +152,7 @@ def test_refresh_warms_the_new_snapshot_before_it_is_used(index_dir):
 
 def test_refresh_refuses_an_index_rebuilt_with_another_model(index_dir):
     index = Index.open(index_dir)
-    _add_part(index_dir, {**IDENTITY, "weights": "sha256:other"})
+    _add_part(index_dir, replace(IDENTITY, weights="sha256:other"))
     with pytest.raises(ClipsearchError, match="another model"):
         index.refresh()
     assert index.snapshot.number == 1 and len(index) == 10  # still answering from the old one

@@ -131,7 +131,7 @@ def test_build_open_round_trip(tmp_path, texts_file, tiny_model, monkeypatch):
 
     manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
     assert manifest["format_version"] == 1 and manifest["kind"] == "texts"
-    assert manifest["model"] == tiny_model.identity
+    assert manifest["model"] == tiny_model.identity.as_dict()
     assert manifest["embedding_dim"] == 128 and manifest["embedding_dtype"] == "float32"
     assert manifest["counts"] == {"texts": 4} and manifest["errors"] is None
     assert len(manifest["catalog"]) == 1 and manifest["catalog"][0].startswith("texts-")
@@ -309,13 +309,13 @@ def test_model_mismatch_is_refused(tmp_path, texts_file, image_file, tiny_model,
     from clipsearch.model import Model
 
     copy = Model.load(str(checkpoint_dir))
-    assert copy.identity["weights"].startswith("sha256:")
+    assert copy.identity.weights.startswith("sha256:")
     directory = tmp_path / "caps"
     TextCollection.build(texts_file, directory, copy)
 
     with pytest.raises(ClipsearchError) as excinfo:
         resolve_texts(tiny_model, str(directory))
-    _one_line_error(excinfo, f"'{copy.identity['spec']}'", f"'{TINY}'")
+    _one_line_error(excinfo, f"'{copy.identity.spec}'", f"'{TINY}'")
     with pytest.raises(ClipsearchError) as excinfo:
         rank_image_against_texts(image_file, str(directory), TINY, k=2)
     _one_line_error(excinfo, "was built with model", f"'{TINY}'")

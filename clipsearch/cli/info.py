@@ -86,7 +86,7 @@ def info(
         loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
         facts["model_engine"] = loaded.engine
         facts["model_precision"] = loaded.precision
-        facts["model_identity"] = loaded.identity
+        facts["model_identity"] = loaded.identity.as_dict()
         facts["model_logit_scale"] = round(loaded.logit_scale, 4)
     if as_json:
         print(json.dumps(facts, indent=2))

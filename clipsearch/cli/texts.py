@@ -82,7 +82,7 @@ def index(
             "collection": str(collection.directory),
             "count": len(collection),
             "model": collection.model_spec,
-            "model_identity": collection.identity,
+            "model_identity": collection.identity.as_dict(),
             "source": manifest.source,
             "vector_index": manifest.vector_index,
             "seconds": round(seconds, 3),

@@ -2,7 +2,7 @@
 
 ``Model.load(spec)`` is the only way the rest of clipsearch gets a model, so every command
 accepts the same specs (see ``clipsearch.model.spec``) and every index can pin the exact
-weights it was built with (``Model.identity``).
+weights it was built with (``Model.identity``, a ``ModelIdentity``).
 
 Two engines run the towers (``clipsearch.model.engines`` chooses):
 - ``onnx``: ONNX Runtime on graphs exported once per model (``clipsearch.model.export``);
@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.model.spec import ModelSpec, parse_spec
 from clipsearch.settings import default_model_spec
 
@@ -160,17 +161,18 @@ class Model:
         return self.facts.logit_scale
 
     @property
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> ModelIdentity:
         """Pins exactly which weights these are, so an index can refuse a different model."""
-        return {
-            "spec": str(self.spec),
-            "arch": self.facts.arch,
-            "weights": self.facts.weights,
-            "dim": self.dim,
-            "image_size": self.image_size,
-            "mean": list(self.facts.mean),
-            "std": list(self.facts.std),
-        }
+        facts = self.facts
+        return ModelIdentity(
+            str(self.spec),
+            facts.arch,
+            facts.weights,
+            facts.dim,
+            facts.image_size,
+            facts.mean,
+            facts.std,
+        )
 
     @property
     def module(self) -> Any:
@@ -227,15 +229,6 @@ class Model:
                 parameter="engine",
             )
         return self.towers
-
-
-def identities_match(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    """Same weights and preprocessing, wherever the spec pointed (a moved checkpoint matches)."""
-
-    def pinned(identity: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in identity.items() if k != "spec"}
-
-    return pinned(a) == pinned(b)
 
 
 def surely_different(a: str, b: str) -> bool:

@@ -24,6 +24,7 @@ from typing import Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model, checkpoint, onnx_format
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.model.logs import quiet_root_logger
 from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.spec import ModelSpec
@@ -81,7 +82,7 @@ def _work_dir(target: Path) -> Path:
 def _finish(
     work: Path,
     target: Path,
-    identity: dict[str, Any],
+    identity: ModelIdentity,
     logit_scale: float,
     preprocess: PreprocessConfig,
     tokenizer: TokenizerConfig,

@@ -102,12 +102,12 @@ def load_onnx_model(
     onnx_format.check_files(directory, cfg, precision)
     identity = cfg.identity
     facts = ModelFacts(
-        arch=identity.get("arch"),
-        weights=identity["weights"],
-        dim=int(identity["dim"]),
-        image_size=int(identity["image_size"]),
-        mean=tuple(identity["mean"]),
-        std=tuple(identity["std"]),
+        arch=identity.arch,
+        weights=identity.weights,
+        dim=identity.dim,
+        image_size=identity.image_size,
+        mean=identity.mean,
+        std=identity.std,
         logit_scale=cfg.logit_scale,
     )
     towers = OnnxTowers(directory, cfg, precision, device, rebuild)

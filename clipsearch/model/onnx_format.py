@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.model.identity import ModelIdentity
 from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.tokenizer import TokenizerConfig
 from clipsearch.storage import read_json_object
@@ -47,14 +48,15 @@ def graph_name(tower: str, precision: str) -> str:
 
 @dataclass(frozen=True)
 class OnnxModelConfig:
-    identity: dict[str, Any]  # the source model's, "spec" included
+    identity: ModelIdentity  # the source model's
     logit_scale: float
     preprocess: PreprocessConfig
     tokenizer: TokenizerConfig
     graphs: dict[str, int]  # file name → size in bytes: every graph and its .data file
 
     def to_json(self) -> dict[str, Any]:
-        return {"format_version": FORMAT_VERSION, **asdict(self)}
+        data = {**asdict(self), "identity": self.identity.as_dict()}
+        return {"format_version": FORMAT_VERSION, **data}
 
     def has(self, precision: str) -> bool:
         return all(graph_name(tower, precision) in self.graphs for tower in TOWERS)
@@ -79,7 +81,7 @@ def read_config(directory: Path) -> OnnxModelConfig:
     try:
         pre, tok = data["preprocess"], data["tokenizer"]
         return OnnxModelConfig(
-            identity=dict(data["identity"]),
+            identity=ModelIdentity.from_dict(data["identity"], f"ONNX model config {path}"),
             logit_scale=float(data["logit_scale"]),
             preprocess=PreprocessConfig(
                 int(pre["size"]),

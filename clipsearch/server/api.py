@@ -364,7 +364,7 @@ def info(request: Request) -> schemas.IndexInfo:
         index=str(svc.engine.index_dir),
         snapshot=manifest.snapshot,
         updated_at=manifest.updated_at,
-        model=manifest.model,
+        model=manifest.model.as_dict(),
         counts=manifest.counts,
         vector_index=schemas.VectorIndex(**vector_index),
         columns=svc.engine.columns(),

@@ -46,8 +46,6 @@ class TextCollections:
 
     def available(self) -> list[dict[str, Any]]:
         """Collections a client can name: the given ones and those beside the index."""
-        from clipsearch.model import identities_match
-
         candidates = dict(self.extra)
         try:
             for entry in os.scandir(self.root):
@@ -62,14 +60,12 @@ class TextCollections:
             except ClipsearchError:
                 continue  # an image index or a damaged collection: not offered
             if manifest is not None:
-                usable = identities_match(manifest.model, self.identity)
+                usable = manifest.model.same_weights(self.identity)
                 found.append({"name": name, "count": manifest.counts["texts"], "usable": usable})
         return found
 
     def get(self, name: str) -> TextCollection:
         """The collection called ``name``; 404 when there is none, 400 when unusable."""
-        from clipsearch.model import identities_match
-
         directory = self._directory(name)
         stamp = _stamp(directory)
         if stamp is None:
@@ -82,11 +78,11 @@ class TextCollections:
             collection = TextCollection.open(directory)
         except ClipsearchError as exc:
             raise ApiError(400, f"text collection {name!r}: {exc}") from None
-        if not identities_match(collection.identity, self.identity):
+        if not collection.identity.same_weights(self.identity):
             raise ApiError(
                 400,
                 f"text collection {name!r} was embedded by model '{collection.model_spec}', "
-                f"not by this index's model '{self.identity['spec']}'",
+                f"not by this index's model '{self.identity.spec}'",
             )
         with self._lock:
             self._open[directory] = (stamp, collection)

@@ -8,7 +8,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import faiss
 
     from clipsearch.model import Model
+    from clipsearch.model.identity import ModelIdentity
     from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
 
 KIND = "texts"
@@ -240,7 +241,7 @@ class TextCollection:
     # -- facts ---------------------------------------------------------------------------
 
     @property
-    def identity(self) -> dict[str, Any]:
+    def identity(self) -> ModelIdentity:
         return self.manifest.model
 
     @property
@@ -275,9 +276,7 @@ class TextCollection:
 
 def check_model(collection: TextCollection, model: Model) -> None:
     """Refuse a model whose embeddings are not comparable with the collection's."""
-    from clipsearch.model import identities_match
-
-    if identities_match(model.identity, collection.identity):
+    if model.identity.same_weights(collection.identity):
         return
     built_with = collection.model_spec
     requested = str(model.spec)

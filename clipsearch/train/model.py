@@ -143,7 +143,7 @@ def _from_spec(cfg: ModelConfig) -> Built:
     hf_dir = None
     if model.spec.kind == "checkpoint" and (model.spec.path / "config.json").is_file():
         hf_dir = model.spec.path
-    notes = [f"initialised from {model.spec} ({model.identity['weights']})"]
+    notes = [f"initialised from {model.spec} ({model.identity.weights})"]
     towers = model.towers
     return Built(
         towers.module.train(), towers.model_cfg, {}, towers.tokenizer, towers.arch, hf_dir, notes
