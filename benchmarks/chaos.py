@@ -136,7 +136,7 @@ class Readers:
             self.examples.append(f"{reader}: {what}"[:300])
 
     def api(self) -> None:
-        from clipsearch.search import Index
+        from clipsearch.query.search import Index
 
         query = np.ones(128, np.float32)
         live = Index.open(self.index_dir)
@@ -178,8 +178,8 @@ class Readers:
 
 def catalog_ids(index_dir: Path) -> dict[str, int]:
     """path → id of every row of the committed catalog."""
-    from clipsearch import catalog
-    from clipsearch.manifest import read_manifest
+    from clipsearch.store import catalog
+    from clipsearch.store.manifest import read_manifest
 
     manifest = read_manifest(index_dir)
     schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
@@ -191,10 +191,10 @@ def catalog_ids(index_dir: Path) -> dict[str, int]:
 def final_check(
     folder: Path, index_dir: Path, first_ids: dict[str, int], touched: set[str]
 ) -> dict:
-    from clipsearch import catalog, vectors
-    from clipsearch.indexer import VECTORS_DIR
-    from clipsearch.manifest import read_manifest
-    from clipsearch.storage import kept_files
+    from clipsearch.ingest.indexer import VECTORS_DIR
+    from clipsearch.store import catalog, vectors
+    from clipsearch.store.manifest import read_manifest
+    from clipsearch.store.storage import kept_files
 
     manifest = read_manifest(index_dir)
     ids = catalog_ids(index_dir)

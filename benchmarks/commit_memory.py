@@ -28,11 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import CLI_REPORTING_PEAK
 from synthetic_index import catalog_part, clustered
 
-from clipsearch import catalog
-from clipsearch.manifest import read_manifest
 from clipsearch.model import Model
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.staging import Staging
+from clipsearch.store import catalog
+from clipsearch.store.manifest import read_manifest
+from clipsearch.store.staging import Staging
 
 MODEL = "bundled:cifar10-small"
 STAGED_PART_ROWS = 512  # what `clipsearch index --checkpoint-every` stages by default

@@ -8,7 +8,7 @@ side 160 px) and 20 CIFAR-10 test images of each class upscaled 4x to 128 px (PN
 photo gets eight copies a person's library really holds: JPEG at quality 50, 75 and 95, half
 the size, a 5% crop (2.5% off each side), another format (JPEG → PNG, PNG → JPEG), WebP, and
 a copy stored rotated with an EXIF orientation that turns it back. The folder is indexed
-with each model through `clipsearch.indexer` (the product's own decode, EXIF included), and
+with each model through `clipsearch.ingest.indexer` (the product's own decode, EXIF included), and
 every pair of images is scored by the cosine of their stored embeddings.
 
 Pairs of the same photo are duplicates; every other pair is not (different CIFAR-10 images
@@ -35,8 +35,8 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from clipsearch import Index
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.snapshot import Snapshot
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.query.snapshot import Snapshot
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 CIFAR_PER_CLASS = 20

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import CHUNK, CLI_REPORTING_PEAK, Clusters, _identity, build
 from synthetic_index import catalog_part, commit_first_snapshot
 
-from clipsearch import catalog, fingerprint
+from clipsearch.ingest import fingerprint
+from clipsearch.store import catalog
 
 DIM = 512
 PLANTED_SHARE = 0.01

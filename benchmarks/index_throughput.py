@@ -38,8 +38,8 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipsearch.decode import DEFAULT_MAX_PIXELS  # noqa: E402
-from clipsearch.indexer import IndexOptions, default_workers, update_index  # noqa: E402
+from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS  # noqa: E402
+from clipsearch.ingest.indexer import IndexOptions, default_workers, update_index  # noqa: E402
 from clipsearch.model import Model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -111,8 +111,8 @@ def ceiling(model: Model, count: int, batch_size: int) -> tuple[float, float]:
 
 def decode_cost(folder: Path, model: Model, count: int = 32) -> float:
     """CPU seconds to hash, decode and preprocess one of the JPEGs, as a decode worker does."""
-    from clipsearch.loader import _Decoder
-    from clipsearch.scan import scan
+    from clipsearch.ingest.loader import _Decoder
+    from clipsearch.ingest.scan import scan
 
     entries = list(scan([folder]))[:count]
     decoder = _Decoder(model.preprocess, model.image_size, DEFAULT_MAX_PIXELS)

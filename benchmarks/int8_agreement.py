@@ -24,9 +24,9 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from clipsearch.decode import to_rgb
+from clipsearch.ingest.decode import to_rgb
 from clipsearch.model import Model
-from clipsearch.zeroshot import classifier_weights, get_templates
+from clipsearch.zeroshot.templates import classifier_weights, get_templates
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO.parent / "shared" / "data" / "cifar10" / "test.parquet"

@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     from clipsearch.model import Model
-    from clipsearch.search import Index
+    from clipsearch.query.search import Index
 
     Model.load(args.model)  # the ONNX export is made once, before anything is timed
     start = time.perf_counter()

@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_index import catalog_part, commit_first_snapshot
 
-from clipsearch import catalog, vectors
-from clipsearch.manifest import read_manifest
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.store import catalog, vectors
+from clipsearch.store.manifest import read_manifest
 
 TOPICS, SUBTOPICS = 1024, 64
 CHUNK = 100_000

@@ -4,8 +4,8 @@
                                     [--mode text|like|mixed] [--index DIR] [--keep]
 
 Builds (once; reused when DIR already holds it) an index of ``n`` synthetic images: catalog
-parts with clustered random unit embeddings, written through clipsearch.catalog,
-clipsearch.vectors and clipsearch.manifest under the identity of ``random:clipsearch-tiny``,
+parts with clustered random unit embeddings, written through clipsearch.store's catalog,
+vectors and manifest modules under the identity of ``random:clipsearch-tiny``,
 so real text queries are encoded by the real (tiny) model. Starts `clipsearch serve` on
 127.0.0.1 (a free port), then runs one phase per ``--clients`` value, that many clients at
 once, each phase for ``warmup`` + ``seconds`` seconds over keep-alive connections, and prints

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from clipsearch import catalog, vectors
-from clipsearch.manifest import Manifest, read_manifest
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.storage import commit_snapshot
+from clipsearch.store import catalog, vectors
+from clipsearch.store.manifest import Manifest, read_manifest
+from clipsearch.store.storage import commit_snapshot
 
 PART_ROWS = 25_000
 

@@ -38,7 +38,7 @@ CIFAR = REPO.parent / "shared" / "data" / "cifar10" / "train-00000-of-00005.parq
 
 OPEN_CLIP_MAIN = (
     "import sys\n"
-    "from clipsearch import architectures\n"
+    "from clipsearch.model import architectures\n"
     "architectures.register()\n"
     "from open_clip_train.main import main\n"
     "main(sys.argv[1:])\n"
@@ -155,7 +155,7 @@ def run_clipsearch(csv: Path, work: Path, args: argparse.Namespace, agree: bool 
     )
     out = work / "clipsearch_run"
     shutil.rmtree(out, ignore_errors=True)
-    command = [sys.executable, "-m", "clipsearch.train", str(recipe), "--out", str(out)]
+    command = [sys.executable, "-m", "clipsearch", "train", str(recipe), "--out", str(out)]
     subprocess.run(command, check=True, cwd=work, capture_output=True)
     return out / "metrics.jsonl"
 

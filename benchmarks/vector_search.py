@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-from clipsearch import vectors
+from clipsearch.store import vectors
 
 K = 10
 RERANK = 100

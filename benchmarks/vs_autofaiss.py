@@ -28,8 +28,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import HIGH_WATER, Clusters, exact_top_k
 
-from clipsearch import catalog
-from clipsearch.manifest import read_manifest
+from clipsearch.store import catalog
+from clipsearch.store.manifest import read_manifest
 
 BUILD = f"""
 import atexit, sys

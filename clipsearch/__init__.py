@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
-    from clipsearch.search import Hit, Index
+    from clipsearch.query.search import Hit, Index
 
 __all__ = ["Hit", "Index", "Model", "__version__"]
 
@@ -23,7 +23,7 @@ def __getattr__(name: str) -> Any:
 
         return Model
     if name in ("Index", "Hit"):
-        from clipsearch import search
+        from clipsearch.query import search
 
         return getattr(search, name)
     raise AttributeError(f"module 'clipsearch' has no attribute {name!r}")

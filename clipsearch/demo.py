@@ -75,10 +75,10 @@ def run_demo(
 ) -> DemoReport:
     """Run the demo in ``directory`` (made, or emptied when an earlier demo made it)."""
     from clipsearch.bundled import DEMO_MODEL, SAMPLES
-    from clipsearch.datasets import export_images
-    from clipsearch.evaluation import class_folders, evaluate, true_label
-    from clipsearch.indexer import IndexOptions, update_index
-    from clipsearch.search import Index
+    from clipsearch.ingest.datasets import export_images
+    from clipsearch.ingest.indexer import IndexOptions, update_index
+    from clipsearch.query.search import Index
+    from clipsearch.zeroshot.accuracy import class_folders, evaluate, true_label
 
     start = time.perf_counter()
     shown_directory = directory
@@ -142,7 +142,7 @@ def _fresh_folder(directory: Path) -> tuple[Path, Path]:
 
 
 def _write_page(report: DemoReport, query_photo: Path, out: Path) -> None:
-    from clipsearch.report import Figure, Section, page, write_page
+    from clipsearch.query.pages import Figure, Section, page, write_page
 
     sections = []
     for query in report.queries:

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.scan import ScanOptions
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.ingest.scan import ScanOptions
 
 from .conftest import TINY
 

@@ -9,9 +9,9 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.store import catalog
 
 DIM = 8
 
@@ -87,9 +87,9 @@ def test_a_damaged_part_is_one_error_naming_it_and_repair(parts):
 
 def test_snapshot_rows_are_the_same_through_the_lookup_and_duckdb(tmp_path):
     """The lookup serves catalog columns; DuckDB, zero-shot tags: the rows must not differ."""
-    from clipsearch.manifest import Manifest
-    from clipsearch.snapshot import Snapshot
-    from clipsearch.storage import commit_snapshot
+    from clipsearch.query.snapshot import Snapshot
+    from clipsearch.store.manifest import Manifest
+    from clipsearch.store.storage import commit_snapshot
 
     names = [_part(tmp_path, range(0, 20)), _part(tmp_path, range(20, 25))]
     manifest = Manifest(

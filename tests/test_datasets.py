@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipsearch.datasets import export_images, safe_folder_name
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest.datasets import export_images, safe_folder_name
 
 from .conftest import run_cli
 

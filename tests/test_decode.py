@@ -1,4 +1,4 @@
-"""Tests for clipsearch.decode on real files written by each test (no mocks)."""
+"""Tests for clipsearch.ingest.decode on real files written by each test (no mocks)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from clipsearch.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image, to_rgb
+from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image, to_rgb
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)

@@ -59,7 +59,7 @@ def test_the_bundled_model_refuses_the_torch_engine_in_one_line():
 
 
 def test_an_index_of_the_bundled_model_refuses_another_model(tmp_path):
-    from clipsearch.search import Index
+    from clipsearch.query.search import Index
 
     run_cli("demo", "--dir", str(tmp_path / "demo"), "--json")
     with pytest.raises(ClipsearchError, match="built with model 'bundled:cifar10-small'"):

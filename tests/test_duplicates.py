@@ -17,11 +17,13 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipsearch import Index, duplicates, fingerprint
+from clipsearch import Index
 from clipsearch.bundled import DEMO_MODEL, SAMPLES
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.vectors import VectorIndexConfig
+from clipsearch.ingest import fingerprint
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.query import duplicates
+from clipsearch.store.vectors import VectorIndexConfig
 
 from .conftest import (
     CHROMIUM,
@@ -200,7 +202,7 @@ def test_a_server_opens_an_index_from_before_fingerprints(index_dir, library, tm
         assert client.get("/api/duplicates").json()["groups_total"] == 2
         assert "fingerprint" not in client.get("/api/info").json()["columns"]
     # and `clipsearch repair` finds it intact: a part without the column is not damage
-    from clipsearch.repair import repair_index
+    from clipsearch.store.repair import repair_index
 
     report = repair_index(older)
     assert not report.committed and report.damaged == []

@@ -13,11 +13,11 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipsearch import vectors
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import IndexOptions, index_lock, update_index
-from clipsearch.manifest import read_manifest
-from clipsearch.scan import ScanOptions
+from clipsearch.ingest.indexer import IndexOptions, index_lock, update_index
+from clipsearch.ingest.scan import ScanOptions
+from clipsearch.store import vectors
+from clipsearch.store.manifest import read_manifest
 
 from .conftest import TINY, run_cli
 

@@ -11,12 +11,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.staging import Staging
-from clipsearch.storage import commit_snapshot
+from clipsearch.store import catalog
+from clipsearch.store.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
+from clipsearch.store.staging import Staging
+from clipsearch.store.storage import commit_snapshot
 
 IDENTITY = ModelIdentity(
     "random:clipsearch-tiny", "clipsearch-tiny", "random:seed=0", 4, 32, (0.5,) * 3, (0.5,) * 3

@@ -192,7 +192,7 @@ def test_clip_tokenizer_ids_equal_open_clip(tiny_dir):
 def test_stored_prompt_templates_equal_open_clips():
     from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES, SIMPLE_IMAGENET_TEMPLATES
 
-    from clipsearch.zeroshot import get_templates
+    from clipsearch.zeroshot.templates import get_templates
 
     assert get_templates("default") == [t("{}") for t in OPENAI_IMAGENET_TEMPLATES]
     assert get_templates("simple") == [t("{}") for t in SIMPLE_IMAGENET_TEMPLATES]
@@ -223,7 +223,7 @@ def photos() -> list[Image.Image]:
 def test_preprocessing_matches_open_clip_within_one_level(size):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from clipsearch.decode import to_rgb
+    from clipsearch.ingest.decode import to_rgb
     from clipsearch.model.preprocess import Preprocess, PreprocessConfig
 
     settings = {"size": size, "mean": (0.48, 0.45, 0.40), "std": (0.26, 0.26, 0.27)}

@@ -13,10 +13,10 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.manifest import read_manifest
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.store import catalog
+from clipsearch.store.manifest import read_manifest
 
 from .conftest import TINY, run_cli
 
@@ -178,7 +178,7 @@ def test_rebuild_compacts_the_catalog_and_builds_the_kind_asked_for(built, tmp_p
 
 
 def test_compaction_merges_only_runs_of_small_parts(built, tmp_path):
-    from clipsearch.repair import _compacted
+    from clipsearch.store.repair import _compacted
 
     index_dir = _copy(built[1], tmp_path)
     manifest = read_manifest(index_dir)

@@ -1,4 +1,4 @@
-"""Tests for clipsearch.scan on real files and folders in tmp_path (no mocks)."""
+"""Tests for clipsearch.ingest.scan on real files and folders in tmp_path (no mocks)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.scan import IMAGE_EXTENSIONS, FileEntry, ScanOptions, ScanProblem, scan
+from clipsearch.ingest.scan import IMAGE_EXTENSIONS, FileEntry, ScanOptions, ScanProblem, scan
 
 needs_symlinks = pytest.mark.skipif(not hasattr(os, "symlink"), reason="no symlinks here")
 case_sensitive_fs_names = os.path.normcase("A") == "A"
@@ -441,7 +441,7 @@ def test_options_and_entries_are_immutable() -> None:
 
 def test_scan_module_imports_no_heavy_dependencies() -> None:
     code = (
-        "import sys, clipsearch.scan; "
+        "import sys, clipsearch.ingest.scan; "
         "heavy = {'PIL', 'torch', 'numpy', 'open_clip'} & set(sys.modules); "
         "assert not heavy, heavy"
     )

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clipsearch.classify import load_classifier
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.search import Index
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.query.search import Index
+from clipsearch.zeroshot.classify import load_classifier
 
 from .conftest import TINY, run_cli
 

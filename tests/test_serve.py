@@ -464,7 +464,7 @@ def test_a_new_snapshot_is_picked_up_while_queries_keep_working(tmp_path):
     fresh = next(h for h in found if "new 2.png" in h["path"])
     assert live.get(fresh["thumbnail_url"]).status_code == 200
     # Zero-shot tags written beside the catalog become filterable at once, too.
-    from clipsearch.classify import Prediction, write_tags
+    from clipsearch.zeroshot.classify import Prediction, write_tags
 
     tagged = [Prediction(h["path"], "sunny", 0.9, id=h["id"]) for h in found[:2]]
     write_tags(index_dir, tagged)

@@ -1,5 +1,5 @@
-"""Reads of one committed snapshot (`clipsearch.snapshot.Snapshot`) and `Index.refresh()`, on a
-small index written through the real catalog, manifest and FAISS code."""
+"""Reads of one committed snapshot (`clipsearch.query.snapshot.Snapshot`) and
+`Index.refresh()`, on a small index written through the real catalog, manifest and FAISS code."""
 
 from __future__ import annotations
 
@@ -10,13 +10,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clipsearch import Index, catalog, vectors
+from clipsearch import Index
 from clipsearch.errors import ClipsearchError, NotFound
-from clipsearch.indexer import save_vectors
-from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.ingest.indexer import save_vectors
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.snapshot import Snapshot
-from clipsearch.storage import commit_snapshot
+from clipsearch.query.snapshot import Snapshot
+from clipsearch.store import catalog, vectors
+from clipsearch.store.manifest import Manifest, read_manifest
+from clipsearch.store.storage import commit_snapshot
 
 DIM = 8
 IDENTITY = ModelIdentity(
@@ -135,7 +136,7 @@ def test_refresh_warms_the_new_snapshot_before_it_is_used(index_dir):
     assert index.snapshot.vectors is not old.vectors  # the commit rebuilt it: loaded anew
 
     # Zero-shot tags change what a filter sees without a commit; the vectors stay loaded.
-    from clipsearch.classify import Prediction, write_tags
+    from clipsearch.zeroshot.classify import Prediction, write_tags
 
     warm = index.snapshot
     _ = warm.vectors

@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clipsearch import storage
-from clipsearch.indexer import IndexOptions, update_index
-from clipsearch.manifest import read_manifest
-from clipsearch.search import Index
+from clipsearch.ingest.indexer import IndexOptions, update_index
+from clipsearch.query.search import Index
+from clipsearch.store import storage
+from clipsearch.store.manifest import read_manifest
 
 from .conftest import TINY, run_cli
 

@@ -15,10 +15,10 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from clipsearch import storage
 from clipsearch.cli.texts import print_text_hits, texts_app
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import Manifest
+from clipsearch.store import storage
+from clipsearch.store.manifest import Manifest
 from clipsearch.texts import (
     TextCollection,
     TextList,

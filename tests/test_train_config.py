@@ -8,7 +8,7 @@ import pytest
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.train.config import TrainConfig, from_dict, load_config, to_dict
-from clipsearch.zeroshot import classifier_weights, get_templates
+from clipsearch.zeroshot.templates import classifier_weights, get_templates
 
 from .conftest import REPO
 

@@ -257,7 +257,7 @@ def test_shared_cifar10_and_coco_mini(shared_data):
 
 
 def test_class_folders_name_the_same_classes_for_training_and_scoring(tmp_path):
-    from clipsearch.evaluation import class_folders, true_label
+    from clipsearch.zeroshot.accuracy import class_folders, true_label
 
     for folder in ("sea_turtle", "cat"):
         path = tmp_path / folder / "1.png"

@@ -67,7 +67,7 @@ def test_checkpoint_loads_with_model_load_and_embeds_the_same(tmp_path):
 
 
 def test_convnet_tower_trains_saves_and_loads_in_a_fresh_process(tmp_path):
-    from clipsearch.architectures.convnet import ConvNet
+    from clipsearch.model.architectures.convnet import ConvNet
 
     torch.manual_seed(0)
     built = build_model(ModelConfig(arch="clipsearch-convnet-small"))
@@ -107,7 +107,7 @@ def _smooth_images(n: int) -> torch.Tensor:
 
 
 def test_whitening_stem_decorrelates_patches_and_stays_fixed():
-    from clipsearch.architectures.convnet import WHITEN_CHANNELS, ConvNet
+    from clipsearch.model.architectures.convnet import WHITEN_CHANNELS, ConvNet
 
     net = ConvNet((WHITEN_CHANNELS, 16, 32, 32), whiten=True)
     images = _smooth_images(200)
@@ -127,7 +127,7 @@ def test_whitening_stem_decorrelates_patches_and_stays_fixed():
 
 
 def test_whitened_convnet_starts_with_identity_filters():
-    from clipsearch.architectures.convnet import WHITEN_CHANNELS, ConvNet
+    from clipsearch.model.architectures.convnet import WHITEN_CHANNELS, ConvNet
 
     net = ConvNet((WHITEN_CHANNELS, 64, 256, 256), whiten=True)
     conv = net.features[2][0]  # the first stage's first 3x3 convolution: 24 -> 64 channels

@@ -57,7 +57,7 @@ DDP_WORKER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from clipsearch.distributed import join
+from clipsearch.ingest.distributed import join
 from clipsearch.train import load_config, train
 from tests.training_data import ddp_step_grads
 
@@ -109,7 +109,16 @@ def test_two_process_ddp_matches_one_process(tmp_path):
 def test_cli_train_then_eval_end_to_end(tmp_path):
     recipe = write_recipe(tmp_path, steps=4, workers=1, plots="true")
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "clipsearch.train", str(recipe), "--out", str(out), "--json"]
+    command = [
+        sys.executable,
+        "-m",
+        "clipsearch",
+        "train",
+        str(recipe),
+        "--out",
+        str(out),
+        "--json",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     facts = json.loads(result.stdout)

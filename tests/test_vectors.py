@@ -11,9 +11,9 @@ import faiss
 import numpy as np
 import pytest
 
-from clipsearch import vectors
 from clipsearch.errors import ClipsearchError
-from clipsearch.vectors import VectorIndexConfig, choose_kind, estimate_bytes, nlist_for
+from clipsearch.store import vectors
+from clipsearch.store.vectors import VectorIndexConfig, choose_kind, estimate_bytes, nlist_for
 
 DIM = 64
 N = 6000
@@ -293,7 +293,7 @@ def test_mapped_ivf_index_stays_out_of_memory(tmp_path):
     vectors.save(vectors.build(ids, vecs, IVF)[0], path)
     code = (
         "import sys, faiss\n"
-        "from clipsearch import vectors\n"
+        "from clipsearch.store import vectors\n"
         "def rss():\n"
         "    status = open('/proc/self/status').read()\n"
         "    return int(status.split('VmRSS:')[1].split()[0]) * 1024\n"

@@ -65,7 +65,7 @@ def classify(
     as_json: JsonOpt = False,
 ) -> None:
     """Zero-shot classification: each image gets the label whose prompts it is closest to."""
-    from clipsearch import classify as zs
+    from clipsearch.zeroshot import classify as zs
 
     if paths and index is not None:
         raise ClipsearchError("give PATHs or --index, not both")
@@ -74,7 +74,7 @@ def classify(
     if write_tags and paths:
         raise ClipsearchError("--write-tags stores labels in an index: use --index, not PATHs")
     if eval_ and labels is None and labels_file is None:
-        from clipsearch.evaluation import class_folders
+        from clipsearch.zeroshot.accuracy import class_folders
 
         label_list = class_folders(paths[0])
     else:
@@ -83,8 +83,8 @@ def classify(
     failures: list[tuple[str, str]] = []
     if paths:
         if model is None:  # like the index's own queries: the model of the index, if any
-            from clipsearch.manifest import indexed_model_spec
             from clipsearch.settings import resolve_index_dir
+            from clipsearch.store.manifest import indexed_model_spec
 
             model = indexed_model_spec(resolve_index_dir(index))
         predictions, failures = _classify_files(
@@ -100,7 +100,7 @@ def classify(
             engine,
         )
     else:
-        from clipsearch.search import Index
+        from clipsearch.query.search import Index
 
         opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
         predictions = opened.classify(label_list, template_list, top)
@@ -108,7 +108,7 @@ def classify(
             zs.write_tags(opened.index_dir, predictions)
     report = None
     if eval_:
-        from clipsearch.evaluation import evaluate, plot_confusion
+        from clipsearch.zeroshot.accuracy import evaluate, plot_confusion
 
         report = evaluate(predictions, paths[0], label_list)
         plot_confusion(report, plot)
@@ -118,8 +118,8 @@ def classify(
 def _classify_files(
     paths, labels, templates, top, model, workers, batch_size, device, cache_dir, engine
 ):
-    from clipsearch import classify as zs
     from clipsearch.model import Model
+    from clipsearch.zeroshot import classify as zs
 
     loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
     classifier = zs.load_classifier(loaded.identity, labels, templates, lambda: loaded)

@@ -34,7 +34,7 @@ def export(
     as_json: JsonOpt = False,
 ) -> None:
     """Write the images of a Parquet dataset as files, e.g. to index or --eval them."""
-    from clipsearch.datasets import export_images
+    from clipsearch.ingest.datasets import export_images
 
     summary = export_images(parquet, out_dir, limit, by_label, image_column, label_column)
     if as_json:

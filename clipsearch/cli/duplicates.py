@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from clipsearch.cli.progress import PlainProgress, RichProgress
-    from clipsearch.duplicates import DuplicateGroup, DuplicateImage
+    from clipsearch.query.duplicates import DuplicateGroup, DuplicateImage
 
 
 def duplicates(
@@ -68,7 +68,7 @@ def duplicates(
     if as_json and paths:
         raise ClipsearchError("--json and --paths are alternatives: give one")
     from clipsearch.cli.progress import make_progress
-    from clipsearch.search import Index
+    from clipsearch.query.search import Index
 
     opened = Index.open(resolve_index_dir(index))
     bar = None if as_json or paths else make_progress("duplicates", what="images to compare")
@@ -76,7 +76,7 @@ def duplicates(
     if bar:
         bar.close()
     if html is not None:
-        from clipsearch.report import write_duplicates_page
+        from clipsearch.query.pages import write_duplicates_page
 
         write_duplicates_page(html, groups, threshold)
     if as_json:

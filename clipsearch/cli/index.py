@@ -82,9 +82,9 @@ def index(
     """
     let_decoders_share_cores()  # before the imports below load torch and faiss
     from clipsearch.cli.progress import make_progress
-    from clipsearch.distributed import main_process
-    from clipsearch.indexer import IndexOptions, default_workers, update_index
-    from clipsearch.scan import ScanOptions
+    from clipsearch.ingest.distributed import main_process
+    from clipsearch.ingest.indexer import IndexOptions, default_workers, update_index
+    from clipsearch.ingest.scan import ScanOptions
 
     options = IndexOptions(
         scan=ScanOptions(tuple(exclude or ()), include_hidden, follow_symlinks),
@@ -123,7 +123,7 @@ def index(
 def _error_list(index_dir: Path) -> list[dict[str, str]]:
     import pyarrow.parquet as pq
 
-    from clipsearch.manifest import read_manifest
+    from clipsearch.store.manifest import read_manifest
 
     manifest = read_manifest(index_dir)
     if manifest is None or not manifest.errors:

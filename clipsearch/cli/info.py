@@ -122,7 +122,7 @@ def models(
     """List the architectures a model spec can name (open_clip's and clipsearch's own)."""
     import open_clip
 
-    from clipsearch import architectures
+    from clipsearch.model import architectures
 
     architectures.register()
     rows = {

@@ -72,7 +72,7 @@ def main() -> None:
 
 
 def run(typer_app: typer.Typer) -> None:
-    """Run a typer app with clipsearch's error handling (also for ``-m clipsearch.train``)."""
+    """Run a typer app with clipsearch's error handling."""
     try:
         typer_app()
     except ClipsearchError as exc:

@@ -20,7 +20,7 @@ from clipsearch.settings import (
 )
 
 if TYPE_CHECKING:
-    from clipsearch.vectors import VectorIndexConfig
+    from clipsearch.store.vectors import VectorIndexConfig
 
 ModelOpt = Annotated[
     str | None,
@@ -127,7 +127,7 @@ FlatThresholdOpt = Annotated[
 
 
 def vector_index_config(max_memory: str | None, flat_threshold: int) -> VectorIndexConfig:
-    from clipsearch.vectors import VectorIndexConfig
+    from clipsearch.store.vectors import VectorIndexConfig
 
     return VectorIndexConfig(
         flat_threshold=flat_threshold, max_memory=parse_size(max_memory) if max_memory else None

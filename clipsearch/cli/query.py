@@ -127,7 +127,7 @@ def query(
         rows = _via_server(server, index, model, terms, image or [], k, where, wanted, min_score)
     searched_here = rows is None
     if rows is None:
-        from clipsearch.search import Index
+        from clipsearch.query.search import Index
 
         opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
         hits = opened.search(
@@ -140,7 +140,7 @@ def query(
         )
         rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
     if html is not None:
-        from clipsearch.report import write_hits_page
+        from clipsearch.query.pages import write_hits_page
 
         title = " ".join([*(text or []), *(str(p) for p in image or [])])
         write_hits_page(html, f"clipsearch: {title}", rows)
@@ -216,7 +216,7 @@ def _image_to_text(
     if text or not image or len(image) != 1:
         raise ClipsearchError("--texts ranks texts against one --image (and takes no TEXT)")
     if model is None and Path(texts).is_file():
-        from clipsearch.manifest import indexed_model_spec
+        from clipsearch.store.manifest import indexed_model_spec
 
         model = indexed_model_spec(resolve_index_dir(index))  # FILE: the index's model
     rows = rank_image_against_texts(image[0], texts, model, k, device, cache_dir, engine)

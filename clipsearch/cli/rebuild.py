@@ -38,7 +38,7 @@ def rebuild(
     reads the catalog in chunks, so it needs memory for the vector index, not for every
     embedding. Queries keep answering from the snapshot before until it commits.
     """
-    from clipsearch.repair import rebuild_index
+    from clipsearch.store.repair import rebuild_index
 
     report = rebuild_index(
         resolve_index_dir(index), vector_index_config(max_memory, flat_threshold), compact

@@ -37,7 +37,7 @@ def repair(
     folders embeds them again. Nothing is re-embedded here. Exits 1 when something was
     damaged (and mended), 0 when the index was intact.
     """
-    from clipsearch.repair import repair_index
+    from clipsearch.store.repair import repair_index
 
     report = repair_index(
         resolve_index_dir(index), rebuild_vectors, vector_index_config(max_memory, flat_threshold)

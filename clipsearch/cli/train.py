@@ -38,7 +38,7 @@ def train(
 ) -> None:
     """Train a CLIP-style model. The output directory is a checkpoint: --model DIR loads it.
 
-    Also runs data-parallel: torchrun --nproc-per-node N -m clipsearch.train RECIPE.toml
+    Also runs data-parallel: torchrun --nproc-per-node N -m clipsearch train RECIPE.toml
     """
     from clipsearch.train import load_config
 
@@ -122,7 +122,7 @@ def evaluate(
     from clipsearch.train.config import SourceConfig
     from clipsearch.train.evaluate import evaluate as run
     from clipsearch.train.sources import load_source
-    from clipsearch.zeroshot import get_templates
+    from clipsearch.zeroshot.templates import get_templates
 
     source_cfg = SourceConfig(
         path=str(data),
@@ -185,12 +185,3 @@ def read_queries(path: Path, classes: list[str] | None) -> list[tuple[str, str]]
     if not rows:
         raise ClipsearchError(f"--queries {path}: no queries")
     return rows
-
-
-def standalone() -> None:
-    """``python -m clipsearch.train``: the train command alone (what torchrun launches)."""
-    from clipsearch.cli.main import run
-
-    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    app.command()(train)
-    run(app)

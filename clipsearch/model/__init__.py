@@ -183,7 +183,7 @@ class Model:
 
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
         """Embed PIL images or image paths."""
-        from clipsearch.decode import DecodeError, load_image
+        from clipsearch.ingest.decode import DecodeError, load_image
         from clipsearch.model.preprocess import is_pil_image
 
         def to_pixels(item: ImageInput) -> np.ndarray:

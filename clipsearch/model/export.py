@@ -30,7 +30,7 @@ from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.spec import ModelSpec
 from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig, clip_bpe_json
 from clipsearch.settings import cache_root
-from clipsearch.storage import fsync_dir, fsync_file, write_json_atomic
+from clipsearch.store.storage import fsync_dir, fsync_file, write_json_atomic
 
 EXPORT_VERSION = 5  # bump when export_model writes different graphs for the same weights
 OPSET = 17

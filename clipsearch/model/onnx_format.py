@@ -26,7 +26,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.tokenizer import TokenizerConfig
-from clipsearch.storage import read_json_object
+from clipsearch.store.storage import read_json_object
 
 CONFIG_NAME = "clipsearch_onnx.json"
 FORMAT_VERSION = 2  # 2: graphs saved optimized for ONNX Runtime

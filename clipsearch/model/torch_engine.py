@@ -19,9 +19,8 @@ import torch
 from open_clip.transform import PreprocessCfg, image_transform_v2
 from PIL import Image
 
-from clipsearch import architectures
 from clipsearch.errors import ClipsearchError
-from clipsearch.model import checkpoint
+from clipsearch.model import architectures, checkpoint
 from clipsearch.model.hub import endpoint_host, hub_access
 from clipsearch.model.logs import quiet_root_logger
 from clipsearch.model.spec import ModelSpec

@@ -15,9 +15,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, File, Form, Query, Request, UploadFile
 from PIL import Image
 
-from clipsearch.duplicates import DuplicateGroup
 from clipsearch.errors import ClipsearchError
-from clipsearch.search import Hit
+from clipsearch.query.duplicates import DuplicateGroup
+from clipsearch.query.search import Hit
 from clipsearch.server import schemas
 from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
 from clipsearch.server.engine import Engine

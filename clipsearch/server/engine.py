@@ -22,15 +22,15 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError, NotFound
-from clipsearch.manifest import MANIFEST_NAME
-from clipsearch.search import Hits, Index
+from clipsearch.query.search import Hits, Index
+from clipsearch.query.snapshot import TAGS_NAME, Snapshot, file_stamp
 from clipsearch.server.config import ServerConfig
 from clipsearch.server.files import FILE_COLUMNS
 from clipsearch.server.rows import RowStore
-from clipsearch.snapshot import TAGS_NAME, Snapshot, file_stamp
+from clipsearch.store.manifest import MANIFEST_NAME
 
 if TYPE_CHECKING:
-    from clipsearch.duplicates import DuplicateGroup
+    from clipsearch.query.duplicates import DuplicateGroup
 
 logger = logging.getLogger("clipsearch.server")
 Stamp = tuple[tuple[int, int, int] | None, ...]
@@ -146,7 +146,7 @@ class Engine:
     def duplicates(self, threshold: float, where: str | None) -> tuple[int, list[DuplicateGroup]]:
         """Groups of duplicate images in the current snapshot and its number (groups kept:
         a page reloads them)."""
-        from clipsearch.duplicates import find_duplicates
+        from clipsearch.query.duplicates import find_duplicates
 
         snapshot = self.current()
         key = (snapshot.number, threshold, where)
@@ -168,8 +168,8 @@ class Engine:
 
     def classifier(self, labels: Sequence[str], templates: str) -> Any:
         """A zero-shot classifier, kept in memory in front of the on-disk cache."""
-        from clipsearch.classify import load_classifier, resolve_templates
-        from clipsearch.zeroshot import template_names
+        from clipsearch.zeroshot.classify import load_classifier, resolve_templates
+        from clipsearch.zeroshot.templates import template_names
 
         if templates not in template_names():  # names only: a path would read server files
             raise ClipsearchError(

@@ -19,8 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from clipsearch.query.snapshot import Snapshot, invalid_filter
 from clipsearch.server.where import check_where
-from clipsearch.snapshot import Snapshot, invalid_filter
 
 HIDDEN = ("embedding", "fingerprint")  # never copied here, never sent to clients
 

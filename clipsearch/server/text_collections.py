@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import MANIFEST_NAME
 from clipsearch.server.errors import ApiError
+from clipsearch.store.manifest import MANIFEST_NAME
 from clipsearch.texts import TextCollection, read_text_manifest
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

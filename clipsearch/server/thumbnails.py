@@ -19,7 +19,7 @@ from typing import Any
 
 from PIL import Image
 
-from clipsearch.decode import DEFAULT_MAX_PIXELS, DecodeError, load_image
+from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, load_image
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import fd_path, open_indexed, version_of
 

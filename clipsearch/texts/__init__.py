@@ -8,13 +8,13 @@
 
 A collection is a directory, laid out like an image index (indexes/README.md):
 
-    manifest.json           the image index's manifest type (clipsearch.manifest) with
+    manifest.json           the image index's manifest type (clipsearch.store.manifest) with
                             "kind": "texts": model identity, counts {"texts": n}, the
                             source file's name and sha256, the files below ("catalog"
                             names the texts file; collections written before name it
                             "texts", and still open)
     texts-<hex>.parquet     id (int64), text (string), embedding (fixed_size_list<float32>[dim])
-    vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.vectors.build)
+    vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.store.vectors.build)
     .lock                   held by the one process building the collection
 
 ``id`` is the 0-based line number of the text in the source file: blank lines are skipped

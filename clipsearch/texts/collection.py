@@ -14,11 +14,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipsearch import catalog
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
 from clipsearch.settings import default_model_spec, resolve_index_dir
-from clipsearch.storage import (
+from clipsearch.store import catalog
+from clipsearch.store.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
+from clipsearch.store.storage import (
     LOCK_NAME,
     commit_snapshot,
     remove_unreferenced,
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 
     from clipsearch.model import Model
     from clipsearch.model.identity import ModelIdentity
-    from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
+    from clipsearch.store.vectors import VectorIndexConfig, VectorIndexInfo
 
 KIND = "texts"
 BUILD_HINT = "build it first: `clipsearch texts index`, or TextCollection.build"
@@ -148,7 +148,7 @@ class TextCollection:
         ``directory`` is a path (``resolve_index_dir`` maps a NAME to one). A collection
         already there is replaced atomically, whatever model built it.
         """
-        from clipsearch import vectors
+        from clipsearch.store import vectors
 
         directory = Path(directory).expanduser().absolute()
         texts = source if isinstance(source, SourceTexts) else read_texts_file(source)
@@ -218,8 +218,8 @@ class TextCollection:
 
     @classmethod
     def _load(cls, directory: Path, manifest: Manifest) -> TextCollection:
-        from clipsearch import vectors
-        from clipsearch.vectors import VectorIndexInfo
+        from clipsearch.store import vectors
+        from clipsearch.store.vectors import VectorIndexInfo
 
         vector_file = directory / manifest.vector_index["file"]
         if not vector_file.is_file():
@@ -265,7 +265,7 @@ class TextCollection:
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[TextHit]]:
         """Top ``k`` texts per query row, best first; k beyond the collection gives all."""
-        from clipsearch import vectors
+        from clipsearch.store import vectors
 
         check_k(k)
         queries = query_matrix(query_vectors, self._info.dim)

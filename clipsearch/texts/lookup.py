@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import MANIFEST_NAME
 from clipsearch.settings import default_model_spec, resolve_index_dir
+from clipsearch.store.manifest import MANIFEST_NAME
 from clipsearch.texts.collection import BUILD_HINT, TextCollection, check_model
 from clipsearch.texts.ranking import ProgressCallback, TextList, check_k
 from clipsearch.texts.source import SourceTexts, read_texts_file

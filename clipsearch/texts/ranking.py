@@ -97,7 +97,7 @@ class TextList:
 
     def search(self, query_vectors: np.ndarray, k: int) -> list[list[TextHit]]:
         """Top ``k`` texts per query row by exact cosine, best first (ties: in list order)."""
-        from clipsearch.vectors import exact_top_k
+        from clipsearch.store.vectors import exact_top_k
 
         check_k(k)
         queries = query_matrix(query_vectors, self.embeddings.shape[1])

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from clipsearch.decode import DecodeError
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest.decode import DecodeError
 from clipsearch.train.sources import Source, caption_key
 
 log = logging.getLogger(__name__)

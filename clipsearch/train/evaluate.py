@@ -15,10 +15,10 @@ import numpy as np
 import torch
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.evaluation import score
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
-from clipsearch.zeroshot import classifier_weights
+from clipsearch.zeroshot.accuracy import score
+from clipsearch.zeroshot.templates import classifier_weights
 
 EmbedPixels = Callable[[torch.Tensor], np.ndarray]
 EmbedTexts = Callable[[list[str]], np.ndarray]

@@ -1,6 +1,6 @@
 """``train(config)``: the training loop, top to bottom.
 
-Run it in one process, or in several with ``torchrun -m clipsearch.train``: each rank then
+Run it in one process, or in several with ``torchrun -m clipsearch train``: each rank then
 takes its slice of every global batch, features are gathered across ranks, and only rank 0
 writes. The output directory is a checkpoint ``Model.load`` reads, plus training_state.pt,
 metrics.jsonl, curves.png and predictions.png.
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
-from clipsearch.distributed import Group, join
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest.distributed import Group, join
 from clipsearch.model.torch_engine import resolve_device, resolve_precision
 from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, to_dict
@@ -32,7 +32,7 @@ from clipsearch.train.optim import lr_at, make_optimizer
 from clipsearch.train.sources import Source, load_source
 from clipsearch.train.state import STATE_NAME, load_state, rng_state, save_state, set_rng_state
 from clipsearch.train.step import contrastive_step
-from clipsearch.zeroshot import get_templates
+from clipsearch.zeroshot.templates import get_templates
 
 # Keys that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("data.workers", "output.", "eval.every", "eval.batch_size", "optim.device")

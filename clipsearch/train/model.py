@@ -1,6 +1,6 @@
 """Build the network to train and save it as a checkpoint directory ``Model.load`` reads.
 
-From scratch: any open_clip architecture (including those in clipsearch/architectures),
+From scratch: any open_clip architecture (including those in clipsearch/model/architectures),
 optionally with a Hugging Face text tower from a local directory, and a ResNet image tower
 started from torchvision ImageNet weights. Or from a model spec (``init``).
 """
@@ -20,9 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clipsearch import architectures
 from clipsearch.errors import ClipsearchError
-from clipsearch.model import checkpoint
+from clipsearch.model import architectures, checkpoint
 from clipsearch.train.config import ModelConfig
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source

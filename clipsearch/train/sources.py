@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from clipsearch.decode import DecodeError, load_image, to_rgb
 from clipsearch.errors import ClipsearchError
-from clipsearch.scan import IMAGE_EXTENSIONS
+from clipsearch.ingest.decode import DecodeError, load_image, to_rgb
+from clipsearch.ingest.scan import IMAGE_EXTENSIONS
 from clipsearch.train.config import SourceConfig
-from clipsearch.zeroshot import label_of_folder
+from clipsearch.zeroshot.templates import label_of_folder
 
 _IMAGE_COLUMNS = ("image", "filepath", "image_path", "path", "file", "jpg", "png")
 _CAPTION_COLUMNS = ("caption", "title", "text", "txt")

@@ -23,10 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from clipsearch import catalog, fingerprint, vectors
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest import fingerprint
+from clipsearch.query.snapshot import Snapshot
 from clipsearch.settings import DEFAULT_DUPLICATE_THRESHOLD
-from clipsearch.snapshot import Snapshot
+from clipsearch.store import catalog, vectors
 
 DEFAULT_THRESHOLD = DEFAULT_DUPLICATE_THRESHOLD
 # Neighbours fetched per image: a photo with more copies than this still gathers them all,
@@ -308,7 +309,7 @@ def _keeper_order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _picture_of_file(path: str) -> bytes | None:
     """The fingerprint of an image file indexed before catalogs held them (None: unreadable)."""
-    from clipsearch.decode import DecodeError, load_image
+    from clipsearch.ingest.decode import DecodeError, load_image
 
     try:
         image, _ = load_image(path, min_side=fingerprint.SIDE * 4)

@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from clipsearch.zeroshot import classifier_weights, get_templates
+from clipsearch.zeroshot.templates import classifier_weights, get_templates
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
     from clipsearch.model.identity import ModelIdentity
-    from clipsearch.search import Index
+    from clipsearch.query.search import Index
 
 CACHE_ENV = "CLIPSEARCH_CACHE"
 
@@ -139,8 +139,8 @@ def classify_files(
     batch_size: int = 64,
 ) -> tuple[list[Prediction], list[tuple[str, str]]]:
     """Embed image files on the fly and classify them; returns (predictions, (path, reason))."""
-    from clipsearch.loader import decoded_batches
-    from clipsearch.scan import scan
+    from clipsearch.ingest.loader import decoded_batches
+    from clipsearch.ingest.scan import scan
 
     entries = list(scan(paths))
     predictions: list[Prediction] = []
@@ -166,9 +166,9 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from clipsearch.indexer import index_lock
-    from clipsearch.snapshot import TAGS_NAME
-    from clipsearch.storage import publish
+    from clipsearch.ingest.indexer import index_lock
+    from clipsearch.query.snapshot import TAGS_NAME
+    from clipsearch.store.storage import publish
 
     table = pa.table(
         {

@@ -18,9 +18,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipsearch.catalog import write_table
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.store.catalog import write_table
 
 STAGING_DIR = "staging"
 _STATE_NAME = "state.json"

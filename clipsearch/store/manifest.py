@@ -17,7 +17,7 @@ from typing import Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.storage import MANIFEST_NAME, read_json_object
+from clipsearch.store.storage import MANIFEST_NAME, read_json_object
 
 FORMAT_VERSION = 1
 KINDS = {"images": "an image index", "texts": "a text collection"}

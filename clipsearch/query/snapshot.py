@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import Manifest, read_manifest
+from clipsearch.store.manifest import Manifest, read_manifest
 
 if TYPE_CHECKING:
     import duckdb
 
-    from clipsearch.catalog import RowLookup
+    from clipsearch.store.catalog import RowLookup
 
 T = TypeVar("T")
 _KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matching rows)
@@ -82,7 +82,7 @@ class Snapshot:
 
     @cached_property
     def vectors(self) -> Any:
-        from clipsearch import vectors
+        from clipsearch.store import vectors
 
         def read() -> Any:
             path = self.index_dir / self.manifest.vector_index["file"]
@@ -102,7 +102,7 @@ class Snapshot:
 
     @cached_property
     def vector_info(self) -> Any:
-        from clipsearch.vectors import VectorIndexInfo
+        from clipsearch.store.vectors import VectorIndexInfo
 
         info = {k: v for k, v in self.manifest.vector_index.items() if k != "file"}
         return VectorIndexInfo(**info)
@@ -202,7 +202,7 @@ class Snapshot:
 
     @cached_property
     def _lookup(self) -> RowLookup:
-        from clipsearch.catalog import RowLookup
+        from clipsearch.store.catalog import RowLookup
 
         return RowLookup(self.index_dir, self.manifest.catalog)
 
@@ -272,13 +272,13 @@ class Snapshot:
         return unique, found.astype(np.float32, copy=False)
 
     def embeddings_of(self, table: Any) -> np.ndarray:
-        from clipsearch.catalog import embeddings_of
+        from clipsearch.store.catalog import embeddings_of
 
         return embeddings_of(table).reshape(-1, self.manifest.embedding_dim)
 
     def table(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> Any:
         """Catalog columns as one pyarrow table (bulk reads: faster than DuckDB round trips)."""
-        from clipsearch.catalog import catalog_schema, read_tables
+        from clipsearch.store.catalog import catalog_schema, read_tables
 
         def read() -> Any:
             manifest = self.manifest

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clipsearch.scan import FileEntry
+from clipsearch.ingest.scan import FileEntry
 
 _HASH_CHUNK = 1 << 20  # content hash = size + first MiB + last MiB
 

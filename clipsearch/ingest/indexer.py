@@ -20,21 +20,22 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipsearch import catalog, distributed, vectors
-from clipsearch.decode import DEFAULT_MAX_PIXELS
-from clipsearch.diff import Changes, content_hash, diff, normalized_roots, under_roots
-from clipsearch.distributed import Group
 from clipsearch.errors import ClipsearchError
-from clipsearch.manifest import Manifest, read_manifest, utc_now
+from clipsearch.ingest import distributed
+from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS
+from clipsearch.ingest.diff import Changes, content_hash, diff, normalized_roots, under_roots
+from clipsearch.ingest.distributed import Group
+from clipsearch.ingest.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.model.spec import parse_spec
-from clipsearch.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.settings import default_model_spec
-from clipsearch.staging import STAGING_DIR, Staging
-from clipsearch.storage import commit_snapshot, remove_unreferenced, writer_lock
-from clipsearch.vectors import VectorIndexConfig, VectorIndexInfo
+from clipsearch.store import catalog, vectors
+from clipsearch.store.manifest import Manifest, read_manifest, utc_now
+from clipsearch.store.staging import STAGING_DIR, Staging
+from clipsearch.store.storage import commit_snapshot, remove_unreferenced, writer_lock
+from clipsearch.store.vectors import VectorIndexConfig, VectorIndexInfo
 
 if TYPE_CHECKING:
-    from clipsearch.loader import DecodedFile, FailedFile
+    from clipsearch.ingest.loader import DecodedFile, FailedFile
 
 VECTORS_DIR = "vectors"
 # What tells a staged row's file from another version of it (as `_file_key` does).
@@ -263,7 +264,7 @@ class _Run:
         )
 
     def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
-        from clipsearch.loader import decoded_batches
+        from clipsearch.ingest.loader import decoded_batches
 
         if self.model is None:
             self._load_model()

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.zeroshot import label_of_folder
+from clipsearch.zeroshot.templates import label_of_folder
 
 if TYPE_CHECKING:
-    from clipsearch.classify import Prediction
+    from clipsearch.zeroshot.classify import Prediction
 
 
 def class_folders(root: Path) -> list[str]:

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipsearch.fingerprint import SIZE as FINGERPRINT_BYTES
-from clipsearch.storage import publish
+from clipsearch.ingest.fingerprint import SIZE as FINGERPRINT_BYTES
+from clipsearch.store.storage import publish
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
@@ -48,7 +48,7 @@ def catalog_schema(dim: int, dtype: str) -> pa.Schema:
             pa.field("format", pa.string()),
             pa.field("taken_at", pa.timestamp("us")),
             pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
-            # 8x8 grey levels (clipsearch.fingerprint); null in parts written before it existed
+            # 8x8 grey levels (ingest.fingerprint); null in parts written before it existed
             pa.field("fingerprint", ADDED_LATER["fingerprint"]),
             pa.field("embedding", pa.list_(_ARROW_DTYPES[dtype], dim)),
         ]
@@ -214,7 +214,7 @@ def _read_part(path: Path, columns: Sequence[str] | None, schema: pa.Schema | No
 
 
 def _damaged_part(path: Path, exc: Exception) -> Exception:
-    from clipsearch.snapshot import damaged
+    from clipsearch.query.snapshot import damaged
 
     detail = " ".join(str(exc).split())
     return damaged(path.parent.parent, f"catalog part {path.name}: {detail}")

@@ -24,7 +24,7 @@ def register() -> None:
         return
     import open_clip
 
-    from clipsearch.architectures.convnet import register_with_timm
+    from clipsearch.model.architectures.convnet import register_with_timm
 
     register_with_timm()
     open_clip.add_model_config(CONFIG_DIR)

@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clipsearch.decode import DecodeError, load_image
+from clipsearch.ingest.decode import DecodeError, load_image
 
 if TYPE_CHECKING:
-    from clipsearch.duplicates import DuplicateGroup
+    from clipsearch.query.duplicates import DuplicateGroup
 
 THUMBNAIL_PX = 256
 # Every thumbnail is inlined: a page of thousands of groups would weigh hundreds of MB.

@@ -22,18 +22,18 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from clipsearch import catalog, vectors
 from clipsearch.errors import ClipsearchError
-from clipsearch.indexer import (
+from clipsearch.ingest.indexer import (
     catalog_vectors,
     index_lock,
     remove_unreferenced_files,
     save_vectors,
 )
-from clipsearch.manifest import Manifest
-from clipsearch.snapshot import open_manifest
-from clipsearch.storage import commit_snapshot
-from clipsearch.vectors import VectorIndexConfig
+from clipsearch.query.snapshot import open_manifest
+from clipsearch.store import catalog, vectors
+from clipsearch.store.manifest import Manifest
+from clipsearch.store.storage import commit_snapshot
+from clipsearch.store.vectors import VectorIndexConfig
 
 
 @dataclass

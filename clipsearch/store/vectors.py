@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.storage import publish
+from clipsearch.store.storage import publish
 
 logger = logging.getLogger(__name__)
 

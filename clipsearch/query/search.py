@@ -24,19 +24,19 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 
-from clipsearch import terms
 from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.model.preprocess import is_pil_image
 from clipsearch.model.spec import parse_spec
+from clipsearch.query import terms
+from clipsearch.query.snapshot import Snapshot, open_manifest
 from clipsearch.settings import resolve_index_dir
-from clipsearch.snapshot import Snapshot, open_manifest
 
 if TYPE_CHECKING:
     from PIL import Image
 
-    from clipsearch.classify import Prediction
-    from clipsearch.duplicates import DuplicateGroup
     from clipsearch.model import Model
+    from clipsearch.query.duplicates import DuplicateGroup
+    from clipsearch.zeroshot.classify import Prediction
 
 ImageQuery: TypeAlias = "Image.Image | str | os.PathLike"
 TextQuery = str | Sequence[str] | np.ndarray
@@ -165,7 +165,7 @@ class Index:
         and with ``min_score`` only hits at least that similar (cosine) to the query: fewer
         than k, or none, when few images are relevant. ``like``: ids of indexed images whose
         stored embeddings join the query (a ``NotFound`` error for an unknown id)."""
-        from clipsearch import vectors
+        from clipsearch.store import vectors
 
         if k < 1:
             raise ClipsearchError(f"k must be at least 1, not {k}", parameter="k")
@@ -246,11 +246,12 @@ class Index:
         progress: Callable[[int, int], None] | None = None,
     ) -> list[DuplicateGroup]:
         """Groups of images that are the same photo (byte-identical, re-encoded, resized,
-        cropped a little, rotated), each with a suggested keeper; see ``clipsearch.duplicates``.
+        cropped a little, rotated), each with a suggested keeper; see
+        ``clipsearch.query.duplicates``.
         ``threshold``: cosine similarity of embeddings from which two images' fingerprints are
         compared (default ``duplicates.DEFAULT_THRESHOLD``); ``where``: only images matching
         this predicate; ``progress(done, total)``: called as images are compared."""
-        from clipsearch import duplicates
+        from clipsearch.query import duplicates
 
         if threshold is None:
             threshold = duplicates.DEFAULT_THRESHOLD
@@ -262,7 +263,7 @@ class Index:
         self, labels: Sequence[str], templates: str | Sequence[str] = "default", top: int = 1
     ) -> list[Prediction]:
         """Zero-shot label for every indexed image, from its stored embedding."""
-        from clipsearch import classify
+        from clipsearch.zeroshot import classify
 
         return classify.classify_index(self, labels, templates, top)
 
