@@ -315,6 +315,14 @@ def test_the_api_answers_groups_with_image_urls(index_dir):
         scores = [hit["score"] for hit in relevant.json()["hits"]]
         assert len(scores) == 5 and min(scores) >= 0.95
         assert relevant.json()["query"]["min_score"] == 0.95
+        # Zero-shot tags written meanwhile: the kept answer for a filter on them is not reused.
+        from clipsearch.zeroshot.classify import Prediction, write_tags
+
+        dogs = scoped["groups"][0]["images"]
+        for label, found in (("x", 0), ("y", 1)):
+            write_tags(index_dir, [Prediction(i["path"], label, 1.0, id=i["id"]) for i in dogs])
+            tagged = client.get("/api/duplicates", params={"where": "label = 'y'"}).json()
+            assert tagged["groups_total"] == found
         page = client.get("/duplicates")
         assert page.status_code == 200 and "duplicates.js" in page.text
         assert "script-src 'self'" in page.headers["content-security-policy"]

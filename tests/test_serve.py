@@ -428,7 +428,7 @@ def test_an_unexpected_error_is_a_bare_500(engine, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(engine, "search", fail)
+    monkeypatch.setattr(engine.index, "search", fail)
     response = broken.get("/api/search", params={"q": "x"})
     assert_json_error(response, 500, "internal server error")
     assert "secret internals" not in response.text

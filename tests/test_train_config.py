@@ -159,3 +159,12 @@ def test_templates_and_classifier_weights():
     cat = np.array([1.0, 0.0]) + np.array([1.0, 1.0]) / np.sqrt(2)
     np.testing.assert_allclose(weights[0], cat / np.linalg.norm(cat), atol=1e-6)
     np.testing.assert_allclose(weights[1], [0.0, 1.0], atol=1e-6)
+
+
+def test_switch_settings_read_as_bools():
+    from clipsearch.train.config import SWITCH, switch_on
+
+    on = {value for value in SWITCH if switch_on(value, auto=False)}
+    assert on == {"true", "on", "yes"}
+    assert switch_on("auto", auto=True) and not switch_on("auto", auto=False)
+    assert not switch_on("off", auto=True)

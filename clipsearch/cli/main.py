@@ -107,6 +107,8 @@ FLAGS = {
     "out": "--out",
     "overrides": "--set",
     "eval_dir": "--eval",
+    "k": "-k",
+    "threshold": "--threshold",
 }
 
 # What a lean install (no extras) lacks, and the extra that brings it.

@@ -7,7 +7,7 @@ standard library alone:
 | module | job |
 | --- | --- |
 | ``config`` | ``ServerConfig``: limits and options, with their defaults |
-| ``engine`` | the loaded index and model; searches; picks up new snapshots |
+| ``engine`` | the open ``Index`` (rows in memory), moved to each new snapshot; caches |
 | ``rows`` | a snapshot's catalog rows in memory; ``where`` on a file-less DuckDB |
 | ``where`` | checks a client's ``where`` predicate before DuckDB sees it |
 | ``files`` | opens an indexed file by id, refusing anything that is not that file |

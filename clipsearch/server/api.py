@@ -22,7 +22,7 @@ from clipsearch.server import schemas
 from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
 from clipsearch.server.engine import Engine
 from clipsearch.server.errors import ApiError
-from clipsearch.server.files import version_of
+from clipsearch.server.files import FILE_COLUMNS, version_of
 from clipsearch.server.text_collections import TextCollections
 from clipsearch.server.thumbnails import ThumbnailCache
 from clipsearch.server.uploads import decode_upload
@@ -127,7 +127,15 @@ def _search(
     start = time.perf_counter()
     wanted = _columns(columns)
     images = _images(svc, uploads)
-    hits = svc.engine.search(terms, images, like, k, where or None, wanted, min_score)
+    hits = svc.engine.fresh().search(
+        terms,
+        image=images,
+        like=like,
+        k=k,
+        where=where or None,
+        columns=list(dict.fromkeys([*FILE_COLUMNS, *wanted])),  # the files' facts: URLs
+        min_score=min_score,
+    )
     return schemas.SearchResponse(
         snapshot=hits.snapshot,
         took_ms=round((time.perf_counter() - start) * 1000, 3),

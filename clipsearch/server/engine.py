@@ -22,10 +22,9 @@ import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError, NotFound
-from clipsearch.query.search import Hits, Index
+from clipsearch.query.search import Index
 from clipsearch.query.snapshot import TAGS_NAME, Snapshot, file_stamp
 from clipsearch.server.config import ServerConfig
-from clipsearch.server.files import FILE_COLUMNS
 from clipsearch.server.rows import RowStore
 from clipsearch.store.manifest import MANIFEST_NAME
 
@@ -66,7 +65,7 @@ class Engine:
     def warm_up(self) -> float:
         """Load the model and answer one query, so the first client waits for neither."""
         start = time.perf_counter()
-        self.search(["a photo"], k=1)
+        self.fresh().search("a photo", k=1)
         return time.perf_counter() - start
 
     # -- snapshots -------------------------------------------------------------------------
@@ -119,29 +118,11 @@ class Engine:
 
     # -- search ----------------------------------------------------------------------------
 
-    def search(
-        self,
-        terms: Sequence[str] = (),
-        images: Sequence[Image.Image] = (),
-        like: Sequence[int] = (),
-        k: int = 10,
-        where: str | None = None,
-        columns: Sequence[str] = (),
-        min_score: float | None = None,
-    ) -> Hits:
-        """The k closest images, best first, among those matching ``where`` (and at least
-        ``min_score`` similar to the query); each hit's columns hold ``FILE_COLUMNS`` too."""
+    def fresh(self) -> Index:
+        """The index, moved to the newest snapshot first if one was committed: requests
+        search through it like any caller (``Index.search``)."""
         self.current()
-        wanted = list(dict.fromkeys([*FILE_COLUMNS, *columns]))
-        return self.index.search(
-            list(terms),
-            image=list(images),
-            like=like,
-            k=k,
-            where=where,
-            columns=wanted,
-            min_score=min_score,
-        )
+        return self.index
 
     def duplicates(self, threshold: float, where: str | None) -> tuple[int, list[DuplicateGroup]]:
         """Groups of duplicate images in the current snapshot and its number (groups kept:
@@ -149,7 +130,7 @@ class Engine:
         from clipsearch.query.duplicates import find_duplicates
 
         snapshot = self.current()
-        key = (snapshot.number, threshold, where)
+        key = (snapshot.version, threshold, where)  # tags written change what where matches
         groups = self._duplicates.get(key)
         if groups is None:
             groups = self._duplicates.put(key, find_duplicates(snapshot, threshold, where))

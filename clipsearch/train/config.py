@@ -32,6 +32,11 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 SWITCH = ("auto", "true", "false", "on", "off", "yes", "no")
 
 
+def switch_on(value: str, auto: bool) -> bool:
+    """A ``SWITCH`` setting as a bool; ``auto`` is what "auto" means here."""
+    return auto if value == "auto" else value in ("true", "on", "yes")
+
+
 def one_of(choices: tuple[str, ...]) -> dict[str, Any]:
     """Field metadata: the value must be one of ``choices``."""
     return {"choices": choices}

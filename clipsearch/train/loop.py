@@ -23,7 +23,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.distributed import Group, join
 from clipsearch.model.torch_engine import resolve_device, resolve_precision
 from clipsearch.train import report
-from clipsearch.train.config import TrainConfig, from_dict, to_dict
+from clipsearch.train.config import TrainConfig, from_dict, switch_on, to_dict
 from clipsearch.train.data import Collate, PairDataset, StepSampler, train_loader, train_transform
 from clipsearch.train.evaluate import evaluate, module_embedders
 from clipsearch.train.lookahead import Lookahead
@@ -152,7 +152,8 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
         scaler=scaler,
         source=source,
         eval_source=eval_source,
-        multi_positive=_multi_positive(cfg.loss.multi_positive, source),
+        # auto: on for class-labelled data, where images of one class share a prompt
+        multi_positive=switch_on(cfg.loss.multi_positive, auto=source.captions is None),
         total=total,
         steps_per_epoch=steps_per_epoch,
         step=step,
@@ -291,13 +292,6 @@ def _autocast(precision: str, device: torch.device):
         return nullcontext
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
-
-
-def _multi_positive(option: str, source: Source) -> bool:
-    """``loss.multi_positive`` (one of config.SWITCH, checked when parsed) for ``source``."""
-    if option == "auto":
-        return source.captions is None  # class-labelled data: same class, same prompt
-    return option in ("true", "on", "yes")
 
 
 def _set_train_mode(module: torch.nn.Module, cfg: TrainConfig) -> None:
