@@ -72,7 +72,7 @@ WATCH_IMPORTS = (
     "try:\n"
     "    main()\n"
     "finally:\n"
-    "    watched = {'torch', 'open_clip', 'torchvision', 'onnxruntime', 'ftfy', 'PIL'}\n"
+    "    watched = {'torch', 'open_clip', 'torchvision', 'onnxruntime', 'ftfy', 'PIL', 'duckdb'}\n"
     "    heavy = watched & set(sys.modules)\n"
     "    print('IMPORTED', ','.join(sorted(heavy)) or '-', file=sys.stderr)\n"
 )

@@ -275,8 +275,8 @@ def test_index_query_classify_and_texts_run_without_torch(tiny_dir, tmp_path):
         result, heavy = run_cli_watching_imports(*step, cwd=tmp_path)
         assert result.returncode == 0, f"{step}: {result.stderr[-1500:]}"
         assert not heavy & TORCH_MODULES, f"clipsearch {' '.join(step)} imported {heavy}"
-        if step[:2] == ["query", "a red photo"]:  # no text repairs, no image library
-            assert not heavy & {"ftfy", "PIL"}, heavy
+        if step[:2] == ["query", "a red photo"]:  # no text repairs, no image library, no SQL
+            assert not heavy & {"ftfy", "PIL", "duckdb"}, heavy
     rows = json.loads(run_cli("query", "a red photo", "-k", "3", "--json", cwd=tmp_path).stdout)
     assert len(rows) == 3
 
