@@ -203,6 +203,7 @@ def test_cli_negative_terms(index_dir):
         (["query", "x", "-m", "random:ViT-B-32", "--index", "{index}"], "different model"),
         (["query", "--image", "{missing}/q.jpg", "--index", "{index}"], "cannot read image"),
         (["query", "x", "--where", "width >", "--index", "{index}"], "--where: invalid filter"),
+        (["query", "--like", "424242", "--index", "{index}"], "--like: no image with id 424242"),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(index_dir, tmp_path, args, message):

@@ -90,6 +90,17 @@ def test_query_answers_through_the_running_server(live):
         assert a["score"] == pytest.approx(b["score"], abs=1e-5)
 
 
+def test_query_like_an_indexed_image_through_the_server(live, tmp_path):
+    blue = live.photos / "blue" / "blue 3.png"
+    first, _ = run_query("--image", str(blue), "-k", "1", "--server", live.url, cwd=tmp_path)
+    like = ["--like", str(first[0]["id"]), "-k", "3"]
+    # No index in tmp_path: only the server can answer this one.
+    rows, model_loaded = run_query(*like, "--server", live.url, cwd=tmp_path)
+    assert not model_loaded and rows[0]["id"] == first[0]["id"] and rows[0]["path"] == str(blue)
+    local, _ = run_query(*like, "--index", str(live.index_dir), "--local")
+    assert [r["id"] for r in rows] == [r["id"] for r in local]
+
+
 def test_query_by_image_and_explicit_server_url(live, tmp_path):
     query = live.photos / "blue" / "blue 3.png"
     rows, model_loaded = run_query(

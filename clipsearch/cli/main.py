@@ -108,6 +108,7 @@ FLAGS = {
     "overrides": "--set",
     "eval_dir": "--eval",
     "k": "-k",
+    "like": "--like",
     "threshold": "--threshold",
 }
 

@@ -39,6 +39,15 @@ def query(
             show_default=False,
         ),
     ] = None,
+    like: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--like",
+            help="An indexed image's id (the 'id' of --json output; repeatable): more like "
+            "it, from its stored embedding; with TEXT or --image the queries are combined.",
+            show_default=False,
+        ),
+    ] = None,
     k: Annotated[int, typer.Option("-k", "--top-k", help="Number of results (at most).")] = 10,
     min_score: Annotated[
         float | None,
@@ -124,7 +133,9 @@ def query(
     terms = [*(text or []), *(f"-{t}" for t in negative or [])]
     rows = None
     if not local:
-        rows = _via_server(server, index, model, terms, image or [], k, where, wanted, min_score)
+        rows = _via_server(
+            server, index, model, terms, image or [], like or [], k, where, wanted, min_score
+        )
     searched_here = rows is None
     if rows is None:
         from clipsearch.query.search import Index
@@ -133,6 +144,7 @@ def query(
         hits = opened.search(
             terms or None,
             image=image or None,
+            like=like or (),
             k=k,
             where=where,
             columns=wanted,
@@ -142,7 +154,7 @@ def query(
     if html is not None:
         from clipsearch.query.pages import write_hits_page
 
-        title = " ".join([*(text or []), *(str(p) for p in image or [])])
+        title = " ".join([*(text or []), *(str(p) for p in image or []), *map(str, like or [])])
         write_hits_page(html, f"clipsearch: {title}", rows)
     _print_hits(rows, wanted, as_json, paths)
     if searched_here and warm_for > 0 and model is None and server is None:
@@ -157,6 +169,7 @@ def _via_server(
     model: str | None,
     terms: list[str],
     images: list[Path],
+    like: list[int],
     k: int,
     where: str | None,
     columns: list[str],
@@ -169,7 +182,7 @@ def _via_server(
     """
     from clipsearch.server.client import ServerUnavailable, find_server
 
-    if k < 1 or not (terms or images):
+    if k < 1 or not (terms or images or like):
         return None
     index_given = index is not None or bool(os.environ.get(INDEX_ENV))
     client = find_server(resolve_index_dir(index), url, index_given)
@@ -181,7 +194,7 @@ def _via_server(
         if str(parse_spec(model)) != client.health.get("model"):
             return None
     try:
-        return client.search(terms, images, k, where, columns, min_score)
+        return client.search(terms, images, k, where, columns, min_score, like)
     except ServerUnavailable:
         return None
 

@@ -104,12 +104,13 @@ class ServerClient:
         where: str | None,
         columns: Sequence[str],
         min_score: float | None = None,
+        like: Sequence[int] = (),
     ) -> list[dict[str, Any]]:
         """Hits as ``clipsearch query`` prints them: rank, id, path, score, columns."""
         import urllib.parse
         import urllib.request
 
-        fields = [("q", t) for t in terms] + [("k", str(k))]
+        fields = [("q", t) for t in terms] + [("like", str(i)) for i in like] + [("k", str(k))]
         if where is not None:
             fields.append(("where", where))
         if min_score is not None:
