@@ -225,15 +225,15 @@ class _Run:
         identity = self.manifest.model if self.manifest else self.model.identity
         return Staging(self.index_dir, self.manifest.snapshot if self.manifest else 0, identity)
 
-    def _current_state(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        if self.manifest is None:
-            return [], []
+    def _current_state(self) -> tuple[pa.Table, list[dict[str, Any]]]:
+        """The catalog's file columns (Arrow: see ``diff``) and the error list's rows."""
         schema = self._schema()
+        if self.manifest is None:
+            return schema.empty_table().select(catalog.FILE_COLUMNS), []
         files = catalog.read_tables(
             self.index_dir, self.manifest.catalog, catalog.FILE_COLUMNS, schema
-        ).to_pylist()
-        errors = self._read_errors().to_pylist()
-        return files, errors
+        )
+        return files, self._read_errors().to_pylist()
 
     def _split_staged(
         self, changes: Changes, old_errors: list[dict[str, Any]], staging: Staging
