@@ -59,7 +59,9 @@ def open_manifest(index_dir: Path) -> Manifest:
 
 
 class Snapshot:
-    """The committed state of an index; reads go through DuckDB over the Parquet parts."""
+    """The committed state of an index: rows and filters through DuckDB over the Parquet
+    parts (or the attached ``row_source``), embeddings from the parts by row group, vectors
+    from the FAISS file."""
 
     def __init__(self, index_dir: Path, manifest: Manifest | None = None) -> None:
         self.index_dir = index_dir
