@@ -112,7 +112,7 @@ def find_duplicates(
     allowed = snapshot.matching_ids(where) if where else None
     evidence = _Evidence(snapshot, threshold, allowed)
     pairs = _near_pairs(snapshot, evidence, allowed, progress)
-    pairs |= _same_content_pairs(snapshot, allowed)
+    pairs |= evidence.same_content
     if not pairs:
         return []
     evidence.gather(sorted({i for pair in pairs for i in pair}))
@@ -131,13 +131,15 @@ def find_duplicates(
 class _Evidence:
     """What decides whether two images are one photo: their exact embeddings, fingerprints
     and files. Fingerprints of every compared image are held (64 bytes each); embeddings
-    and rows only for the images of candidate pairs."""
+    and rows only for the images of candidate pairs. One read of the catalog gives the
+    fingerprints and the pairs of files with the same content hash."""
 
     def __init__(self, snapshot: Snapshot, threshold: float, allowed: np.ndarray | None) -> None:
         self.snapshot, self.threshold = snapshot, threshold
-        table = snapshot.table(["id", "fingerprint"], None if allowed is None else allowed.tolist())
-        table = table.sort_by("id")
+        wanted = None if allowed is None else allowed.tolist()
+        table = snapshot.table(["id", "fingerprint", "content_hash"], wanted).sort_by("id")
         self.ids = table.column("id").to_numpy()
+        self.same_content = _same_content_pairs(self.ids, table.column("content_hash"))
         column = table.column("fingerprint").combine_chunks()
         self.has_picture = column.is_valid().to_numpy(zero_copy_only=False)
         filled = column.fill_null(bytes(fingerprint.SIZE)) if len(column) else column
@@ -228,13 +230,10 @@ def _near_pairs(
     return candidates
 
 
-def _same_content_pairs(snapshot: Snapshot, allowed: np.ndarray | None) -> set[tuple[int, int]]:
+def _same_content_pairs(ids: np.ndarray, hashes: Any) -> set[tuple[int, int]]:
     """Pairs of images whose files had the same content hash when indexed."""
-    table = snapshot.table(["id", "content_hash"], None if allowed is None else allowed.tolist())
     by_hash: dict[str, list[int]] = {}
-    for row_id, digest in zip(
-        table.column("id").to_pylist(), table.column("content_hash").to_pylist(), strict=True
-    ):
+    for row_id, digest in zip(ids.tolist(), hashes.to_pylist(), strict=True):
         if digest is not None:
             by_hash.setdefault(digest, []).append(row_id)
     groups = [sorted(g) for g in by_hash.values() if len(g) > 1]
