@@ -139,6 +139,19 @@ def test_where_compares_only_the_matching_images(index_dir, library):
     assert Index.open(index_dir).duplicates(where="width > 100000") == []
 
 
+def test_where_scopes_to_a_date_range(index_dir):
+    # Originals were modified in August 2023, their copies from late September on.
+    index = Index.open(index_dir)
+    since_september = index.duplicates(where="mtime_ns >= epoch_ns(TIMESTAMP '2023-09-01')")
+    assert [sorted(_names(g)) for g in since_september] == [
+        sorted(["猫 コピー.jpg", "cat-q60.jpg", "cat-half.png", "cat-turned.jpg"])
+    ]
+    august = (
+        "mtime_ns BETWEEN epoch_ns(TIMESTAMP '2023-08-01') AND epoch_ns(TIMESTAMP '2023-08-31')"
+    )
+    assert index.duplicates(where=august) == []  # one of each photo: nothing to group
+
+
 def test_an_approximate_vector_index_finds_the_same_groups(library, index_dir, tmp_path):
     ivf = _index(library, tmp_path / "ivf", flat_threshold=5)
     assert json.loads((ivf / "manifest.json").read_text())["vector_index"]["kind"] != "flat"
@@ -307,6 +320,9 @@ def test_the_api_answers_groups_with_image_urls(index_dir):
         assert len(client.get("/api/duplicates", params={"limit": 1}).json()["groups"]) == 1
         scoped = client.get("/api/duplicates", params={"where": "path LIKE '%dog%'"}).json()
         assert [len(g["images"]) for g in scoped["groups"]] == [2]
+        since = {"where": "mtime_ns >= epoch_ns(TIMESTAMP '2023-09-01')"}  # a date range
+        dated = client.get("/api/duplicates", params=since).json()
+        assert [len(g["images"]) for g in dated["groups"]] == [4]
         bad = client.get("/api/duplicates", params={"where": "width >"})
         assert bad.status_code == 400 and "where" in bad.json()["error"]
         assert client.get("/api/duplicates", params={"threshold": 2}).status_code == 422
