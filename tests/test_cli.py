@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import TINY, run_cli
 
 
@@ -31,6 +33,33 @@ def test_module_entry_point_and_version():
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("clipsearch ")
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["query", "cat", "--min-score", "2"], "error: --min-score: 2.0 is not in the range"),
+        (["duplicates", "--threshold", "abc"], "error: --threshold: 'abc' is not a valid float"),
+        (["rebuild", "--max-memory", "5Q"], "error: --max-memory: '5Q' is not a size such as"),
+        (["serve", "--max-upload", "0"], "error: --max-upload: '0' is not positive"),
+        (["index", "x", "--engine", "jax"], "error: --engine: 'jax' is not one of auto, onnx"),
+        (["index"], "error: Missing argument 'paths'."),
+        (["info", "--index", "x"], "error: No such option: --index"),
+        (["qury", "cat"], "error: No such command 'qury'. Did you mean 'query'?"),
+    ],
+)
+def test_usage_errors_are_one_line_naming_the_flag(args, line, tmp_path):
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith(line), result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
+    assert "--help)" in result.stderr  # where to read more
+
+
+def test_no_command_shows_the_help():
+    result = run_cli()
+    assert result.returncode == 2 and "COMMAND [ARGS]" in result.stdout + result.stderr
+    assert "error" not in result.stderr
 
 
 def test_info_json(tmp_path):

@@ -25,6 +25,11 @@ from clipsearch.cli import (
 )
 from clipsearch.errors import ClipsearchError
 
+try:  # typer 0.2x carries its own copy of click, whose exceptions it raises
+    from typer._click import exceptions as click_errors
+except ImportError:  # older typer raises click's
+    from click import exceptions as click_errors
+
 app = typer.Typer(
     name="clipsearch",
     help="Semantic search over images and text with CLIP-style joint embeddings.",
@@ -74,7 +79,18 @@ def main() -> None:
 def run(typer_app: typer.Typer) -> None:
     """Run a typer app with clipsearch's error handling."""
     try:
-        typer_app()
+        # Not standalone: click's own usage errors come here instead of a boxed panel.
+        code = typer_app(standalone_mode=False)
+    except click_errors.NoArgsIsHelpError as exc:
+        if exc.format_message().strip():  # with rich, typer printed the help already
+            exc.show()
+        sys.exit(exc.exit_code)
+    except click_errors.ClickException as exc:
+        print(f"error: {_usage_message(exc)}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
     except ClipsearchError as exc:
         flag = FLAGS.get(exc.parameter or "")
         message = " ".join(str(exc).split())
@@ -93,6 +109,30 @@ def run(typer_app: typer.Typer) -> None:
             file=sys.stderr,
         )
         sys.exit(2)
+    if isinstance(code, int) and code:
+        sys.exit(code)  # a typer.Exit(code) raised by a command
+
+
+def _usage_message(exc: click_errors.ClickException) -> str:
+    """One line for a usage error: the flag first, as ClipsearchError's are, then where to look."""
+    flag = _flag_of(exc)
+    message = f"{flag}: {exc.message}" if flag else exc.format_message()
+    message = " ".join(message.split())
+    context = getattr(exc, "ctx", None)
+    return f"{message} (see {context.command_path} --help)" if context else message
+
+
+def _flag_of(exc: click_errors.ClickException) -> str | None:
+    if not isinstance(exc, click_errors.BadParameter) or isinstance(
+        exc,
+        click_errors.MissingParameter,  # its message is empty: click words it whole
+    ):
+        return None
+    if exc.param is None:
+        return exc.param_hint if isinstance(exc.param_hint, str) else None
+    if exc.param.param_type_name == "option":
+        return "/".join(exc.param.opts)
+    return exc.param.human_readable_name
 
 
 # The flag each library parameter named in a ClipsearchError comes from.

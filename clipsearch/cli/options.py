@@ -99,17 +99,19 @@ IndexOpt = Annotated[
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 
-def parse_size(text: str) -> int:
-    """'512M', '2G', '1.5g' or a byte count → bytes."""
+def parse_size(text: str, flag: str) -> int:
+    """'512M', '2G', '1.5g' or a byte count → bytes; a bad one is an error of ``flag``."""
     value = text.strip().lower().removesuffix("b").removesuffix("i")
     unit = value[-1:] if value[-1:] in _UNITS else ""
     number = value[: len(value) - len(unit)]
     try:
         size = int(float(number) * _UNITS[unit])
     except ValueError:
-        raise typer.BadParameter(f"{text!r} is not a size such as 512M or 2G") from None
+        raise typer.BadParameter(
+            f"{text!r} is not a size such as 512M or 2G", param_hint=flag
+        ) from None
     if size <= 0:
-        raise typer.BadParameter("must be positive")
+        raise typer.BadParameter(f"{text!r} is not positive", param_hint=flag)
     return size
 
 
@@ -130,5 +132,6 @@ def vector_index_config(max_memory: str | None, flat_threshold: int) -> VectorIn
     from clipsearch.store.vectors import VectorIndexConfig
 
     return VectorIndexConfig(
-        flat_threshold=flat_threshold, max_memory=parse_size(max_memory) if max_memory else None
+        flat_threshold=flat_threshold,
+        max_memory=parse_size(max_memory, "--max-memory") if max_memory else None,
     )

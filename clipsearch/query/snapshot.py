@@ -339,7 +339,8 @@ def damaged(index_dir: Path, detail: str) -> ClipsearchError:
 
 
 def invalid_filter(where: str, exc: Exception) -> ClipsearchError:
-    message = " ".join(str(exc).split())
+    # DuckDB ends with the statement and a caret under the fault: noise on one line.
+    message = " ".join(str(exc).split("\nLINE ")[0].split())
     return ClipsearchError(f"invalid filter {where!r}: {message}", parameter="where")
 
 
