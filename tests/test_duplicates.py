@@ -261,6 +261,9 @@ def test_cli_lists_groups_paths_json_and_a_page(index_dir, tmp_path):
     html = page.read_text(encoding="utf-8")
     assert "Group 2: 2 images" in html and html.count("data:image/") == 7
 
+    none = run_cli("duplicates", "--index", str(index_dir), "--where", "width > 100000")
+    assert none.returncode == 0 and none.stdout == "no duplicates found (threshold 0.9)\n"
+
 
 @pytest.mark.parametrize(
     ("args", "message"),

@@ -105,6 +105,9 @@ def _reporter(bar: PlainProgress | RichProgress) -> Callable[[int, int], None]:
 
 
 def _print_groups(groups: list[DuplicateGroup], threshold: float) -> None:
+    if not groups:
+        print(f"no duplicates found (threshold {threshold:g})")
+        return
     redundant = sum(len(g.others) for g in groups)
     reclaimable = sum(g.reclaimable_bytes for g in groups)
     print(
