@@ -145,7 +145,7 @@ def test_where_filters_before_ranking(client):
         ("1=1 UNION SELECT 1", "only a predicate"),
         ("getenv('HOME') = ''", "getenv() is not allowed"),
         ("width >", "syntax error"),
-        ("widht > 1", "invalid filter"),
+        ("widht > 1", "no column widht (did you mean width?); the columns are id, path"),
     ],
 )
 def test_where_refuses_anything_but_a_predicate(client, index_dir, where, fragment):

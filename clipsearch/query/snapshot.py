@@ -10,8 +10,10 @@ rows in memory, where ten rows by id cost microseconds instead of milliseconds.
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timezone
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +34,8 @@ _KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matc
 TAGS_NAME = "tags.parquet"  # zero-shot labels stored by classify.write_tags
 _RETRIES = 3
 _ZONED = "TIMESTAMP WITH TIME ZONE"
+# Per-image arrays in the catalog: read by embedding and duplicate code, not rows to show.
+ARRAY_COLUMNS = ("embedding", "fingerprint")
 EXACT_KINDS = ("flat", "ivf-flat")  # vector indexes that hold the catalog's embeddings as is
 
 
@@ -230,7 +234,7 @@ class Snapshot:
             try:
                 result = self._read(lambda: self._sql(query, numpy=True))
             except duckdb.Error as exc:  # damage to a file is not the filter's fault: see _sql
-                raise invalid_filter(where, exc) from None
+                raise invalid_filter(where, exc, self._read(lambda: self._types)) from None
             ids = np.asarray(result["id"], dtype=np.int64)
         if len(self._matching) >= _KEPT_FILTERS:
             self._matching.pop(next(iter(self._matching)))  # the oldest
@@ -338,9 +342,17 @@ def damaged(index_dir: Path, detail: str) -> ClipsearchError:
     )
 
 
-def invalid_filter(where: str, exc: Exception) -> ClipsearchError:
+def invalid_filter(where: str, exc: Exception, columns: Iterable[str] = ()) -> ClipsearchError:
+    """The one-line error for a predicate DuckDB refused; an unknown column lists the known."""
     # DuckDB ends with the statement and a caret under the fault: noise on one line.
     message = " ".join(str(exc).split("\nLINE ")[0].split())
+    unknown = re.search(r'Referenced column "(.+?)" not found', message)
+    if unknown and columns:
+        # DuckDB's "Candidate bindings" name a column however unlike the one asked for.
+        shown = [c for c in columns if c not in ARRAY_COLUMNS]
+        near = difflib.get_close_matches(unknown[1], shown, n=1)
+        hint = f" (did you mean {near[0]}?)" if near else ""
+        message = f"no column {unknown[1]}{hint}; the columns are {', '.join(shown)}"
     return ClipsearchError(f"invalid filter {where!r}: {message}", parameter="where")
 
 

@@ -19,10 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
-from clipsearch.query.snapshot import Snapshot, invalid_filter
+from clipsearch.query.snapshot import ARRAY_COLUMNS, Snapshot, invalid_filter
 from clipsearch.server.where import check_where
-
-HIDDEN = ("embedding", "fingerprint")  # never copied here, never sent to clients
 
 
 class RowStore:
@@ -30,7 +28,8 @@ class RowStore:
 
     def __init__(self, snapshot: Snapshot, threads: int = 1) -> None:
         # Only columns the catalog has: parts written before the fingerprint lack it.
-        hidden = ", ".join(f'"{c}"' for c in HIDDEN if c in snapshot.columns())
+        # Never copied here, never sent to clients.
+        hidden = ", ".join(f'"{c}"' for c in ARRAY_COLUMNS if c in snapshot.columns())
         query = f"SELECT * EXCLUDE ({hidden}) FROM catalog ORDER BY id"
         self.table: pa.Table = snapshot.db.sql(query).to_arrow_table().combine_chunks()
         self.ids = self.table.column("id").to_numpy()
@@ -64,5 +63,5 @@ class RowStore:
             with self._lock:
                 found = self._db.execute(f"SELECT id FROM catalog WHERE {where}").fetchnumpy()
         except duckdb.Error as exc:
-            raise invalid_filter(where, exc) from None
+            raise invalid_filter(where, exc, self.types) from None
         return np.asarray(found["id"], dtype=np.int64)
