@@ -70,6 +70,13 @@ def test_iter_embeddings_streams_every_row_in_batches(parts):
     assert catalog.count_rows(index_dir, names) == 34
 
 
+def test_embeddings_come_back_as_unit_rows(parts):
+    # Stored as float16: the model's unit rows come back unit, so dot products are cosines.
+    index_dir, names = parts
+    _, stored = next(catalog.iter_embeddings(index_dir, names))
+    np.testing.assert_allclose(np.linalg.norm(stored, axis=1), 1.0, atol=1e-6)
+
+
 def test_a_damaged_part_is_one_error_naming_it_and_repair(parts):
     index_dir, names = parts
     (index_dir / names[1]).write_bytes(b"PAR1 truncated")

@@ -162,7 +162,6 @@ class _Evidence:
 
     def gather(self, ids: list[int]) -> None:
         found_ids, found = self.snapshot.embeddings(ids)
-        found /= np.maximum(np.linalg.norm(found, axis=1, keepdims=True), 1e-12)
         self.embedding = dict(zip(found_ids.tolist(), found, strict=True))
         self.rows = self.snapshot.rows(ids, MEMBER_COLUMNS)
         for i in ids:
@@ -216,7 +215,6 @@ def _near_pairs(
             ids, stored = ids[keep], stored[keep]
         if not len(ids):
             continue
-        stored /= np.maximum(np.linalg.norm(stored, axis=1, keepdims=True), 1e-12)
         scores, neighbours = vectors.search(index, info, stored, NEIGHBOURS + 1, allowed)
         query_ids = np.broadcast_to(ids[:, None], neighbours.shape)
         close = (scores >= floor) & (neighbours != query_ids)
