@@ -123,10 +123,10 @@ def _usage_message(exc: click_errors.ClickException) -> str:
 
 
 def _flag_of(exc: click_errors.ClickException) -> str | None:
-    if not isinstance(exc, click_errors.BadParameter) or isinstance(
-        exc,
-        click_errors.MissingParameter,  # its message is empty: click words it whole
-    ):
+    """The option or argument a usage error is about, when click knows it."""
+    if not isinstance(exc, click_errors.BadParameter):
+        return None
+    if isinstance(exc, click_errors.MissingParameter):  # an empty message: click words it whole
         return None
     if exc.param is None:
         return exc.param_hint if isinstance(exc.param_hint, str) else None
