@@ -31,7 +31,12 @@ from clipsearch.settings import default_model_spec
 from clipsearch.store import catalog, vectors
 from clipsearch.store.manifest import Manifest, read_manifest, utc_now
 from clipsearch.store.staging import STAGING_DIR, Staging
-from clipsearch.store.storage import commit_snapshot, remove_unreferenced, writer_lock
+from clipsearch.store.storage import (
+    commit_snapshot,
+    remove_unreferenced,
+    write_failure,
+    writer_lock,
+)
 from clipsearch.store.vectors import VectorIndexConfig, VectorIndexInfo
 
 if TYPE_CHECKING:
@@ -89,11 +94,15 @@ class IndexSummary:
     committed: bool = False
 
     def line(self) -> str:
-        rate = self.embedded / self.embed_seconds if self.embed_seconds else 0.0
+        notes = []
+        if self.embedded and self.embed_seconds:
+            notes.append(f"{self.embedded / self.embed_seconds:,.0f} img/s")
+        if self.resumed:
+            notes.append(f"{self.resumed:,} embedded by an interrupted run, re-used")
         return (
             f"indexed {self.new:,} new, {self.changed:,} changed, {self.moved:,} moved, "
-            f"{self.removed:,} removed, {self.errors:,} errors in {self.seconds:.1f} s "
-            f"({rate:,.0f} img/s)"
+            f"{self.removed:,} removed, {self.errors:,} errors in {self.seconds:.1f} s"
+            + (f" ({'; '.join(notes)})" if notes else "")
         )
 
     def as_dict(self) -> dict[str, Any]:
@@ -204,7 +213,7 @@ class _Run:
         try:
             manifest = self._commit(plan, staging, errors)
         except (OSError, ClipsearchError) as exc:  # a full disk, most likely
-            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            detail = write_failure(exc) if isinstance(exc, OSError) else str(exc)
             before = self.manifest.snapshot if self.manifest else 0
             raise ClipsearchError(
                 f"cannot commit index {self.index_dir}: {detail}; the index is unchanged "

@@ -8,6 +8,7 @@ Staging is tied to the snapshot and model it was made for; anything else is disc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ import pyarrow.parquet as pq
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.store.catalog import write_table
+from clipsearch.store.storage import write_failure
 
 STAGING_DIR = "staging"
 _STATE_NAME = "state.json"
@@ -56,19 +58,27 @@ class Staging:
 
     def write(self, table: pa.Table) -> None:
         """Stage rows; under torchrun every rank writes its own parts into the same folder."""
-        if not self.wrote_state:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"
-            tmp.write_text(json.dumps(self.state), encoding="utf-8")
-            os.replace(tmp, self.directory / _STATE_NAME)
-            self.wrote_state = True
         try:
+            if not self.wrote_state:
+                self._write_state()
             write_table(self.directory, "part", table)
         except OSError as exc:  # a full disk, most likely
             raise ClipsearchError(
-                f"cannot save embedded rows in {self.directory}: {exc.strerror or exc}; the "
+                f"cannot save embedded rows in {self.directory}: {write_failure(exc)}; the "
                 "index is unchanged, and the rows saved so far are kept for the next run"
             ) from None
+
+    def _write_state(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"  # one per torchrun rank
+        try:
+            tmp.write_text(json.dumps(self.state), encoding="utf-8")
+            os.replace(tmp, self.directory / _STATE_NAME)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.wrote_state = True
 
     def tables(self) -> Iterator[pa.Table]:
         """The staged rows, one staged part at a time, whichever process staged it."""

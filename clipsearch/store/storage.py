@@ -10,9 +10,12 @@ files the snapshot before named and the new one does not are retired, not delete
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -102,9 +105,29 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     """Replace ``path`` with ``data`` as JSON; durable once this returns, never half-written."""
     tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-    publish(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(data, f, indent=2, ensure_ascii=False)
+        publish(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+# What a failed write into an index most likely met, in the words of os.strerror.
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def write_failure(exc: BaseException) -> str:
+    """Why a write failed, in a few words ("No space left on device"): an OSError's reason,
+    or the one that Arrow ("[errno 28]") and FAISS bury in a longer message."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    text = " ".join(reason.split())
+    numbered = re.search(r"\[errno (\d+)\]", text)
+    if numbered:
+        return os.strerror(int(numbered[1]))
+    return next((os.strerror(c) for c in _WRITE_ERRNOS if os.strerror(c) in text), text)
 
 
 def read_json_object(path: Path, what: str = "manifest") -> dict[str, Any] | None:
@@ -137,8 +160,12 @@ def fsync_dir(directory: Path) -> None:
 @contextmanager
 def writer_lock(directory: Path, what: str = "index") -> Iterator[None]:
     """One writer per directory: a second one fails at once instead of racing."""
-    directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / LOCK_NAME, "a+") as lock:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        lock = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 (closed by the with below)
+    except OSError as exc:
+        raise ClipsearchError(f"cannot write in {directory}: {write_failure(exc)}") from None
+    with lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -149,13 +176,15 @@ def writer_lock(directory: Path, what: str = "index") -> Iterator[None]:
                 + (f" (pid {holder})" if holder.isdigit() else "")
             ) from None
         try:
-            # Who holds it, for the refusal above. The lock itself is the kernel's: it goes
-            # when this process and every process it forked have exited (decode workers die
-            # with their parent), so a killed writer never locks an index out.
-            lock.truncate(0)
-            lock.write(f"{os.getpid()}\n")
-            lock.flush()
+            # Who holds it, for the refusal above: only a note, which a full disk may refuse
+            # (written unbuffered, so closing the file does not try again). The lock itself
+            # is the kernel's: it goes when this process and every process it forked have
+            # exited (decode workers die with their parent), so a killed writer never locks
+            # an index out.
+            os.ftruncate(lock.fileno(), 0)
+            with contextlib.suppress(OSError):
+                os.write(lock.fileno(), f"{os.getpid()}\n".encode())
             yield
         finally:
-            lock.truncate(0)
+            os.ftruncate(lock.fileno(), 0)
             fcntl.flock(lock, fcntl.LOCK_UN)

@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.storage import publish
+from clipsearch.store.storage import publish, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -551,7 +551,7 @@ def save(index: faiss.Index, path: str | os.PathLike) -> None:
     except (OSError, RuntimeError) as e:
         with contextlib.suppress(OSError):
             os.remove(tmp)
-        raise ClipsearchError(f"cannot write the vector index {path}: {e}") from e
+        raise ClipsearchError(f"cannot write the vector index {path}: {write_failure(e)}") from e
 
 
 def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
