@@ -5,8 +5,9 @@ private mount namespace where MOUNT is a small tmpfs of its own.
 
 Indexes FIRST into MOUNT/index and keeps a copy of that index in SAVED (outside the tmpfs).
 Then, for each amount of free space in LEAVE: the index as it was after FIRST, the disk
-filled up to that amount, `clipsearch index FIRST MORE`, a query, the disk freed, the same
-`clipsearch index` again, a query. Prints one JSON object per amount of free space.
+filled up to that amount, `clipsearch index FIRST MORE`, a query (with no room at all, the
+other commands that write too), the disk freed, the same `clipsearch index` again, a query.
+Prints one JSON object per amount of free space.
 """
 
 from __future__ import annotations
@@ -53,6 +54,15 @@ def main() -> None:
         fill(Path(mount), leave)
         attempt = clipsearch("index", first, more, "--index", index, "--model", model)
         during = query(index)
+        others = {  # the other commands that write, on a disk with no room at all
+            " ".join(args): clipsearch(*args, "--index", index)
+            for args in (
+                ["classify", "--labels", "cat,dog", "--write-tags"],
+                ["duplicates", "--html", f"{mount}/page.html"],
+                ["rebuild"],
+            )
+            if leave == 0
+        }
         (Path(mount) / "filler").unlink()
         again = clipsearch("index", first, more, "--index", index, "--model", model)
         after = query(index)
@@ -60,6 +70,9 @@ def main() -> None:
             "leave": leave,
             "attempt": {"rc": attempt.returncode, "stderr": attempt.stderr},
             "query_while_full": during,
+            "others": {
+                name: {"rc": r.returncode, "stderr": r.stderr} for name, r in others.items()
+            },
             "again": {"rc": again.returncode, "stderr": again.stderr, "stdout": again.stdout},
             "query_after": after,
             "temporary_files": [str(p) for p in index.rglob("*.tmp")],

@@ -73,6 +73,13 @@ def test_a_full_disk_loses_nothing_and_locks_nobody_out(tmp_path):
             assert "5 embedded by an interrupted run, re-used" in level["again"]["stdout"]
             assert "files to embed" not in level["again"]["stderr"]
 
+    others = levels[0]["others"]
+    assert len(others) == 3
+    for name, result in others.items():
+        lines = result["stderr"].strip().splitlines()
+        assert result["rc"] != 0 and "Traceback" not in result["stderr"], (name, result)
+        assert lines[-1].startswith("error: cannot write") and "No space left" in lines[-1]
+
     failed = [level["attempt"]["stderr"] for level in levels if level["attempt"]["rc"]]
     # The disk filled while staging rows, while committing them, and (with room) not at all.
     assert any("cannot save embedded rows" in e for e in failed)

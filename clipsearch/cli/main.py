@@ -24,6 +24,7 @@ from clipsearch.cli import (
     train,
 )
 from clipsearch.errors import ClipsearchError
+from clipsearch.store.storage import write_failure
 
 try:  # typer 0.2x carries its own copy of click, whose exceptions it raises
     from typer._click import exceptions as click_errors
@@ -99,6 +100,12 @@ def run(typer_app: typer.Typer) -> None:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
+    except BrokenPipeError:  # `clipsearch query ... | head -1`: the reader has had enough
+        sys.exit(1)
+    except OSError as exc:  # the machine's refusal (a full disk, no permission): not a bug
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"error: {write_failure(exc)}{where}", file=sys.stderr)
+        sys.exit(1)
     except ModuleNotFoundError as exc:
         extra = _EXTRAS.get((exc.name or "").partition(".")[0])
         if extra is None:

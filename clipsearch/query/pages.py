@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.decode import DecodeError, load_image
+from clipsearch.store.storage import write_failure
 
 if TYPE_CHECKING:
     from clipsearch.query.duplicates import DuplicateGroup
@@ -140,8 +142,11 @@ def write_duplicates_page(out: Path, groups: Sequence[DuplicateGroup], threshold
 
 
 def write_page(out: Path, text: str) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text, encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise ClipsearchError(f"cannot write the page {out}: {write_failure(exc)}") from None
     return out
 
 

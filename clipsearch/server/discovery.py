@@ -34,8 +34,12 @@ def write_info(index_dir: Path, info: ServerInfo) -> Path:
     """Write the file atomically (a reader never sees half of it)."""
     path = index_dir / SERVER_FILE
     tmp = index_dir / f".{SERVER_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsearch.errors import ClipsearchError
 from clipsearch.zeroshot.templates import classifier_weights, get_templates
 
 if TYPE_CHECKING:
@@ -168,7 +169,7 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
 
     from clipsearch.ingest.indexer import index_lock
     from clipsearch.query.snapshot import TAGS_NAME
-    from clipsearch.store.storage import publish
+    from clipsearch.store.storage import publish, write_failure
 
     table = pa.table(
         {
@@ -177,8 +178,16 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
             "label_probability": pa.array([p.probability for p in predictions], pa.float32()),
         }
     )
+    path = index_dir / TAGS_NAME
     with index_lock(index_dir):
         tmp = index_dir / f".{TAGS_NAME}.tmp"
-        pq.write_table(table, tmp)
-        publish(tmp, index_dir / TAGS_NAME)
-    return index_dir / TAGS_NAME
+        try:
+            pq.write_table(table, tmp)
+            publish(tmp, path)
+        except OSError as exc:  # a full disk, most likely
+            tmp.unlink(missing_ok=True)
+            raise ClipsearchError(
+                f"cannot write the labels to {path}: {write_failure(exc)}; "
+                "the labels written before are unchanged"
+            ) from None
+    return path
