@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,6 +48,17 @@ def shared_data() -> Path:
     if not (SHARED_DATA / "cifar10").is_dir():
         pytest.skip(f"real data not found at {SHARED_DATA} (clone beside ../shared to run this)")
     return SHARED_DATA
+
+
+def without_root_powers() -> list[str]:
+    """A command prefix under which file permissions hold: none for a normal user; for root,
+    who reads anything, setpriv(1) dropping the capabilities that bypass them."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    if setpriv is None:
+        pytest.skip("root reads anything, and setpriv(1) is not here to take that away")
+    return [setpriv, "--bounding-set=-dac_override,-dac_read_search"]
 
 
 def run_cli(

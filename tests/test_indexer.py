@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -13,13 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from clipsearch.bundled import DEMO_MODEL
 from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.indexer import IndexOptions, index_lock, update_index
 from clipsearch.ingest.scan import ScanOptions
 from clipsearch.store import vectors
 from clipsearch.store.manifest import read_manifest
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, run_cli, without_root_powers
 
 
 def _photo(path: Path, seed: int, size: tuple[int, int] = (48, 40), mode: str = "RGB") -> Path:
@@ -139,6 +142,33 @@ def test_broken_files_are_errors_and_indexing_goes_on(photos, tmp_path):
     # unchanged broken files are remembered: a second run does no work and loads no model
     again = update_index([photos], index_dir, None, _options())
     assert (again.new, again.errors, again.committed) == (0, 3, False)
+
+
+def test_unreadable_files_and_folders_are_listed_and_the_rest_indexed(photos, tmp_path):
+    """A photo and a folder nobody may read (as root: with the power to read anything
+    taken away), each listed with its reason; the other photos are indexed."""
+    secret = _photo(photos / "secret.png", 6)
+    locked = photos / "locked"
+    _photo(locked / "inside.png", 7)
+    secret.chmod(0)
+    locked.chmod(0)
+    command = [sys.executable, "-m", "clipsearch", "index", str(photos), "--json"]
+    index_dir = str(tmp_path / "index")
+    try:
+        result = subprocess.run(
+            [*without_root_powers(), *command, "--index", index_dir, "--model", DEMO_MODEL],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        secret.chmod(0o644)
+        locked.chmod(0o755)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    reasons = {Path(e["path"]).name: e["reason"] for e in report["error_files"]}
+    assert reasons == {"secret.png": "unreadable: permission denied", "locked": "permission denied"}
+    assert (report["new"], report["images"]) == (4, 4)
 
 
 def test_pixel_cap_makes_an_error_not_a_crash(tmp_path):

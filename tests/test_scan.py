@@ -309,22 +309,6 @@ def test_broken_symlink_reported_when_following(tmp_path: Path) -> None:
 # --- problems and errors -----------------------------------------------------------------
 
 
-def test_unreadable_folder_is_reported_and_scan_goes_on(tmp_path: Path) -> None:
-    if hasattr(os, "geteuid") and os.geteuid() == 0:
-        pytest.skip("root reads folders whatever their permissions")
-    if os.name == "nt":
-        pytest.skip("chmod cannot make a folder unreadable on Windows")
-    root = make_tree(tmp_path / "lib", ["a.jpg", "locked/secret.jpg", "z/z.jpg"])
-    locked = root / "locked"
-    locked.chmod(0)
-    try:
-        entries, problems = run([root])
-    finally:
-        locked.chmod(0o755)
-    assert rel(entries, root) == ["a.jpg", "z/z.jpg"]
-    assert problems == [ScanProblem(str(locked), "permission denied")]
-
-
 def test_missing_root_raises_before_anything_is_yielded(tmp_path: Path) -> None:
     good = make_tree(tmp_path / "good", ["a.jpg"])
     missing = tmp_path / "nope"
