@@ -6,6 +6,7 @@ import io
 import os
 import pickle
 import struct
+import subprocess
 import sys
 import warnings
 import zlib
@@ -610,15 +611,16 @@ def test_heic_with_pillow_heif(tmp_path: Path) -> None:
 
 
 def test_heic_without_pillow_heif_names_the_extra(tmp_path: Path) -> None:
-    try:
-        import pillow_heif  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("pillow_heif is installed")
     path = tmp_path / "photo.heic"
     path.write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + b"\x00" * 64)
-    assert decode_error(path).reason == "unsupported format (install clipsearch[heif])"
+    # A process in which the extra is not installed (None in sys.modules: import fails).
+    code = (
+        "import sys; sys.modules['pillow_heif'] = None\n"
+        "from clipsearch.ingest.decode import DecodeError, load_image\n"
+        "try:\n    load_image(sys.argv[1])\nexcept DecodeError as e:\n    print(e.reason)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
+    assert result.stdout.strip() == "unsupported format (install clipsearch[heif])", result.stderr
 
 
 def test_avif(tmp_path: Path) -> None:
