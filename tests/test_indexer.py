@@ -171,6 +171,24 @@ def test_unreadable_files_and_folders_are_listed_and_the_rest_indexed(photos, tm
     assert (report["new"], report["images"]) == (4, 4)
 
 
+def test_a_name_that_is_not_utf8_is_an_error_and_the_run_goes_on(photos, tmp_path):
+    latin1 = Path(os.fsdecode(os.fsencode(photos) + b"/caf\xe9.png"))  # not UTF-8 on disk
+    _photo(latin1, 8)
+    index_dir = tmp_path / "index"
+    summary = update_index([photos], index_dir, DEMO_MODEL, _options())
+    assert (summary.new, summary.errors, summary.images) == (4, 1, 4)
+    errors = pq.read_table(index_dir / read_manifest(index_dir).errors).to_pylist()
+    assert [(Path(e["path"]).name, e["reason"]) for e in errors] == [
+        ("caf\\xe9.png", "file name is not UTF-8: rename it")
+    ]
+    again = update_index([photos], index_dir, None, _options())
+    assert (again.new, again.errors, again.committed) == (0, 1, False)  # remembered
+    from clipsearch import Index
+
+    hits = Index.open(index_dir).search(image=latin1, k=2)  # a query image may be named so
+    assert len(hits) == 2
+
+
 def test_pixel_cap_makes_an_error_not_a_crash(tmp_path):
     _photo(tmp_path / "p" / "big.png", 1, size=(300, 300))
     _photo(tmp_path / "p" / "small.png", 2)

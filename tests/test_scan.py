@@ -309,6 +309,24 @@ def test_broken_symlink_reported_when_following(tmp_path: Path) -> None:
 # --- problems and errors -----------------------------------------------------------------
 
 
+def test_names_that_are_not_utf8_are_problems_not_crashes(tmp_path: Path) -> None:
+    # Old Linux disks, Samba shares, unpacked Windows archives: names in Latin-1 and such.
+    # The catalog keeps paths as UTF-8 text, so such a file is reported, not indexed.
+    root = make_tree(tmp_path / "lib", ["ok.jpg", "z/z.jpg"])
+    raw = os.fsencode(root)
+    touch(Path(os.fsdecode(raw + b"/caf\xe9.jpg")))
+    os.mkdir(raw + b"/\xe9t\xe9")
+    touch(Path(os.fsdecode(raw + b"/\xe9t\xe9/inside.jpg")))
+    entries, problems = run([root])
+    assert rel(entries, root) == ["ok.jpg", "z/z.jpg"]
+    assert problems == [
+        ScanProblem(f"{root}/caf\\xe9.jpg", "file name is not UTF-8: rename it"),
+        ScanProblem(f"{root}/\\xe9t\\xe9", "folder name is not UTF-8: rename it"),
+    ]
+    with pytest.raises(ClipsearchError, match=r"et\\xe9: the path is not UTF-8"):
+        scan([os.fsdecode(os.fsencode(tmp_path) + b"/et\xe9")])
+
+
 def test_missing_root_raises_before_anything_is_yielded(tmp_path: Path) -> None:
     good = make_tree(tmp_path / "good", ["a.jpg"])
     missing = tmp_path / "nope"

@@ -117,6 +117,10 @@ class _Root:
 def _check_root(root: str | os.PathLike[str], report: _Report) -> _Root:
     given = os.fsdecode(os.fspath(root))
     path = os.path.abspath(given)
+    if not_utf8(path):
+        raise ClipsearchError(
+            f"{printable(path)}: the path is not UTF-8, which an index cannot keep; rename it"
+        )
     try:
         # Follows symlinks: a root the user named is used whatever it points to.
         st = os.stat(path)
@@ -187,6 +191,23 @@ def _reason(exc: OSError) -> str:
     if exc.errno == errno.ELOOP:
         return "symlink loop"
     return (exc.strerror or str(exc)).lower()
+
+
+def not_utf8(name: str) -> bool:
+    """Whether a name from the filesystem holds bytes that are not UTF-8 (Python gives them as
+    surrogate escapes): the catalog keeps paths as UTF-8 text, so such a file cannot be kept."""
+    if name.isascii():
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def printable(path: str) -> str:
+    """A path with its non-UTF-8 bytes written as \\xNN: storable, and the same every run."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def _list_dir(path: str, report: _Report) -> list[os.DirEntry[str]] | None:
@@ -274,6 +295,11 @@ def _walk(
                 continue
         rel = prefix + name
         if excluded(name, rel, entry.path, is_dir):
+            continue
+
+        if not_utf8(name):
+            what = "folder" if is_dir else "file"
+            report(ScanProblem(printable(entry.path), f"{what} name is not UTF-8: rename it"))
             continue
 
         if is_dir:

@@ -273,7 +273,12 @@ def _indexed_id(snapshot: Snapshot, path: str | os.PathLike) -> int | None:
         stat = os.stat(path)
     except OSError as exc:
         raise ClipsearchError(f"cannot read image {path}: {exc.strerror or exc}") from None
-    return snapshot.id_of_file(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+    from clipsearch.ingest.scan import not_utf8
+
+    absolute = os.path.abspath(path)
+    if not_utf8(absolute):  # never indexed (see scan.not_utf8): embed it from the file
+        return None
+    return snapshot.id_of_file(absolute, stat.st_size, stat.st_mtime_ns)
 
 
 def _stored_embeddings(snapshot: Snapshot, ids: list[int]) -> np.ndarray:
