@@ -189,6 +189,22 @@ def test_a_name_that_is_not_utf8_is_an_error_and_the_run_goes_on(photos, tmp_pat
     assert len(hits) == 2
 
 
+def test_an_index_inside_the_photos_is_not_indexed(photos):
+    # `clipsearch index .` in a photo folder keeps the index under it, and `clipsearch
+    # serve` caches JPEG thumbnails in the index: they are not photos of the library.
+    index_dir = photos / "indexes" / "default"
+    assert update_index([photos], index_dir, DEMO_MODEL, _options()).new == 4
+    _photo(index_dir / "thumbnails" / "1-256-0123456789abcdef.jpg", 9)
+    again = update_index([photos], index_dir, DEMO_MODEL, _options())
+    assert (again.new, again.images, again.committed) == (0, 4, False)
+    # A folder that merely has a manifest.json and a catalog/ (a web gallery) is photos.
+    gallery = photos / "gallery"
+    (gallery / "manifest.json").parent.mkdir()
+    (gallery / "manifest.json").write_text('{"name": "holidays", "catalog": []}')
+    _photo(gallery / "catalog" / "beach.jpg", 10)
+    assert update_index([photos], index_dir, DEMO_MODEL, _options()).new == 1
+
+
 def test_pixel_cap_makes_an_error_not_a_crash(tmp_path):
     _photo(tmp_path / "p" / "big.png", 1, size=(300, 300))
     _photo(tmp_path / "p" / "small.png", 2)

@@ -9,6 +9,7 @@ against the catalog, so it must stay fast: one ``scandir`` per directory, one
 from __future__ import annotations
 
 import errno
+import json
 import os
 import re
 import stat
@@ -210,6 +211,20 @@ def printable(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
+def _is_an_index(folder: str, children: list[os.DirEntry[str]]) -> bool:
+    """Whether a folder is a clipsearch index (``clipsearch index .`` puts one under the
+    photos): its thumbnail cache is no photos to index."""
+    names = {child.name for child in children}
+    if "manifest.json" not in names or "catalog" not in names:
+        return False
+    try:
+        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"embedding_dim", "catalog"} <= manifest.keys()
+
+
 def _list_dir(path: str, report: _Report) -> list[os.DirEntry[str]] | None:
     """Return the folder's entries sorted by name, or None if it cannot be read."""
     try:
@@ -314,7 +329,7 @@ def _walk(
                 report(ScanProblem(entry.path, reason))
                 continue
             children = _list_dir(entry.path, report)
-            if children is None:
+            if children is None or _is_an_index(entry.path, children):
                 continue
             ancestors.add(child_id)
             stack.append((iter(children), rel + "/", child_id))
