@@ -138,6 +138,12 @@ def test_export_replaces_an_export_and_refuses_other_folders(tiny_dir, tmp_path)
     assert refused.returncode == 2
     assert refused.stderr.startswith("error: ") and refused.stderr.count("\n") == 1
     assert (other / "keep.txt").read_text() == "mine"
+    (tmp_path / "a-file").write_text("not a folder")
+    unwritable = run_cli("export", TINY, str(tmp_path / "a-file" / "model"))
+    assert unwritable.returncode == 2, unwritable.stderr
+    assert unwritable.stderr.startswith("error: cannot write ") and "Traceback" not in (
+        unwritable.stderr
+    )
 
 
 def test_onnx_directory_refuses_the_torch_engine(tiny_dir):

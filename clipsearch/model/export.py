@@ -30,7 +30,7 @@ from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.spec import ModelSpec
 from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig, clip_bpe_json
 from clipsearch.settings import cache_root
-from clipsearch.store.storage import fsync_dir, fsync_file, write_json_atomic
+from clipsearch.store.storage import fsync_dir, fsync_file, write_failure, write_json_atomic
 
 EXPORT_VERSION = 5  # bump when export_model writes different graphs for the same weights
 OPSET = 17
@@ -59,11 +59,16 @@ def export_model(
     preprocess = _preprocess_config(model)
     tokenizer_cfg = _tokenizer_config(model)
     out_dir = out_dir.absolute()
-    work = _work_dir(out_dir)
+    try:
+        work = _work_dir(out_dir)
+    except OSError as exc:
+        raise ClipsearchError(f"cannot write {out_dir}: {write_failure(exc)}") from None
     try:
         _write_tokenizer(model, tokenizer_cfg, work)
         _export_graphs(model, work)
         _finish(work, out_dir, model.identity, model.logit_scale, preprocess, tokenizer_cfg)
+    except OSError as exc:  # a full disk, most likely
+        raise ClipsearchError(f"cannot write {out_dir}: {write_failure(exc)}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return out_dir
