@@ -208,10 +208,21 @@ def test_cli_negative_terms(index_dir):
         (["query", "--image", "{missing}/q.jpg", "--index", "{index}"], "cannot read image"),
         (["query", "x", "--where", "width >", "--index", "{index}"], "--where: invalid filter"),
         (["query", "--like", "424242", "--index", "{index}"], "--like: no image with id 424242"),
+        (
+            ["classify", "--index", "{index}", "--labels", "a,b", "--templates", "{latin1}"],
+            "--templates: cannot read templates file",
+        ),
+        (
+            ["classify", "--index", "{index}", "--labels", "a,b", "--templates", "{no_braces}"],
+            "--templates: templates must each contain one {}",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_exit_2(index_dir, tmp_path, args, message):
-    filled = [a.format(index=index_dir, missing=tmp_path / "missing") for a in args]
+    (tmp_path / "latin1.txt").write_bytes(b"a photo of a caf\xe9 {}\n")  # not UTF-8
+    (tmp_path / "plain.txt").write_text("a photo\n")
+    names = {"latin1": tmp_path / "latin1.txt", "no_braces": tmp_path / "plain.txt"}
+    filled = [a.format(index=index_dir, missing=tmp_path / "missing", **names) for a in args]
     result = run_cli(*filled)
     assert result.returncode == 2, result.stdout + result.stderr
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("error: ")

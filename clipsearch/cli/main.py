@@ -149,6 +149,7 @@ FLAGS = {
     "index_dir": "--index",
     "engine": "--engine",
     "labels": "--labels",
+    "templates": "--templates",
     "texts": "--texts",
     "name": "--name",
     "out": "--out",

@@ -80,7 +80,13 @@ class Classifier:
 def resolve_templates(value: str | Sequence[str]) -> list[str]:
     """A template set (default, simple, photo), a FILE of one template per line, or a list."""
     if isinstance(value, str) and os.path.isfile(value):
-        lines = Path(value).read_text(encoding="utf-8").splitlines()
+        try:
+            lines = Path(value).read_text(encoding="utf-8-sig").splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            why = "not UTF-8" if isinstance(exc, UnicodeDecodeError) else exc.strerror
+            raise ClipsearchError(
+                f"cannot read templates file {value}: {why}", parameter="templates"
+            ) from None
         return get_templates([line.strip() for line in lines if line.strip()])
     return get_templates(value)
 

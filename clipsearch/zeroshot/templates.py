@@ -54,7 +54,9 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
         templates = [t.replace("{label}", "{}") for t in name_or_list]
         bad = [t for t in templates if t.count("{}") != 1]
         if not templates or bad:
-            raise ClipsearchError(f"templates must each contain one {{}} (or {{label}}): {bad}")
+            raise ClipsearchError(
+                f"templates must each contain one {{}} (or {{label}}): {bad}", parameter="templates"
+            )
         return templates
     if name_or_list == "photo":
         return list(PHOTO_TEMPLATES)
@@ -62,7 +64,8 @@ def get_templates(name_or_list: str | Sequence[str]) -> list[str]:
         return list(_imagenet_templates()[name_or_list])
     raise ClipsearchError(
         f"unknown template set {name_or_list!r}: use {', '.join(template_names())} "
-        "or a list of strings with {}"
+        "or a list of strings with {}",
+        parameter="templates",
     )
 
 
