@@ -4,7 +4,8 @@
     python benchmarks/duplicates_calibration.py [--models SPEC,SPEC...] [--work DIR]
 
 Builds a folder from real photos in ../shared/data: the 101 COCO-mini photos (JPEG, shorter
-side 160 px) and 20 CIFAR-10 test images of each class upscaled 4x to 128 px (PNG). Each
+side 160 px) and 20 CIFAR-10 test images of each class upscaled 4x to 128 px (PNG), every
+third darkened to a quarter of its light and every third to 6% (dim and night shots). Each
 photo gets eight copies a person's library really holds: JPEG at quality 50, 75 and 95, half
 the size, a 5% crop (2.5% off each side), another format (JPEG → PNG, PNG → JPEG), WebP, and
 a copy stored rotated with an EXIF orientation that turns it back. The folder is indexed
@@ -32,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from clipsearch import Index
 from clipsearch.ingest.indexer import IndexOptions, update_index
@@ -47,6 +48,8 @@ THRESHOLDS = (0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 
 RUNS = Path(__file__).resolve().parents[1] / "runs"
 EXIF_ORIENTATION = 0x0112
 ROTATED_90_CW = 6  # the stored pixels are turned 90° counter-clockwise; viewers turn them back
+# Exposures the originals are given in turn: normal, dim (a quarter of the light), night.
+EXPOSURES = (("normal", 1.0), ("dim", 0.25), ("night", 0.06))
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,17 @@ def load_photos() -> list[Photo]:
         photos.append(
             Photo(f"{label}{taken[label]:02d}", small.resize(size, Image.BICUBIC), label, "PNG")
         )
-    return photos
+    return [_exposed(photo, number) for number, photo in enumerate(photos)]
+
+
+def _exposed(photo: Photo, number: int) -> Photo:
+    """Every third photo as if taken in dim light, every third at night: different photos
+    that are all dark look alike to the eye, to the models and in absolute grey levels."""
+    kind, factor = EXPOSURES[number % len(EXPOSURES)]
+    if factor == 1.0:
+        return photo
+    dark = ImageEnhance.Brightness(photo.image).enhance(factor)
+    return Photo(f"{photo.name}-{kind}", dark, photo.label, photo.format)
 
 
 def write_copies(photo: Photo, folder: Path) -> None:

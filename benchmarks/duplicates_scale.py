@@ -47,9 +47,17 @@ def plant(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def pictures_of(ids: np.ndarray) -> np.ndarray:
-    """A made-up fingerprint per id: far apart for different ids, the same every time."""
-    mixed = (ids[:, None] * 2654435761 + np.arange(fingerprint.SIZE) * 40503) % 1000003
-    return (mixed % 256).astype(np.int64)
+    """A made-up fingerprint per id: unrelated patterns for different ids (splitmix64 of id
+    and cell; an arithmetic sequence, as first written here, made different ids shifted
+    copies of one pattern), the same every time."""
+    cells = np.arange(fingerprint.SIZE, dtype=np.uint64)
+    x = ids.astype(np.uint64)[:, None] * np.uint64(0x9E3779B97F4A7C15) + cells
+    x ^= x >> np.uint64(30)
+    x *= np.uint64(0xBF58476D1CE4E5B9)
+    x ^= x >> np.uint64(27)
+    x *= np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return (x & np.uint64(255)).astype(np.int64)
 
 
 def write_index(index_dir: Path, n: int) -> None:
