@@ -33,13 +33,11 @@ def new_info(url: str, index_dir: Path) -> ServerInfo:
 def write_info(index_dir: Path, info: ServerInfo) -> Path:
     """Write the file atomically (a reader never sees half of it)."""
     path = index_dir / SERVER_FILE
+    from clipsearch.store.storage import publishing  # only servers write: readers stay light
+
     tmp = index_dir / f".{SERVER_FILE}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with publishing(tmp, path):
         tmp.write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipsearch.ingest.fingerprint import SIZE as FINGERPRINT_BYTES
-from clipsearch.store.storage import publish
+from clipsearch.store.storage import publishing
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
@@ -135,9 +135,8 @@ def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     """Write ``table`` to a new, uniquely named Parquet file, atomically; return its path."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
-    tmp = directory / f".{path.name}.tmp"
-    pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-    publish(tmp, path)
+    with publishing(directory / f".{path.name}.tmp", path) as tmp:
+        pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path
 
 

@@ -8,7 +8,6 @@ Staging is tied to the snapshot and model it was made for; anything else is disc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.store.catalog import write_table
-from clipsearch.store.storage import write_failure
+from clipsearch.store.storage import publishing, write_failure
 
 STAGING_DIR = "staging"
 _STATE_NAME = "state.json"
@@ -71,13 +70,8 @@ class Staging:
     def _write_state(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"  # one per torchrun rank
-        try:
+        with publishing(tmp, self.directory / _STATE_NAME):
             tmp.write_text(json.dumps(self.state), encoding="utf-8")
-            os.replace(tmp, self.directory / _STATE_NAME)
-        except OSError:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
         self.wrote_state = True
 
     def tables(self) -> Iterator[pa.Table]:

@@ -102,17 +102,25 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
     fsync_dir(Path(path).parent)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON; durable once this returns, never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
+@contextmanager
+def publishing(tmp: str | os.PathLike, path: str | os.PathLike) -> Iterator[Path]:
+    """Write ``tmp`` in the block; then it replaces ``path`` (``publish``). If the writing or
+    the publishing fails (a full disk), ``tmp`` is removed: nothing half-written is left."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, ensure_ascii=False)
+        yield Path(tmp)
         publish(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.remove(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Replace ``path`` with ``data`` as JSON; durable once this returns, never half-written."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    # The file closes (the inner context) before publishing puts it in place.
+    with publishing(tmp, path), open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, ensure_ascii=False)
 
 
 # What a failed write into an index most likely met, in the words of os.strerror.

@@ -13,7 +13,6 @@ incremental removal need.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import math
@@ -26,7 +25,7 @@ import faiss
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.storage import publish, write_failure
+from clipsearch.store.storage import publishing, write_failure
 
 logger = logging.getLogger(__name__)
 
@@ -546,11 +545,9 @@ def save(index: faiss.Index, path: str | os.PathLike) -> None:
     path = os.fspath(path)
     tmp = path + ".tmp"
     try:
-        faiss.write_index(index, tmp)
-        publish(tmp, path)
+        with publishing(tmp, path):
+            faiss.write_index(index, tmp)
     except (OSError, RuntimeError) as e:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
         raise ClipsearchError(f"cannot write the vector index {path}: {write_failure(e)}") from e
 
 

@@ -175,7 +175,7 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
 
     from clipsearch.ingest.indexer import index_lock
     from clipsearch.query.snapshot import TAGS_NAME
-    from clipsearch.store.storage import publish, write_failure
+    from clipsearch.store.storage import publishing, write_failure
 
     table = pa.table(
         {
@@ -188,10 +188,9 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
     with index_lock(index_dir):
         tmp = index_dir / f".{TAGS_NAME}.tmp"
         try:
-            pq.write_table(table, tmp)
-            publish(tmp, path)
+            with publishing(tmp, path):
+                pq.write_table(table, tmp)
         except OSError as exc:  # a full disk, most likely
-            tmp.unlink(missing_ok=True)
             raise ClipsearchError(
                 f"cannot write the labels to {path}: {write_failure(exc)}; "
                 "the labels written before are unchanged"
