@@ -137,9 +137,7 @@ def embeddings(root: Path, index_dir: Path, spec: str) -> tuple[list[str], np.nd
     snapshot = Snapshot(index_dir)
     table = snapshot.table(["path", "embedding"])
     paths = [str(Path(p).relative_to(root)) for p in table.column("path").to_pylist()]
-    vectors = snapshot.embeddings_of(table)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    return paths, vectors, seconds
+    return paths, snapshot.embeddings_of(table), seconds  # unit rows
 
 
 def score(paths: list[str], vectors: np.ndarray, labels: dict[str, str]) -> dict:

@@ -9,15 +9,16 @@ against the catalog, so it must stay fast: one ``scandir`` per directory, one
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fnmatch import translate
+from pathlib import Path
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.store.storage import MANIFEST_NAME, read_json_object
 
 __all__ = ["IMAGE_EXTENSIONS", "FileEntry", "ScanOptions", "ScanProblem", "scan"]
 
@@ -215,14 +216,13 @@ def _is_an_index(folder: str, children: list[os.DirEntry[str]]) -> bool:
     """Whether a folder is a clipsearch index (``clipsearch index .`` puts one under the
     photos): its thumbnail cache is no photos to index."""
     names = {child.name for child in children}
-    if "manifest.json" not in names or "catalog" not in names:
+    if MANIFEST_NAME not in names or "catalog" not in names:
         return False
     try:
-        with open(os.path.join(folder, "manifest.json"), encoding="utf-8") as f:
-            manifest = json.load(f)
-    except (OSError, ValueError):
+        manifest = read_json_object(Path(folder, MANIFEST_NAME))
+    except ClipsearchError:  # unreadable or not JSON: not an index of ours
         return False
-    return isinstance(manifest, dict) and {"embedding_dim", "catalog"} <= manifest.keys()
+    return manifest is not None and {"embedding_dim", "catalog"} <= manifest.keys()
 
 
 def _list_dir(path: str, report: _Report) -> list[os.DirEntry[str]] | None:
