@@ -89,15 +89,12 @@ def run(typer_app: typer.Typer) -> None:
     except click_errors.ClickException as exc:
         print(f"error: {_usage_message(exc)}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except typer.Abort:
-        print("error: interrupted", file=sys.stderr)
-        sys.exit(130)
     except ClipsearchError as exc:
         flag = FLAGS.get(exc.parameter or "")
         message = " ".join(str(exc).split())
         print(f"error: {flag}: {message}" if flag else f"error: {message}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, typer.Abort):  # typer turns an EOF at a prompt into Abort
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
     except BrokenPipeError:  # `clipsearch query ... | head -1`: the reader has had enough

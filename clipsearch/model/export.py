@@ -59,18 +59,17 @@ def export_model(
     preprocess = _preprocess_config(model)
     tokenizer_cfg = _tokenizer_config(model)
     out_dir = out_dir.absolute()
+    work: Path | None = None
     try:
         work = _work_dir(out_dir)
-    except OSError as exc:
-        raise ClipsearchError(f"cannot write {out_dir}: {write_failure(exc)}") from None
-    try:
         _write_tokenizer(model, tokenizer_cfg, work)
         _export_graphs(model, work)
         _finish(work, out_dir, model.identity, model.logit_scale, preprocess, tokenizer_cfg)
-    except OSError as exc:  # a full disk, most likely
+    except OSError as exc:  # a folder it may not create, a full disk
         raise ClipsearchError(f"cannot write {out_dir}: {write_failure(exc)}") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        if work is not None:
+            shutil.rmtree(work, ignore_errors=True)
     return out_dir
 
 
