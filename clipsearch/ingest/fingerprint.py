@@ -22,11 +22,11 @@ if TYPE_CHECKING:
 SIDE = 8
 SIZE = SIDE * SIDE  # bytes
 # Root-mean-square difference of the two patterns, as a share of their contrast, up to which
-# two pictures show one photo: 99.7% of copies within it, dim and night shots included, the
-# closest two different photos 0.42 apart (benchmarks/RESULTS.md, "Duplicates").
+# two pictures show one photo: 99.6% of copies within it, dim and night shots included, the
+# closest two different photos 0.43 apart (benchmarks/RESULTS.md, "Duplicates").
 MAX_DIFFERENCE = 0.36
 # Contrast, in grey levels, below which a picture counts as this flat: a blank frame's few
-# levels of noise are not a pattern to be magnified (night shots measured 0.8 to 8).
+# levels of noise are not a pattern to be magnified (night shots measured: median 2.7).
 MIN_CONTRAST = 2.0
 
 
