@@ -159,16 +159,19 @@ class Readers:
                 self.failed("cli", result.stderr.strip())
 
     def http(self) -> None:
-        url = None
+        url = token = None
         while url is None and not self.stop.is_set():  # server.json appears once it listens
             try:
-                url = json.loads((self.index_dir / "server.json").read_text())["url"]
+                announced = json.loads((self.index_dir / "server.json").read_text())
+                url, token = announced["url"], announced["token"]
             except (OSError, ValueError, KeyError):
                 time.sleep(0.2)
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        signed_in = {"Authorization": f"Bearer {token}"}
         while not self.stop.is_set():
+            request = urllib.request.Request(f"{url}/api/search?q=a+photo&k=3", headers=signed_in)
             try:
-                with opener.open(f"{url}/api/search?q=a+photo&k=3", timeout=30) as response:
+                with opener.open(request, timeout=30) as response:
                     json.loads(response.read())
                 self.queries["serve"] += 1
             except Exception as exc:

@@ -49,7 +49,11 @@ ADJECTIVES, NOUNS = (group.split() for group in WORDS)
 # -- the server ------------------------------------------------------------------------------------
 
 
-def start_server(index_dir: Path, timeout: float = 120.0) -> tuple[subprocess.Popen, str]:
+def start_server(
+    index_dir: Path, timeout: float = 120.0
+) -> tuple[subprocess.Popen, str, dict[str, str]]:
+    """The server process, its URL and the headers that sign a request in (its token, read
+    from server.json; none from a clipsearch older than tokens)."""
     from clipsearch.cli.main import app
 
     if any(c.name == "serve" for c in app.registered_commands):
@@ -63,7 +67,8 @@ def start_server(index_dir: Path, timeout: float = 120.0) -> tuple[subprocess.Po
     while time.monotonic() < deadline and process.poll() is None:
         info = read_info(index_dir)
         if info is not None and info.pid == process.pid:
-            return process, info.url
+            token = getattr(info, "token", None)
+            return process, info.url, {"Authorization": f"Bearer {token}"} if token else {}
         time.sleep(0.1)
     process.kill()
     raise SystemExit(f"the server did not start: {process.communicate()[1]}")
@@ -110,15 +115,15 @@ def request_path(mode: str, rng: random.Random, n: int) -> str:
     return "/api/search?" + urlencode({"q": text, "k": 10})
 
 
-def client(url: str, mode: str, n: int, seed: int, start: float, warm_until: float, end: float,
-           phase: Phase, lock: threading.Lock) -> None:  # fmt: skip
+def client(url: str, headers: dict[str, str], mode: str, n: int, seed: int, start: float,
+           warm_until: float, end: float, phase: Phase, lock: threading.Lock) -> None:  # fmt: skip
     parts = urlsplit(url)
     rng = random.Random(seed)
     connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     while (now := time.perf_counter()) < end:
         path = request_path(mode, rng, n)
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=headers)
             response = connection.getresponse()
             body = response.read()
             ok = response.status == 200 and len(json.loads(body)["hits"]) == 10
@@ -138,14 +143,23 @@ def client(url: str, mode: str, n: int, seed: int, start: float, warm_until: flo
 
 
 def run_phase(
-    url: str, mode: str, n: int, clients: int, warmup: float, seconds: float, pid: int
+    url: str,
+    headers: dict[str, str],
+    mode: str,
+    n: int,
+    clients: int,
+    warmup: float,
+    seconds: float,
+    pid: int,
 ) -> Phase:
     phase = Phase(clients)
     lock = threading.Lock()
     start = time.perf_counter()
     warm_until, end = start + warmup, start + warmup + seconds
     threads = [
-        threading.Thread(target=client, args=(url, mode, n, i, start, warm_until, end, phase, lock))
+        threading.Thread(
+            target=client, args=(url, headers, mode, n, i, start, warm_until, end, phase, lock)
+        )
         for i in range(clients)
     ]
     for thread in threads:
@@ -175,10 +189,12 @@ def main() -> None:
 
     index_dir = args.index or Path(tempfile.mkdtemp(prefix="clipsearch-serve-load-")) / "index"
     make_index(index_dir, args.n)
-    process, url = start_server(index_dir)
+    process, url, headers = start_server(index_dir)
     try:
         phases = [
-            run_phase(url, args.mode, args.n, clients, args.warmup, args.seconds, process.pid)
+            run_phase(
+                url, headers, args.mode, args.n, clients, args.warmup, args.seconds, process.pid
+            )
             for clients in args.clients
         ]
     finally:

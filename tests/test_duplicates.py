@@ -23,6 +23,7 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.ingest import fingerprint
 from clipsearch.ingest.indexer import IndexOptions, update_index
 from clipsearch.query import duplicates
+from clipsearch.server.auth import bearer_header, login_url
 from clipsearch.store.vectors import VectorIndexConfig
 
 from .conftest import (
@@ -222,7 +223,9 @@ def test_a_server_opens_an_index_from_before_fingerprints(index_dir, library, tm
     from clipsearch.server.config import ServerConfig
 
     older = _from_before_fingerprints(index_dir, tmp_path)
-    with TestClient(create_app(ServerConfig(older)), base_url="http://127.0.0.1") as client:
+    config = ServerConfig(older)
+    signed_in = bearer_header(config.token)
+    with TestClient(create_app(config), base_url="http://127.0.0.1", headers=signed_in) as client:
         hits = client.get("/api/search", params={"q": "a photo of a cat", "k": 3}).json()["hits"]
         assert len(hits) == 3
         assert client.get("/api/duplicates").json()["groups_total"] == 2
@@ -325,8 +328,9 @@ def test_the_api_answers_groups_with_image_urls(index_dir):
     from clipsearch.server.app import create_app
     from clipsearch.server.config import ServerConfig
 
-    app = create_app(ServerConfig(index_dir, warm_up=False))
-    with TestClient(app, base_url="http://127.0.0.1") as client:
+    config = ServerConfig(index_dir, warm_up=False)
+    signed_in = bearer_header(config.token)
+    with TestClient(create_app(config), base_url="http://127.0.0.1", headers=signed_in) as client:
         answer = client.get("/api/duplicates").json()
         assert answer["groups_total"] == 2 and answer["threshold"] == 0.9
         cat = answer["groups"][0]
@@ -376,7 +380,7 @@ def test_the_duplicates_page_in_headless_chromium(index_dir, tmp_path):
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.on("console", lambda m: m.type == "error" and problems.append(m.text))
                 page.on("pageerror", lambda e: problems.append(str(e)))
-                page.goto(f"{info.url}/")
+                page.goto(login_url(info.url, info.token))
                 page.click("text=Duplicates")
                 wait_js(page, "() => document.querySelectorAll('.group').length === 2")
                 wait_js(page, LOADED)

@@ -239,12 +239,13 @@ def test_add_modify_delete_move_between_runs(photos, tmp_path, monkeypatch):
     assert manifest.counts["images"] == 4 and manifest.snapshot == 2
     index = vectors.load(index_dir / manifest.vector_index["file"])
     assert index.ntotal == 4
-    # catalog/ holds the live parts and, for readers of the snapshot before, the parts the
-    # commit replaced (retired), nothing else
+    # catalog/ holds the live parts, nothing else; the parts the commit replaced wait for
+    # readers of the snapshot before in retired/catalog/
     live = {Path(p).name for p in manifest.catalog}
     retired = {Path(p).name for p in manifest.retired if p.startswith("catalog/")}
     assert retired and not live & retired
-    assert {p.name for p in (index_dir / "catalog").iterdir()} == live | retired
+    assert {p.name for p in (index_dir / "catalog").iterdir()} == live
+    assert {p.name for p in (index_dir / "retired" / "catalog").iterdir()} == retired
 
 
 def test_nothing_changed_loads_no_model(photos, tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """Direct tests of three small owners of the index format: the manifest (what a snapshot
-is), staging (rows waiting for a commit) and the server's `where` check (what SQL a client
-may send). Each is also exercised end to end elsewhere; these pin their own contracts."""
+is), staging (rows waiting for a commit) and the `where` check (what SQL a filter may be,
+locally and over HTTP). Each is also exercised end to end elsewhere; these pin their own
+contracts."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.query.filters import check_filter
 from clipsearch.store import catalog
 from clipsearch.store.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
 from clipsearch.store.staging import Staging
@@ -87,20 +89,17 @@ def test_staged_rows_survive_for_the_same_snapshot_and_model_only(tmp_path, caps
     assert "another model" in capsys.readouterr().err
 
 
-# -- the server's where check -----------------------------------------------------------------
+# -- the where check -------------------------------------------------------------------------
 
 
 def test_where_takes_predicates_over_columns_and_functions_that_read_nothing():
-    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
-    from clipsearch.server.where import check_where
-
     for where in (
         "width > 1000 AND format = 'JPEG'",
         "path LIKE '/photos/2024/%' OR lower(path) LIKE '%.png'",
         "taken_at BETWEEN '2020-01-01' AND '2021-01-01'",
         "label IN ('cat', 'dog') AND label_probability > 0.5",
     ):
-        assert check_where(where) == where
+        assert check_filter(where) == where
 
 
 @pytest.mark.parametrize(
@@ -115,9 +114,6 @@ def test_where_takes_predicates_over_columns_and_functions_that_read_nothing():
     ],
 )
 def test_where_refuses_anything_else_in_one_line(where, fragment):
-    pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
-    from clipsearch.server.where import check_where
-
     with pytest.raises(ClipsearchError, match=fragment) as refused:
-        check_where(where)
+        check_filter(where)
     assert "\n" not in str(refused.value)

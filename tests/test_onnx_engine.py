@@ -306,7 +306,11 @@ def test_serve_runs_without_torch(tiny_dir, tmp_path):
     try:
         info = wait_for_server(index_dir, server)
         assert info is not None, "the server did not start"
-        with urllib.request.urlopen(f"{info.url}/api/search?q=a+red+photo&k=2") as response:
+        signed_in = {"Authorization": f"Bearer {info.token}"}
+        request = urllib.request.Request(
+            f"{info.url}/api/search?q=a+red+photo&k=2", headers=signed_in
+        )
+        with urllib.request.urlopen(request) as response:
             assert len(json.loads(response.read())["hits"]) == 2
     finally:
         server.send_signal(signal.SIGTERM)

@@ -208,6 +208,7 @@ def test_cli_negative_terms(index_dir):
         (["query", "--image", "{missing}/q.jpg", "--index", "{index}"], "cannot read image"),
         (["query", "x", "--where", "width >", "--index", "{index}"], "--where: invalid filter"),
         (["query", "--like", "424242", "--index", "{index}"], "--like: no image with id 424242"),
+        (["query", "--like", str(2**64), "--index", "{index}"], f"no image with id {2**64}"),
         (
             ["classify", "--index", "{index}", "--labels", "a,b", "--templates", "{latin1}"],
             "--templates: cannot read templates file",

@@ -19,6 +19,7 @@ except (ImportError, RuntimeError) as exc:  # Starlette's TestClient needs httpx
     pytest.skip(f"FastAPI's TestClient is unavailable: {exc}", allow_module_level=True)
 
 from clipsearch.server.app import create_app
+from clipsearch.server.auth import bearer_header
 from clipsearch.server.config import ServerConfig
 from clipsearch.server.engine import Engine
 
@@ -50,9 +51,11 @@ def engine(index_dir) -> Engine:
     return engine
 
 
-def make_client(engine: Engine, **options) -> TestClient:
+def make_client(engine: Engine, signed_in: bool = True, **options) -> TestClient:
+    """A client of a new app over ``engine``; it sends the app's token unless not signed in."""
     config = ServerConfig(engine.index_dir, warm_up=False, **options)
-    return TestClient(create_app(config, engine), base_url=BASE)
+    headers = bearer_header(config.token) if signed_in else {}
+    return TestClient(create_app(config, engine), base_url=BASE, headers=headers)
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +173,7 @@ def test_k_beyond_the_index_returns_everything(client):
         ({"q": "x", "columns": "embedding"}, 400, "unknown catalog column(s) embedding"),
         ({"like": 987654}, 404, "no image with id 987654"),
         ({"like": "../etc/passwd"}, 422, "like"),
+        ({"like": 2**64}, 422, "like"),  # beyond int64: no id, and no 500
         ({"q": ["beach", "-beach"]}, 400, "cancel each other out"),
     ],
 )
@@ -237,6 +241,7 @@ def test_image_info_has_catalog_columns_but_no_embedding(client, photos):
     assert info["columns"]["width"] == 114 and info["columns"]["format"] == "PNG"
     assert info["columns"]["indexed_at"].endswith("Z") and "embedding" not in info["columns"]
     assert_json_error(client.get("/api/images/424242"), 404, "no image with id 424242")
+    assert_json_error(client.get(f"/api/images/{2**64}"), 422, "image_id")
 
 
 def test_thumbnails_are_jpeg_cached_on_disk_with_cache_headers(client, index_dir):
@@ -422,8 +427,11 @@ def test_foreign_host_headers_and_cross_origin_reads_are_refused(client, engine)
 
 
 def test_an_unexpected_error_is_a_bare_500(engine, monkeypatch):
-    app = create_app(ServerConfig(engine.index_dir, warm_up=False), engine)
-    broken = TestClient(app, base_url=BASE, raise_server_exceptions=False)
+    config = ServerConfig(engine.index_dir, warm_up=False)
+    app = create_app(config, engine)
+    broken = TestClient(
+        app, base_url=BASE, raise_server_exceptions=False, headers=bearer_header(config.token)
+    )
 
     def fail(*args, **kwargs):
         raise RuntimeError("secret internals")
@@ -507,3 +515,95 @@ def test_serve_help_loads_no_heavy_module():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "--host" in result.stdout and "HEAVY []" in result.stdout
+
+
+# -- who may call it ------------------------------------------------------------------------
+
+
+def every_door(image_id: int, upload: bytes) -> list[tuple[str, str, dict]]:
+    """One request to each kind of route: searches, images, uploads, classify, the pages."""
+    png = {"image": ("q.png", upload, "image/png")}
+    return [
+        ("GET", "/api/health", {}),
+        ("GET", "/api/info", {}),
+        ("GET", "/api/search", {"params": {"q": "red", "k": 3}}),
+        ("POST", "/api/search", {"data": {"k": "3"}, "files": png}),
+        ("GET", f"/api/images/{image_id}", {}),
+        ("GET", f"/api/images/{image_id}/thumbnail", {}),
+        ("GET", f"/api/images/{image_id}/file", {}),
+        ("GET", "/api/classify", {"params": {"like": image_id, "labels": "red,blue"}}),
+        ("POST", "/api/classify", {"data": {"labels": "red,blue"}, "files": png}),
+        ("GET", "/api/duplicates", {}),
+        ("GET", "/api/texts", {}),
+        ("GET", "/", {}),
+        ("GET", "/duplicates", {}),
+        ("GET", "/docs", {}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/static/app.js", {}),
+    ]
+
+
+def test_without_the_token_no_route_answers(client, engine, photos):
+    red = photos / "red" / "red 0.png"
+    image_id = id_of(client, red)
+    doors = every_door(image_id, red.read_bytes())
+    # The control: the signed-in client gets through every door.
+    for method, path, options in doors:
+        answer = client.request(method, path, **options)
+        assert answer.status_code == 200, (method, path, answer.text)
+    outsider = make_client(engine, signed_in=False)
+    wrong = {"authorization": "Bearer " + "x" * 43}
+    for headers in ({}, wrong, {"authorization": "Basic dXNlcjpwYXNz"}):
+        for method, path, options in doors:
+            answer = outsider.request(method, path, headers=headers, **options)
+            body = assert_json_error(answer, 401, "needs its token")
+            assert answer.headers["www-authenticate"].startswith("Bearer")
+            assert set(body) == {"error", "status"}  # no path, no score, no pixel
+            assert str(photos) not in answer.text
+
+
+def test_the_token_in_a_url_only_logs_a_browser_in(engine):
+    config = ServerConfig(engine.index_dir, warm_up=False)
+    browser = TestClient(create_app(config, engine), base_url=BASE, follow_redirects=False)
+    # An API call with ?token= is refused: tokens in URLs end up in logs and histories.
+    refused = browser.get("/api/search", params={"q": "red", "token": config.token})
+    assert_json_error(refused, 401)
+    assert_json_error(browser.get("/", params={"token": "y" * 43}), 401)  # a wrong one
+    login = browser.get("/duplicates", params={"token": config.token, "where": "width > 1"})
+    assert login.status_code == 303
+    assert login.headers["location"] == "/duplicates?where=width+%3E+1"  # without the token
+    cookie = login.headers["set-cookie"]
+    assert cookie.startswith(f"clipsearch-token-80={config.token};")
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    # The browser keeps the cookie (httpx's jar, as a browser's): pages and the API answer.
+    assert browser.get("/duplicates").status_code == 200
+    assert hits(browser.get("/api/search", params={"q": "red", "k": 2}))
+    # A cookie of another port (another server on this machine) is not this server's.
+    stranger = TestClient(create_app(config, engine), base_url=BASE)
+    stranger.cookies.set("clipsearch-token-8001", config.token)
+    assert_json_error(stranger.get("/api/info"), 401)
+
+
+def test_a_token_can_be_given_and_auth_turned_off_by_name(engine):
+    given = "a-token-of-the-users-own-choosing"
+    chosen = TestClient(
+        create_app(ServerConfig(engine.index_dir, warm_up=False, token=given), engine),
+        base_url=BASE,
+    )
+    assert chosen.get("/api/info", headers=bearer_header(given)).status_code == 200
+    assert_json_error(chosen.get("/api/info"), 401)
+    open_door = make_client(engine, signed_in=False, require_token=False)
+    assert open_door.get("/api/info").status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [("short", "at least 16 characters"), ("a token with spaces!!", "only letters")],
+)
+def test_a_bad_token_is_one_line(token, fragment, tmp_path):
+    from .conftest import run_cli
+
+    result = run_cli("serve", "--index", str(tmp_path / "none"), "--token", token)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --token:") and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -48,7 +48,8 @@ def test_a_commit_keeps_the_files_of_the_snapshot_before_for_its_readers(tmp_pat
     assert first.files() - second.files()  # the commit replaced files...
     assert set(second.retired) == first.files() - second.files()
     for name in first.files():  # ...and left them for readers of the first snapshot
-        assert (index_dir / name).is_file()
+        assert (index_dir / name).is_file() != (name in second.retired)
+        assert (index_dir / "retired" / name).is_file() == (name in second.retired)
     query = np.ones(128, np.float32)
     assert len(reader.search(query, k=20)) == 6  # the old snapshot, whole
     assert reader.refresh() and len(reader.search(query, k=20)) == 10
@@ -62,9 +63,9 @@ def test_a_commit_keeps_the_files_of_the_snapshot_before_for_its_readers(tmp_pat
     expired = first.files() - second.files()  # retired by the second commit, long enough
     assert not third.retired.keys() & expired
     for name in expired:
-        assert not (index_dir / name).exists()
+        assert not (index_dir / name).exists() and not (index_dir / "retired" / name).exists()
     for name in third.retired:  # what the third commit replaced waits its grace period
-        assert (index_dir / name).is_file()
+        assert (index_dir / "retired" / name).is_file()
     assert len(stale.search(query, k=20)) == 9
 
 

@@ -176,7 +176,8 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monke
     # The old files are retired, as an image index's are: kept for readers of the snapshot
     # before until the grace period ends (storage.RETIRED_GRACE_SECONDS).
     assert set(reopened.manifest.retired) == old_files
-    assert old_files <= {p.name for p in directory.iterdir()}
+    assert old_files <= {p.name for p in (directory / "retired").iterdir()}
+    assert not old_files & {p.name for p in directory.iterdir()}
     # The collection opened before the rebuild still answers from its own snapshot.
     assert first.search(tiny_model.embed_texts(["the open sea"]), 1)[0][0].text == "the open sea"
 
@@ -190,7 +191,7 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monke
     # Past the grace period, the next build deletes them.
     monkeypatch.setattr(storage, "RETIRED_GRACE_SECONDS", 0)
     TextCollection.build(replacement, directory, tiny_model)
-    assert not old_files & {p.name for p in directory.iterdir()}
+    assert not old_files & {p.name for p in (directory / "retired").iterdir()}
 
 
 def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_model):

@@ -124,11 +124,13 @@ def _error_list(index_dir: Path) -> list[dict[str, str]]:
     import pyarrow.parquet as pq
 
     from clipsearch.store.manifest import read_manifest
+    from clipsearch.store.storage import snapshot_path
 
     manifest = read_manifest(index_dir)
     if manifest is None or not manifest.errors:
         return []
-    table = pq.read_table(index_dir / manifest.errors, columns=["path", "reason"])
+    # Retired by another writer's commit since this run's: it is then in retired/.
+    table = pq.read_table(snapshot_path(index_dir, manifest.errors), columns=["path", "reason"])
     return table.to_pylist()
 
 

@@ -155,6 +155,7 @@ FLAGS = {
     "k": "-k",
     "like": "--like",
     "threshold": "--threshold",
+    "token": "--token",
 }
 
 # What a lean install (no extras) lacks, and the extra that brings it.

@@ -96,6 +96,32 @@ IndexOpt = Annotated[
     ),
 ]
 
+
+def _server_token(value: str | None) -> str | None:
+    from clipsearch.server.auth import check_token
+
+    if value is None:
+        return None
+    try:
+        return check_token(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="CLIPSEARCH_TOKEN",
+        callback=_server_token,
+        help=(
+            "The server's secret, which every request must carry. Prefer $CLIPSEARCH_TOKEN: "
+            "other users of the machine can read command lines."
+        ),
+        show_default=False,
+    ),
+]
+
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 
 

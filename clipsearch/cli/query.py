@@ -9,7 +9,15 @@ from typing import Annotated, Any
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import (
+    CacheDirOpt,
+    DeviceOpt,
+    EngineOpt,
+    IndexOpt,
+    JsonOpt,
+    ModelOpt,
+    TokenOpt,
+)
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import DEFAULT_WARM_SECONDS, INDEX_ENV, WARM_ENV, resolve_index_dir
 
@@ -105,6 +113,7 @@ def query(
             show_default=False,
         ),
     ] = None,
+    token: TokenOpt = None,
     local: Annotated[
         bool, typer.Option("--local", help="Search in this process even if a server runs.")
     ] = False,
@@ -134,7 +143,7 @@ def query(
     rows = None
     if not local:
         rows = _via_server(
-            server, index, model, terms, image or [], like or [], k, where, wanted, min_score
+            server, token, index, model, terms, image or [], like or [], k, where, wanted, min_score
         )
     searched_here = rows is None
     if rows is None:
@@ -165,6 +174,7 @@ def query(
 
 def _via_server(
     url: str | None,
+    token: str | None,
     index: str | None,
     model: str | None,
     terms: list[str],
@@ -185,7 +195,7 @@ def _via_server(
     if k < 1 or not (terms or images or like):
         return None
     index_given = index is not None or bool(os.environ.get(INDEX_ENV))
-    client = find_server(resolve_index_dir(index), url, index_given)
+    client = find_server(resolve_index_dir(index), url, index_given, token)
     if client is None:
         return None
     if model is not None:

@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, ModelOpt, parse_size
+from clipsearch.cli.options import (
+    CacheDirOpt,
+    DeviceOpt,
+    EngineOpt,
+    IndexOpt,
+    ModelOpt,
+    TokenOpt,
+    parse_size,
+)
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.config import DEFAULT_HOST, DEFAULT_MAX_PIXELS, DEFAULT_PORT
 from clipsearch.settings import resolve_index_dir
@@ -19,8 +27,8 @@ def serve(
     host: Annotated[
         str,
         typer.Option(
-            help="Address to listen on. Anything but loopback lets other machines search "
-            "the index and read its images.",
+            help="Address to listen on. Anything but loopback lets other machines reach the "
+            "server (they still need its token).",
         ),
     ] = DEFAULT_HOST,
     port: Annotated[
@@ -73,6 +81,16 @@ def serve(
         ),
     ] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    token: TokenOpt = None,
+    no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--no-auth",
+            help="Answer every request without a token: anyone who can reach the port "
+            "searches the index and reads its photos (every account on this machine, and "
+            "the network beyond loopback).",
+        ),
+    ] = False,
     idle_exit: Annotated[
         float,
         typer.Option(
@@ -84,10 +102,14 @@ def serve(
 ) -> None:
     """Serve the index over HTTP: the search page at /, the JSON API at /api (docs at /docs).
 
-    The model stays loaded, so a query answers in milliseconds; `clipsearch query` uses the
-    server when one runs for the same index. New snapshots written by `clipsearch index`
-    are picked up without a restart.
+    Only the holder of the server's token gets in: it prints a link for the browser
+    (/?token=...), scripts send 'Authorization: Bearer TOKEN', and `clipsearch query` reads
+    it from INDEX/server.json (the owner's alone). A new random token each start, unless
+    --token or $CLIPSEARCH_TOKEN gives one. The model stays loaded, so a query answers in
+    milliseconds; `clipsearch query` uses the server when one runs for the same index. New
+    snapshots written by `clipsearch index` are picked up without a restart.
     """
+    from clipsearch.server.auth import login_url, new_token
     from clipsearch.server.config import ServerConfig, allowed_hosts_for, is_loopback
     from clipsearch.server.runner import serve as run_server
 
@@ -99,10 +121,14 @@ def serve(
             f"clipsearch serve needs the 'serve' extra ({exc.name} is missing): "
             "pip install 'clipsearch[serve]'"
         ) from None
-    if not is_loopback(host):
+    if no_auth:
+        who = (
+            "every account on this machine"
+            if is_loopback(host)
+            else f"anyone who can reach {host} over the network"
+        )
         print(
-            f"warning: listening on {host}: anyone who can reach this machine can search "
-            "the index and read its images",
+            f"warning: --no-auth: {who} can search the index and read its photos",
             file=sys.stderr,
         )
     config = ServerConfig(
@@ -120,9 +146,12 @@ def serve(
         text_collections=tuple(p.expanduser().absolute() for p in texts or ()),
         threads=threads,
         idle_exit=idle_exit,
+        token=token or new_token(),
+        require_token=not no_auth,
     )
 
     def announce(url: str) -> None:
-        print(f"clipsearch: serving {config.index_dir} at {url}/ (Ctrl-C stops)", file=sys.stderr)
+        link = login_url(url, config.token) if config.require_token else f"{url}/"
+        print(f"clipsearch: serving {config.index_dir} at {link} (Ctrl-C stops)", file=sys.stderr)
 
     run_server(config, host, port, log_level=log_level, announce=announce)

@@ -6,6 +6,7 @@ run; readers never need it, because they only follow the committed manifest.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Sequence
@@ -28,7 +29,7 @@ from clipsearch.ingest.distributed import Group
 from clipsearch.ingest.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.model.spec import parse_spec
 from clipsearch.settings import default_model_spec
-from clipsearch.store import catalog, vectors
+from clipsearch.store import access, catalog, vectors
 from clipsearch.store.manifest import Manifest, read_manifest, utc_now
 from clipsearch.store.staging import STAGING_DIR, Staging
 from clipsearch.store.storage import (
@@ -213,6 +214,10 @@ class _Run:
         try:
             manifest = self._commit(plan, staging, errors)
         except (OSError, ClipsearchError) as exc:  # a full disk, most likely
+            # What the failed commit wrote is no snapshot's: out of the index's folders now,
+            # not at the next run (by the manifest on disk, should the commit have landed).
+            with contextlib.suppress(OSError, ClipsearchError):
+                remove_unreferenced_files(self.index_dir, read_manifest(self.index_dir))
             detail = write_failure(exc) if isinstance(exc, OSError) else str(exc)
             before = self.manifest.snapshot if self.manifest else 0
             raise ClipsearchError(
@@ -468,9 +473,7 @@ class _Run:
         return save_vectors(self.index_dir, index, snapshot), info
 
     def _dir(self, name: str) -> Path:
-        directory = self.index_dir / name
-        directory.mkdir(parents=True, exist_ok=True)
-        return directory
+        return access.make_dir(self.index_dir / name)
 
     def _relative(self, path: Path) -> str:
         return path.relative_to(self.index_dir).as_posix()
@@ -550,15 +553,16 @@ def catalog_vectors(index_dir: Path, parts: list[str], dim: int) -> vectors.Vect
 def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:
     """Write the vector index of ``snapshot``; its path relative to the index, as the
     manifest names it."""
-    directory = index_dir / VECTORS_DIR
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = access.make_dir(index_dir / VECTORS_DIR)
     vectors.save(index, directory / f"index-{snapshot:06d}.faiss")
     return f"{VECTORS_DIR}/index-{snapshot:06d}.faiss"
 
 
 def remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
-    """Delete parts, vector and error files that neither the committed snapshot nor a
-    recently replaced one names (``storage.remove_unreferenced``)."""
+    """Bring the index's folders in line with the committed snapshot before a writer reads
+    or writes anything, and after its commit (``storage.remove_unreferenced``): files it names
+    back from retired/ (a writer died mid-commit), parts, vector and error files it does not
+    name deleted, retired files deleted once their grace has passed."""
     folders = (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)
     candidates = [
         f"{folder}/{path.name}"

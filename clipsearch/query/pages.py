@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.decode import DecodeError, load_image
+from clipsearch.store.access import write_owner_only
 from clipsearch.store.storage import write_failure
 
 if TYPE_CHECKING:
@@ -142,9 +143,10 @@ def write_duplicates_page(out: Path, groups: Sequence[DuplicateGroup], threshold
 
 
 def write_page(out: Path, text: str) -> Path:
+    """Write a page; it inlines small copies of the photos, so it is its owner's alone."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text, encoding="utf-8")
+        write_owner_only(out, text.encode("utf-8"))
     except OSError as exc:
         raise ClipsearchError(f"cannot write the page {out}: {write_failure(exc)}") from None
     return out

@@ -283,6 +283,10 @@ def _indexed_id(snapshot: Snapshot, path: str | os.PathLike) -> int | None:
 
 def _stored_embeddings(snapshot: Snapshot, ids: list[int]) -> np.ndarray:
     """The stored embeddings of indexed images, in the order asked (repeats allowed)."""
+    int64 = np.iinfo(np.int64)
+    beyond = [i for i in ids if not int64.min <= i <= int64.max]  # no catalog id is
+    if beyond:
+        raise NotFound(f"no image with id {beyond[0]} in the index", parameter="like")
     found_ids, found = snapshot.embeddings(ids)
     by_id = dict(zip(found_ids.tolist(), found, strict=True))
     missing = [i for i in ids if i not in by_id]

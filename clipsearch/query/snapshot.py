@@ -23,6 +23,7 @@ import numpy as np
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.store.manifest import Manifest, read_manifest
+from clipsearch.store.storage import snapshot_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -32,7 +33,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 _KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matching rows)
 TAGS_NAME = "tags.parquet"  # zero-shot labels stored by classify.write_tags
-_RETRIES = 3
+# Reads of a file that moved or went: one more look for this snapshot's files (a commit moved
+# them into retired/), then two tries on the newest snapshot.
+_RETRIES = 4
 _ZONED = "TIMESTAMP WITH TIME ZONE"
 # Per-image arrays in the catalog: read by embedding and duplicate code, not rows to show.
 ARRAY_COLUMNS = ("embedding", "fingerprint")
@@ -49,7 +52,8 @@ class RowSource(Protocol):
         ...
 
     def matching_ids(self, where: str) -> np.ndarray:
-        """Ids of the rows that satisfy a SQL predicate (a ClipsearchError when invalid)."""
+        """Ids of the rows that satisfy a SQL predicate, run only once ``filters`` accepts
+        it (a ClipsearchError when refused or invalid)."""
         ...
 
 
@@ -91,7 +95,7 @@ class Snapshot:
         from clipsearch.store import vectors
 
         def read() -> Any:
-            path = self.index_dir / self.manifest.vector_index["file"]
+            path = snapshot_path(self.index_dir, self.manifest.vector_index["file"])
             if not path.is_file():
                 raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
             # IVF indexes are mapped, not read: a query touches a few of their lists. Flat ones
@@ -101,6 +105,8 @@ class Snapshot:
             try:
                 return vectors.load(path, mmap=mapped)
             except ClipsearchError:
+                if not path.is_file():  # moved into retired/ by a commit since: look again
+                    raise FileNotFoundError(path) from None
                 name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
 
@@ -121,7 +127,9 @@ class Snapshot:
         import duckdb  # ~45 ms: reads that need no SQL (classify, embeddings) skip it
 
         connection = duckdb.connect()
-        parts = [str(self.index_dir / p) for p in self.manifest.catalog]
+        # Where each part is now: a part a commit retired since is in retired/ (its path is
+        # fixed in the view: if it moves later, _read looks again).
+        parts = [str(snapshot_path(self.index_dir, p)) for p in self.manifest.catalog]
         if parts:
             files = ", ".join(_quote(p) for p in parts)
             # By name: parts written before a column was added (the fingerprint) lack it.
@@ -147,6 +155,19 @@ class Snapshot:
             return result.fetchnumpy() if numpy else result.fetchall()
         except duckdb.Error as exc:
             raise self._file_error(exc) or exc from None
+
+    def arrow(self, query: str) -> Any:
+        """A query over the catalog view as a pyarrow table (a server's rows in memory);
+        retried on the newest snapshot if a commit moved a part meanwhile."""
+        import duckdb
+
+        def read() -> Any:
+            try:
+                return self.db.sql(query).to_arrow_table()
+            except duckdb.Error as exc:
+                raise self._file_error(exc) or exc from None
+
+        return self._read(read)
 
     def _file_error(self, exc: Exception) -> Exception | None:
         """What a DuckDB error about one of this index's files means, or None if it is not."""
@@ -222,17 +243,26 @@ class Snapshot:
 
         A snapshot never changes, so the answer is kept for the next query with the same
         filter (a page of results, "more like this" within a folder): at 10M rows the scan
-        takes a tenth of a second, the search after it a few milliseconds."""
+        takes a tenth of a second, the search after it a few milliseconds.
+
+        DuckDB runs only a filter ``filters`` accepts (one predicate, nothing that reads or
+        writes files): a ClipsearchError names what it refuses."""
         import duckdb
+
+        from clipsearch.query.filters import filter_query
 
         if where in self._matching:
             return self._matching[where]
         if self.row_source is not None:
-            ids = self.row_source.matching_ids(where)
+            ids = self.row_source.matching_ids(where)  # checked there (server.rows)
         else:
-            query = f"SELECT id FROM catalog WHERE {where}"
+
+            def read() -> Any:
+                # Parsed by the snapshot's own DuckDB: starting another costs 15 ms.
+                return self._sql(filter_query(where, self.db), numpy=True)
+
             try:
-                result = self._read(lambda: self._sql(query, numpy=True))
+                result = self._read(read)
             except duckdb.Error as exc:  # damage to a file is not the filter's fault: see _sql
                 raise invalid_filter(where, exc, self._read(lambda: self._types)) from None
             ids = np.asarray(result["id"], dtype=np.int64)
@@ -311,7 +341,10 @@ class Snapshot:
             )
 
     def _read(self, read: Callable[[], T]) -> T:
-        """Run a read; if a concurrent commit removed a part meanwhile, reopen and retry."""
+        """Run a read; if a file it needs is not where it was looked for, look again: first
+        for this snapshot's files (a commit meanwhile moved them into retired/, and DuckDB's
+        view names the paths they had), then, once they are gone (deleted after their grace
+        period), in the newest snapshot."""
         for attempt in range(_RETRIES):
             try:
                 return read()
@@ -320,7 +353,8 @@ class Snapshot:
                     detail = " ".join(str(exc).split())
                     gone = f"a file its manifest names is gone: {detail}"
                     raise damaged(self.index_dir, gone) from None
-                self.manifest = open_manifest(self.index_dir)
+                if attempt > 0:
+                    self.manifest = open_manifest(self.index_dir)
                 for cached in ("db", "_types", "vector_info", "_lookup", "_matching"):
                     self.__dict__.pop(cached, None)
         raise AssertionError("unreachable")

@@ -8,8 +8,7 @@ standard library alone:
 | --- | --- |
 | ``config`` | ``ServerConfig``: limits and options, with their defaults |
 | ``engine`` | the open ``Index`` (rows in memory), moved to each new snapshot; caches |
-| ``rows`` | a snapshot's catalog rows in memory; ``where`` on a file-less DuckDB |
-| ``where`` | checks a client's ``where`` predicate before DuckDB sees it |
+| ``rows`` | a snapshot's rows in memory; checked filters run on a file-less DuckDB |
 | ``files`` | opens an indexed file by id, refusing anything that is not that file |
 | ``thumbnails`` | JPEG thumbnails made on demand, cached on disk with a size bound |
 | ``text_collections`` | stored text collections a client may name (image → text) |
@@ -21,4 +20,7 @@ standard library alone:
 | ``app`` | ``create_app(config)`` wires the above together |
 | ``runner`` | binds the socket, writes ``server.json``, runs uvicorn |
 | ``discovery``, ``client`` | ``INDEX/server.json``, and the small client ``query`` uses |
+
+A client's ``where`` is checked by ``clipsearch.query.filters``, as every filter is, local
+ones included.
 """

@@ -12,8 +12,9 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Query, Request, UploadFile
+from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
 from PIL import Image
+from pydantic import Field
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.query.duplicates import DuplicateGroup
@@ -59,8 +60,13 @@ Terms = Annotated[
     list[str] | None,
     Query(description="Text terms, each [+|-][WEIGHT:]TEXT, e.g. 'beach', '2:sea', '-people'."),
 ]
+# Catalog ids are int64: a larger number is no id, refused before it reaches numpy.
+MAX_ID = 2**63 - 1
+AnId = Annotated[int, Field(ge=0, le=MAX_ID)]
+ImageId = Annotated[int, Path(ge=0, le=MAX_ID, description="Catalog id of an indexed image.")]
 Like = Annotated[
-    list[int] | None, Query(description="Ids of indexed images to search like (image → image).")
+    list[AnId] | None,
+    Query(description="Ids of indexed images to search like (image → image)."),
 ]
 K = Annotated[int, Query(ge=1, le=MAX_K, description="Number of results.")]
 Where = Annotated[
@@ -175,7 +181,7 @@ def search_upload(
     request: Request,
     image: Annotated[list[UploadFile], File(description="Query image(s).")],
     q: Annotated[list[str] | None, Form(description="Text terms to combine with.")] = None,
-    like: Annotated[list[int] | None, Form(description="Indexed image ids.")] = None,
+    like: Annotated[list[AnId] | None, Form(description="Indexed image ids.")] = None,
     k: Annotated[int, Form(ge=1, le=MAX_K)] = 10,
     where: Annotated[str | None, Form(max_length=MAX_WHERE)] = None,
     columns: Annotated[str | None, Form()] = None,
@@ -189,7 +195,7 @@ def search_upload(
 
 
 @router.get("/images/{image_id}", response_model=schemas.ImageInfo, summary="One indexed image")
-def image_info(request: Request, image_id: int) -> schemas.ImageInfo:
+def image_info(request: Request, image_id: ImageId) -> schemas.ImageInfo:
     """The catalog row of one image (every column but its embedding)."""
     row = services(request).engine.image_row(image_id)
     thumbnail_url, image_url = _urls(image_id, row)
@@ -232,7 +238,7 @@ Collection = Annotated[str, Query(description="Name of a stored text collection.
 @router.get("/texts/search", response_model=schemas.TextSearchResponse, summary="Image → text")
 def texts_search(
     request: Request,
-    like: Annotated[int, Query(description="Id of the indexed query image.")],
+    like: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the indexed query image.")],
     collection: Collection,
     k: K = 10,
 ) -> schemas.TextSearchResponse:
@@ -294,7 +300,7 @@ Top = Annotated[int, Query(ge=1, le=100, description="How many labels to return.
 @router.get("/classify", response_model=schemas.ClassifyResponse, summary="Zero-shot, by id")
 def classify(
     request: Request,
-    like: Annotated[int, Query(description="Id of the indexed image.")],
+    like: Annotated[int, Query(ge=0, le=MAX_ID, description="Id of the indexed image.")],
     labels: Labels,
     templates: Templates = "simple",
     top: Top = 3,

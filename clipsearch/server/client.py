@@ -1,8 +1,10 @@
 """A small client for a running ``clipsearch serve``: what ``clipsearch query`` uses to skip
 loading the model. Standard library only, so a query through a server imports no torch.
 
-Anything unexpected (no server, a stale ``server.json``, a timeout, an error status) raises
-``ServerUnavailable``, and the caller searches locally instead.
+Every request carries the server's token (``server.json`` has it; for a server named by
+URL the caller passes it). Anything unexpected (no server, a stale ``server.json``, a
+refused token, a timeout, an error status) raises ``ServerUnavailable``, and the caller
+searches locally instead.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.server.auth import TOKEN_ENV, bearer_header
 from clipsearch.server.discovery import process_alive, read_info
 
 if TYPE_CHECKING:
@@ -38,11 +41,17 @@ class ServerUnavailable(Exception):
     """The server cannot answer this request; search locally."""
 
 
+class TokenRefused(ServerUnavailable):
+    """The server wants a token this client does not have (401)."""
+
+
 def _request(request: urllib.request.Request, timeout: float) -> Any:
     try:
         with _opener().open(request, timeout=timeout) as response:
             return json.loads(response.read().decode("utf-8"))
     except (OSError, ValueError) as exc:  # urllib's URLError and HTTPError are OSErrors
+        if getattr(exc, "code", None) == 401:
+            raise TokenRefused(str(exc)) from None
         raise ServerUnavailable(str(exc)) from None
 
 
@@ -81,16 +90,23 @@ def _multipart(
 class ServerClient:
     url: str
     health: dict[str, Any]
+    token: str | None = None
 
     @classmethod
-    def connect(cls, url: str, timeout: float = HEALTH_TIMEOUT) -> ServerClient:
+    def connect(
+        cls, url: str, token: str | None = None, timeout: float = HEALTH_TIMEOUT
+    ) -> ServerClient:
         import urllib.request
 
         url = url.rstrip("/")
-        health = _request(urllib.request.Request(f"{url}/api/health"), timeout)
+        headers = bearer_header(token) if token else {}
+        health = _request(urllib.request.Request(f"{url}/api/health", headers=headers), timeout)
         if not isinstance(health, dict) or health.get("status") != "ok":
             raise ServerUnavailable(f"{url} is not a clipsearch server")
-        return cls(url, health)
+        return cls(url, health, token)
+
+    def _headers(self) -> dict[str, str]:
+        return bearer_header(self.token) if self.token else {}
 
     @property
     def index(self) -> str:
@@ -119,12 +135,13 @@ class ServerClient:
             fields.append(("columns", ",".join(columns)))
         if images:
             body, kind = _multipart(fields, [("image", Path(p)) for p in images])
-            request = urllib.request.Request(
-                f"{self.url}/api/search", data=body, headers={"Content-Type": kind}
-            )
+            headers = {"Content-Type": kind, **self._headers()}
+            request = urllib.request.Request(f"{self.url}/api/search", data=body, headers=headers)
         else:
             query = urllib.parse.urlencode(fields)
-            request = urllib.request.Request(f"{self.url}/api/search?{query}")
+            request = urllib.request.Request(
+                f"{self.url}/api/search?{query}", headers=self._headers()
+            )
         answer = _request(request, QUERY_TIMEOUT)
         try:
             return [
@@ -146,23 +163,36 @@ def _same_dir(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def find_server(
-    index_dir: Path, url: str | None = None, index_given: bool = True
+    index_dir: Path, url: str | None = None, index_given: bool = True, token: str | None = None
 ) -> ServerClient | None:
     """A reachable server answering for ``index_dir``, or None.
 
     Without ``url`` the server is the one ``INDEX/server.json`` names (ignored when its
-    process is gone). With ``url`` and no index asked for, that server's index is used.
+    process is gone), with the token written there. With ``url`` and no index asked for,
+    that server's index is used; its token is ``token``, else the one ``server.json`` has
+    when it names the same URL.
     """
+    info = read_info(index_dir)
     if url is None:
-        info = read_info(index_dir)
         if info is None or not process_alive(info.pid):
             return None
-        url = info.url
+        url, token = info.url, info.token
         explicit = False
     else:
+        if token is None and info is not None and info.url.rstrip("/") == url.rstrip("/"):
+            token = info.token
         explicit = True
     try:
-        client = ServerClient.connect(url)
+        client = ServerClient.connect(url, token)
+    except TokenRefused:
+        if explicit:
+            refused = "the token given" if token else "to answer without its token"
+            raise ClipsearchError(
+                f"the server at {url} refused {refused}: give the one `clipsearch serve` "
+                f"printed (or set ${TOKEN_ENV})",
+                parameter="token",
+            ) from None
+        return None
     except ServerUnavailable:
         return None
     if _same_dir(client.index, index_dir) or (explicit and not index_given):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from clipsearch.server.auth import new_token
 
 MIB = 1 << 20
 DEFAULT_HOST = "127.0.0.1"
@@ -45,6 +47,10 @@ class ServerConfig:
     # Exit after this many seconds without a request (0: never). A server started this way
     # is the one background server of its index (clipsearch query starts it to stay warm).
     idle_exit: float = 0.0
+    # The secret every request must carry (server.auth); a new random one unless given.
+    token: str = field(default_factory=new_token, repr=False)
+    # False only when asked for by name (serve --no-auth): anyone who reaches the port is in.
+    require_token: bool = True
 
     @property
     def thumbnails(self) -> Path:

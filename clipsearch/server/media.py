@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 
 from clipsearch.server import schemas
-from clipsearch.server.api import services
+from clipsearch.server.api import ImageId, services
 from clipsearch.server.config import THUMBNAIL_SIZES
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import FILE_COLUMNS, open_indexed, read_chunks, version_of
@@ -54,7 +54,7 @@ def _file_row(request: Request, image_id: int) -> dict:
 )
 def thumbnail(
     request: Request,
-    image_id: int,
+    image_id: ImageId,
     size: Annotated[int, Query(description=f"Longest side: one of {THUMBNAIL_SIZES}.")] = 256,
     v: Annotated[str | None, Query(description="Content version from a hit's URL.")] = None,
 ) -> Response:
@@ -78,7 +78,7 @@ def thumbnail(
 )
 def original(
     request: Request,
-    image_id: int,
+    image_id: ImageId,
     v: Annotated[str | None, Query(description="Content version from a hit's URL.")] = None,
 ) -> Response:
     """The indexed file itself, if it is still the file that was indexed."""

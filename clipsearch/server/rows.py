@@ -6,7 +6,7 @@ Reading ten rows by id from the Parquet parts costs DuckDB 5 to 15 ms per query 
 the id column of every part); a warm server answers from this Arrow table instead (about
 140 bytes per image: 14 MB for 100k). A client's ``where`` runs on a private connection
 whose only table is this one, with file access disabled and its settings locked, after
-``where.check_where`` has accepted it.
+``query.filters`` has accepted it.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 
+from clipsearch.query.filters import filter_query
 from clipsearch.query.snapshot import ARRAY_COLUMNS, Snapshot, invalid_filter
-from clipsearch.server.where import check_where
 
 
 class RowStore:
@@ -31,7 +31,7 @@ class RowStore:
         # Never copied here, never sent to clients.
         hidden = ", ".join(f'"{c}"' for c in ARRAY_COLUMNS if c in snapshot.columns())
         query = f"SELECT * EXCLUDE ({hidden}) FROM catalog ORDER BY id"
-        self.table: pa.Table = snapshot.db.sql(query).to_arrow_table().combine_chunks()
+        self.table: pa.Table = snapshot.arrow(query).combine_chunks()
         self.ids = self.table.column("id").to_numpy()
         self._lock = threading.Lock()
         self._db = duckdb.connect(config={"enable_external_access": False, "threads": threads})
@@ -57,11 +57,11 @@ class RowStore:
         return {row["id"]: row for row in found}
 
     def matching_ids(self, where: str) -> np.ndarray:
-        """Ids of the rows that satisfy a checked ``where`` predicate."""
-        check_where(where)
+        """Ids of the rows that satisfy a ``where`` predicate, once ``filters`` accepts it."""
+        query = filter_query(where)
         try:
             with self._lock:
-                found = self._db.execute(f"SELECT id FROM catalog WHERE {where}").fetchnumpy()
+                found = self._db.execute(query).fetchnumpy()
         except duckdb.Error as exc:
             raise invalid_filter(where, exc, self.types) from None
         return np.asarray(found["id"], dtype=np.int64)

@@ -100,7 +100,7 @@ def serve(
         raise
     sock.listen(128)  # from here connections wait in the backlog until uvicorn serves
     url = url_for(host, sock.getsockname()[1])
-    info = new_info(url, config.index_dir)
+    info = new_info(url, config.index_dir, config.token if config.require_token else None)
     try:
         write_info(config.index_dir, info)
     except OSError as exc:  # a read-only index still serves; query just won't find it
@@ -162,8 +162,10 @@ def _only_idle_server(index_dir: Any) -> Any:
     background server holds it. The kernel drops the lock when the process dies."""
     import fcntl
 
+    from clipsearch.store.access import open_owner_only
+
     try:
-        lock = open(index_dir / ".idle-server.lock", "a+")  # noqa: SIM115 - held until exit
+        lock = open_owner_only(index_dir / ".idle-server.lock")  # held until exit
     except OSError:
         return None
     try:

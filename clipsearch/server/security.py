@@ -1,4 +1,5 @@
-"""ASGI middleware that guards every request before a route sees it.
+"""ASGI middleware that guards every request before a route sees it: the Host check, the
+token, the body limit and the security headers.
 
 Written as plain ASGI (not ``BaseHTTPMiddleware``) so that streamed files stay streamed.
 """
@@ -11,6 +12,14 @@ from collections.abc import Iterable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clipsearch.server.auth import (
+    bearer_of,
+    cookie_name,
+    cookie_of,
+    login_cookie,
+    same_token,
+    split_login,
+)
 from clipsearch.server.errors import error_body
 
 SECURITY_HEADERS = [
@@ -21,11 +30,14 @@ SECURITY_HEADERS = [
 ]
 
 
-async def _send_error(send: Send, status: int, message: str) -> None:
+async def _send_error(
+    send: Send, status: int, message: str, extra: Iterable[tuple[bytes, bytes]] = ()
+) -> None:
     body = json.dumps(error_body(status, message)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
+        *extra,
         *SECURITY_HEADERS,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
@@ -117,3 +129,67 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+NOT_SIGNED_IN = (
+    "this clipsearch server needs its token: open the link `clipsearch serve` printed "
+    "(…/?token=…), or send the header 'Authorization: Bearer TOKEN'"
+)
+
+
+class TokenCheck:
+    """Let in the requests that carry the server's token, in a bearer header or in the
+    cookie a browser got from the login link; refuse the rest with 401 before any route,
+    file or thumbnail is looked at.
+
+    The login link (``GET /?token=TOKEN``, any page but the API) sets the cookie and
+    redirects to the same page without the token. CORS preflights carry no credentials by
+    design, so they pass when ``allow_preflight`` (cross-origin callers were configured):
+    they reveal nothing, and the request that follows is checked.
+    """
+
+    def __init__(self, app: ASGIApp, token: str, allow_preflight: bool = False) -> None:
+        self.app = app
+        self.token = token
+        self.allow_preflight = allow_preflight
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = scope["headers"]
+        port = (scope.get("server") or ("", 0))[1] or 0
+        if same_token(bearer_of(headers), self.token) or same_token(
+            cookie_of(headers, cookie_name(port)), self.token
+        ):
+            await self.app(scope, receive, send)
+            return
+        if self.allow_preflight and scope["method"] == "OPTIONS":
+            await self.app(scope, receive, send)
+            return
+        given, rest = split_login(scope.get("query_string", b"").decode("latin-1"))
+        if (
+            given is not None
+            and scope["method"] in ("GET", "HEAD")
+            and not scope["path"].startswith("/api/")
+            and same_token(given, self.token)
+        ):
+            await _log_in(send, scope, port, self.token, rest)
+            return
+        challenge = (b"www-authenticate", b'Bearer realm="clipsearch"')
+        await _send_error(send, 401, NOT_SIGNED_IN, [challenge])
+
+
+async def _log_in(send: Send, scope: Scope, port: int, token: str, rest: str) -> None:
+    """303 to the same page without the token, with the cookie that stands for it."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    location = path + (b"?" + rest.encode() if rest else b"")
+    headers = [
+        (b"location", location),
+        (b"set-cookie", login_cookie(port, token).encode()),
+        (b"cache-control", b"no-store"),
+        (b"content-length", b"0"),
+        *SECURITY_HEADERS,
+    ]
+    await send({"type": "http.response.start", "status": 303, "headers": headers})
+    await send({"type": "http.response.body", "body": b""})

@@ -22,6 +22,7 @@ from PIL import Image
 from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, load_image
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import fd_path, open_indexed, version_of
+from clipsearch.store import access
 
 logger = logging.getLogger("clipsearch.server")
 JPEG_QUALITY = 85
@@ -37,6 +38,7 @@ class ThumbnailCache:
         self.max_bytes = max_bytes
         self.follow_symlinks = follow_symlinks
         self._lock = threading.Lock()
+        self._private = False  # the folder made owner-only (on the first write)
         self._total: int | None = None  # bytes in the folder, counted on first write
         # Decoding full-size photos is the costly part: at most this many at once.
         self._makers = threading.BoundedSemaphore(makers)
@@ -74,9 +76,12 @@ class ThumbnailCache:
 
     def _store(self, target: Path, data: bytes) -> None:
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            if not self._private:  # the owner's alone, even if made by an older clipsearch
+                access.make_dir(self.directory, owner_only=True)
+                os.chmod(self.directory, access.OWNER_DIR)
+                self._private = True
             tmp = self.directory / f".{uuid.uuid4().hex}.tmp"
-            tmp.write_bytes(data)
+            access.write_owner_only(tmp, data)
             os.replace(tmp, target)
         except OSError as exc:  # a read-only index still serves, uncached
             logger.warning("cannot cache thumbnail %s: %s", target.name, exc)

@@ -1,7 +1,9 @@
 """The catalog: one Parquet row per indexed image, with its metadata and embedding.
 
-Parts are immutable files under ``catalog/``; the manifest names the live ones (the folder
-may also hold, for a grace period, parts a commit replaced: see ``Manifest.retired``).
+Parts are immutable files under ``catalog/``; the manifest names the live ones, and the
+folder holds exactly those: parts a commit replaced wait out their grace period in
+``retired/catalog/`` (see ``Manifest.retired``), where the readers here find them for a
+snapshot that still names them (``storage.snapshot_path``).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipsearch.ingest.fingerprint import SIZE as FINGERPRINT_BYTES
-from clipsearch.store.storage import publishing
+from clipsearch.store import access
+from clipsearch.store.storage import publishing, snapshot_path
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
@@ -103,11 +106,11 @@ def count_rows(index_dir: Path, relative_paths: Sequence[str]) -> int:
     total = 0
     for part in relative_paths:
         try:
-            total += pq.ParquetFile(index_dir / part).metadata.num_rows
+            total += pq.ParquetFile(snapshot_path(index_dir, part)).metadata.num_rows
         except FileNotFoundError:
             raise
         except (pa.ArrowException, OSError) as exc:
-            raise _damaged_part(index_dir / part, exc) from None
+            raise _damaged_part(index_dir, part, exc) from None
     return total
 
 
@@ -117,7 +120,7 @@ def iter_embeddings(
     """(ids, float32 embeddings) of the named parts, ``batch_rows`` at a time: what a vector
     index build streams, so that it never holds every embedding."""
     for part in relative_paths:
-        path = index_dir / part
+        path = snapshot_path(index_dir, part)
         try:
             batches = pq.ParquetFile(path).iter_batches(batch_rows, columns=["id", "embedding"])
             for batch in batches:
@@ -125,7 +128,7 @@ def iter_embeddings(
         except FileNotFoundError:
             raise
         except (pa.ArrowException, OSError) as exc:
-            raise _damaged_part(path, exc) from None
+            raise _damaged_part(index_dir, part, exc) from None
         # Arrow's allocator keeps freed pages for reuse; a pass over every part would keep
         # the largest part's worth resident beside the vector index being built.
         pa.default_memory_pool().release_unused()
@@ -133,7 +136,7 @@ def iter_embeddings(
 
 def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     """Write ``table`` to a new, uniquely named Parquet file, atomically; return its path."""
-    directory.mkdir(parents=True, exist_ok=True)
+    access.make_dir(directory)
     path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
     with publishing(directory / f".{path.name}.tmp", path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
@@ -178,7 +181,7 @@ def read_tables(
     # ParquetFile, not read_table: read_table goes through pyarrow.dataset, whose import
     # (~30 ms) is a tenth of a warm `clipsearch classify`.
     wanted = None if schema is None else _subset(schema, columns)
-    tables = [_read_part(index_dir / p, columns, wanted) for p in relative_paths]
+    tables = [_read_part(index_dir, p, columns, wanted) for p in relative_paths]
     return pa.concat_tables(tables)
 
 
@@ -208,22 +211,24 @@ def _subset(schema: pa.Schema, columns: Sequence[str] | None) -> pa.Schema:
     return schema if columns is None else pa.schema([schema.field(c) for c in columns])
 
 
-def _read_part(path: Path, columns: Sequence[str] | None, schema: pa.Schema | None) -> pa.Table:
+def _read_part(
+    index_dir: Path, part: str, columns: Sequence[str] | None, schema: pa.Schema | None
+) -> pa.Table:
     try:
-        file = pq.ParquetFile(path)
+        file = pq.ParquetFile(snapshot_path(index_dir, part))
         table = file.read(columns=None if columns is None else _readable(file, columns))
         return table if schema is None else conform(table, schema)
     except FileNotFoundError:
-        raise  # replaced by a commit meanwhile: the reader retries on the newest snapshot
+        raise  # moved or deleted by a commit meanwhile: the reader retries (Snapshot._read)
     except (pa.ArrowException, OSError) as exc:
-        raise _damaged_part(path, exc) from None
+        raise _damaged_part(index_dir, part, exc) from None
 
 
-def _damaged_part(path: Path, exc: Exception) -> Exception:
+def _damaged_part(index_dir: Path, part: str, exc: Exception) -> Exception:
     from clipsearch.query.snapshot import damaged
 
     detail = " ".join(str(exc).split())
-    return damaged(path.parent.parent, f"catalog part {path.name}: {detail}")
+    return damaged(index_dir, f"catalog part {Path(part).name}: {detail}")
 
 
 class RowLookup:
@@ -237,13 +242,13 @@ class RowLookup:
         self._files: dict[str, pq.ParquetFile] = {}
         groups: list[tuple[int, int, str, int]] = []
         for part in relative_paths:
-            path = index_dir / part
             try:
-                file = pq.ParquetFile(path)
+                # Opened once: a part a later commit moves into retired/ stays readable.
+                file = pq.ParquetFile(snapshot_path(index_dir, part))
             except FileNotFoundError:
                 raise
             except (pa.ArrowException, OSError) as exc:
-                raise _damaged_part(path, exc) from None
+                raise _damaged_part(index_dir, part, exc) from None
             self._files[part] = file
             column = file.schema_arrow.get_field_index("id")
             for group in range(file.metadata.num_row_groups):
@@ -272,7 +277,7 @@ class RowLookup:
             try:
                 table = file.read_row_group(group, columns=_readable(file, names))
             except (pa.ArrowException, OSError) as exc:
-                raise _damaged_part(self.index_dir / part, exc) from None
+                raise _damaged_part(self.index_dir, part, exc) from None
             table = _with_added_later(table, names)
             tables.append(table.filter(pc.is_in(table.column("id"), pa.array(wanted))))
         if not tables:

@@ -17,6 +17,7 @@ from typing import Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.store import access
 from clipsearch.store.storage import MANIFEST_NAME, read_json_object
 
 FORMAT_VERSION = 1
@@ -47,6 +48,9 @@ class Manifest:
     # Files earlier snapshots named and this one does not, with when they were dropped: kept
     # for readers still on those snapshots (storage.RETIRED_GRACE_SECONDS).
     retired: dict[str, str] = field(default_factory=dict)
+    # "folder": files written into the index take its folder's read permissions, owner-only
+    # by default (store.access); absent in older manifests, whose next write tightens them.
+    file_modes: str = access.MODES_VALUE
     created_at: str = field(default_factory=utc_now)
     updated_at: str = field(default_factory=utc_now)
     format_version: int = FORMAT_VERSION

@@ -9,7 +9,8 @@ re-embedding: ``clipsearch repair``.
 - An unreadable error list is dropped (the next ``clipsearch index`` lists the errors again).
 
 The mended snapshot is committed like any other (``storage.commit_snapshot``), under the
-index's writer lock; an intact index is left as it is.
+index's writer lock, which first puts back any file a writer that died mid-commit left in
+``retired/`` (``remove_unreferenced_files``); an intact index is left as it is.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from clipsearch.ingest.indexer import (
 from clipsearch.query.snapshot import open_manifest
 from clipsearch.store import catalog, vectors
 from clipsearch.store.manifest import Manifest
-from clipsearch.store.storage import commit_snapshot
+from clipsearch.store.storage import commit_snapshot, snapshot_path
 from clipsearch.store.vectors import VectorIndexConfig
 
 
@@ -67,18 +68,19 @@ def repair_index(
     open_manifest(index_dir)  # no index there: say so before the lock creates the folder
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
+        remove_unreferenced_files(index_dir, manifest)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         report = RepairReport(str(index_dir), 0, len(manifest.catalog))
         parts = []
         for part in manifest.catalog:
-            rows, problem = _check_parquet(index_dir / part, schema)
+            rows, problem = _check_parquet(snapshot_path(index_dir, part), schema)
             if problem:
                 report.damaged.append(f"{part}: {problem}")
             else:
                 parts.append(part)
                 report.images += rows
         errors = manifest.errors
-        problem = _check_parquet(index_dir / errors, None)[1] if errors else None
+        problem = _check_parquet(snapshot_path(index_dir, errors), None)[1] if errors else None
         if problem:
             report.damaged.append(f"{errors}: {problem}")
             errors = None
@@ -129,6 +131,7 @@ def rebuild_index(
     open_manifest(index_dir)
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
+        remove_unreferenced_files(index_dir, manifest)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         parts = (
             _compacted(index_dir, manifest.catalog, part_rows, schema)
@@ -188,7 +191,10 @@ def _compacted(index_dir: Path, parts: list[str], part_rows: int, schema: pa.Sch
         if len(batch) == 1:
             result.append(batch[0])  # nothing to merge it with
         elif batch:
-            tables = (catalog.conform(pq.ParquetFile(index_dir / p).read(), schema) for p in batch)
+            tables = (
+                catalog.conform(pq.ParquetFile(snapshot_path(index_dir, p)).read(), schema)
+                for p in batch
+            )
             result.extend(catalog.write_parts(index_dir, tables, part_rows))
         batch.clear()
 
@@ -226,7 +232,7 @@ def _check_vectors(index_dir: Path, manifest: Manifest) -> str | None:
     if not name:
         return "the manifest names no vector index"
     try:
-        index = vectors.load(index_dir / name)
+        index = vectors.load(snapshot_path(index_dir, name))
     except ClipsearchError as exc:
         return f"{name}: {exc}"
     rows = manifest.counts["images"]

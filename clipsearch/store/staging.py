@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
+from clipsearch.store import access
 from clipsearch.store.catalog import write_table
 from clipsearch.store.storage import publishing, write_failure
 
@@ -68,7 +69,7 @@ class Staging:
             ) from None
 
     def _write_state(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        access.make_dir(self.directory)
         tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"  # one per torchrun rank
         with publishing(tmp, self.directory / _STATE_NAME):
             tmp.write_text(json.dumps(self.state), encoding="utf-8")

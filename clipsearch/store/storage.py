@@ -4,8 +4,11 @@ clean-up of replaced files, and one writer at a time.
 Image indexes and text collections both go through it (see indexes/README.md, "The commit
 protocol"): every file is written under a temporary name, fsynced, renamed, and its folder
 fsynced (``publish``); the manifest is written the same way, last (``commit_snapshot``); the
-files the snapshot before named and the new one does not are retired, not deleted, and
-``remove_unreferenced`` deletes them once RETIRED_GRACE_SECONDS have passed.
+files the snapshot before named and the new one does not are retired, not deleted: moved
+into ``retired/`` (keeping their relative path) before the manifest's rename, so that the
+folders hold exactly what the committed manifest names at every moment, and
+``remove_unreferenced`` deletes them once RETIRED_GRACE_SECONDS have passed. Readers find a
+file a manifest names with ``snapshot_path``, wherever it is now.
 """
 
 from __future__ import annotations
@@ -23,9 +26,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from clipsearch.errors import ClipsearchError
+from clipsearch.store import access
 
 LOCK_NAME = ".lock"
 MANIFEST_NAME = "manifest.json"
+# Where retired files wait out their grace period, under their relative path
+# (retired/catalog/part-x.parquet): out of the folders a reader may glob.
+RETIRED_DIR = "retired"
 # How long a file dropped by a commit stays on disk for readers of the snapshot before: far
 # longer than one query or one command takes. A reader that holds a snapshot longer (a
 # server) rereads the manifest when a file is gone, and carries on with the new snapshot.
@@ -36,6 +43,7 @@ class SnapshotManifest(Protocol):
     """What the commit protocol needs of a manifest (image indexes and text collections)."""
 
     retired: dict[str, str]  # file → when a commit dropped it (ISO 8601 UTC)
+    snapshot: int  # one more with every commit
     updated_at: str
 
     def files(self) -> set[str]:
@@ -50,13 +58,41 @@ def commit_snapshot(
 ) -> None:
     """Atomically make ``manifest`` the current snapshot (durable once this returns).
 
-    The files ``previous`` named and ``manifest`` does not are retired, not deleted: a
-    reader that opened ``previous`` a moment ago still finds them.
+    The files ``previous`` named and ``manifest`` does not are retired, not deleted: moved
+    into ``retired/`` before the manifest's rename (a glob of ``catalog/`` is the new
+    catalog from the instant it is committed), where a reader that opened ``previous`` a
+    moment ago still finds them (``snapshot_path``).
     """
     now = datetime.now(timezone.utc)
     manifest.updated_at = now.isoformat(timespec="seconds")
     manifest.retired = _still_retired(previous, manifest, now)
-    write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
+    # What the new snapshot reads must be in place (a commit that died after its moves may
+    # have left one of its files in retired/), and what it does not read out of the way:
+    # the files of the snapshot before, and those an older clipsearch retired in place.
+    restore_live_files(directory, manifest)
+    try:
+        _move(directory, kept_files(previous) - manifest.files(), directory / RETIRED_DIR)
+        write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
+    except BaseException:
+        # A commit that failed (a full disk) leaves the snapshot before as it was: its files
+        # back in their folders, unless the new manifest did get in place.
+        with contextlib.suppress(OSError, ClipsearchError):
+            committed = read_json_object(directory / MANIFEST_NAME)
+            if committed is None or committed.get("snapshot") != manifest.snapshot:
+                restore_live_files(directory, previous)
+        raise
+
+
+def snapshot_path(directory: Path, name: str) -> Path:
+    """Where the file a manifest names (``name``, relative to ``directory``) is now: in its
+    folder, or in ``retired/`` once a commit replaced it (or moved it, then died before its
+    manifest). A file in neither is given at its place, for the reader's FileNotFoundError
+    (it then rereads the manifest)."""
+    live = directory / name
+    if live.exists():
+        return live
+    retired = directory / RETIRED_DIR / name
+    return retired if retired.exists() else live
 
 
 def kept_files(manifest: SnapshotManifest | None) -> set[str]:
@@ -64,16 +100,75 @@ def kept_files(manifest: SnapshotManifest | None) -> set[str]:
     return manifest.files() | set(manifest.retired) if manifest else set()
 
 
+def restore_live_files(directory: Path, manifest: SnapshotManifest | None) -> None:
+    """Move the files ``manifest`` names that sit in ``retired/`` back to their folders: a
+    writer moved them there, then died before its new manifest replaced this one."""
+    if manifest is None:
+        return
+    stranded = {
+        name
+        for name in manifest.files()
+        if not (directory / name).exists() and (directory / RETIRED_DIR / name).exists()
+    }
+    _move(directory / RETIRED_DIR, stranded, directory)
+
+
 def remove_unreferenced(
     directory: Path, manifest: SnapshotManifest | None, candidates: Iterable[str]
 ) -> None:
-    """Delete the ``candidates`` (files a writer makes, relative to ``directory``) that
-    neither the committed snapshot nor a recently replaced one names: left by a writer that
-    died before its commit, or retired longer than the grace period."""
-    kept = kept_files(manifest)
-    for name in candidates:
-        if name not in kept:
-            (directory / name).unlink(missing_ok=True)
+    """Bring ``directory`` in line with the committed ``manifest``: its files back in place
+    (``restore_live_files``); the ``candidates`` (files a writer makes, relative to
+    ``directory``) that it does not name deleted (left by a writer that died before its
+    commit), or moved to ``retired/`` if still in their grace (retired in place by an older
+    clipsearch); and the files in ``retired/`` whose grace has passed deleted."""
+    restore_live_files(directory, manifest)
+    live = manifest.files() if manifest else set()
+    waiting = set(manifest.retired) - live if manifest else set()
+    candidates = set(candidates) - live
+    _move(directory, candidates & waiting, directory / RETIRED_DIR)
+    for name in candidates - waiting:
+        (directory / name).unlink(missing_ok=True)
+    _remove_expired(directory / RETIRED_DIR, waiting)
+
+
+def _move(source: Path, names: Iterable[str], target: Path) -> None:
+    """Move each of ``names`` (relative paths) from under ``source`` to the same place
+    under ``target``, durably: every folder involved is fsynced before this returns (a
+    commit renames its manifest only after). A name already gone is skipped."""
+    touched: set[Path] = set()
+    for name in sorted(names):
+        origin, destination = source / name, target / name
+        if not origin.exists():
+            continue  # moved already, by a commit that died before its manifest
+        _make_folder(destination.parent, touched)
+        os.replace(origin, destination)
+        touched |= {origin.parent, destination.parent}
+    for folder in sorted(touched):
+        fsync_dir(folder)
+
+
+def _make_folder(folder: Path, touched: set[Path]) -> None:
+    """Create ``folder`` and any missing parents; the folders that gain one join
+    ``touched`` (to be fsynced)."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for created in reversed(missing):
+        access.make_dir(created)  # with its parent's read permissions, no more
+        touched.add(created.parent)
+
+
+def _remove_expired(retired: Path, waiting: set[str]) -> None:
+    """Delete the files under ``retired`` that are not ``waiting`` (still in their grace):
+    their grace has passed, or no manifest names them any more."""
+    if not retired.is_dir():
+        return
+    for folder, _, files in os.walk(retired):  # symbolic links to folders are not followed
+        for file in files:
+            path = Path(folder, file)
+            if path.relative_to(retired).as_posix() not in waiting:
+                path.unlink(missing_ok=True)
 
 
 def _still_retired(
@@ -103,11 +198,16 @@ def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
 
 
 @contextmanager
-def publishing(tmp: str | os.PathLike, path: str | os.PathLike) -> Iterator[Path]:
-    """Write ``tmp`` in the block; then it replaces ``path`` (``publish``). If the writing or
-    the publishing fails (a full disk), ``tmp`` is removed: nothing half-written is left."""
+def publishing(
+    tmp: str | os.PathLike, path: str | os.PathLike, mode: int | None = None
+) -> Iterator[Path]:
+    """Write ``tmp`` in the block; then it replaces ``path`` (``publish``) with ``mode``, by
+    default the read permissions of its folder (``access``: 0600 in an owner-only index,
+    whatever the umask). If the writing or the publishing fails (a full disk), ``tmp`` is
+    removed: nothing half-written is left."""
     try:
         yield Path(tmp)
+        os.chmod(tmp, access.file_mode_for(Path(path).parent) if mode is None else mode)
         publish(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -169,8 +269,8 @@ def fsync_dir(directory: Path) -> None:
 def writer_lock(directory: Path, what: str = "index") -> Iterator[None]:
     """One writer per directory: a second one fails at once instead of racing."""
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        lock = open(directory / LOCK_NAME, "a+")  # noqa: SIM115 (closed by the with below)
+        access.make_dir(directory, owner_only=True)
+        lock = access.open_owner_only(directory / LOCK_NAME)
     except OSError as exc:
         raise ClipsearchError(f"cannot write in {directory}: {write_failure(exc)}") from None
     with lock:
@@ -192,6 +292,9 @@ def writer_lock(directory: Path, what: str = "index") -> Iterator[None]:
             os.ftruncate(lock.fileno(), 0)
             with contextlib.suppress(OSError):
                 os.write(lock.fileno(), f"{os.getpid()}\n".encode())
+            # An index from before owner-only files is made so by its first writer.
+            with contextlib.suppress(ClipsearchError):  # a damaged one: repair's to read
+                access.tighten_unruled(directory, read_json_object(directory / MANIFEST_NAME))
             yield
         finally:
             os.ftruncate(lock.fileno(), 0)

@@ -15,14 +15,15 @@ A collection is a directory, laid out like an image index (indexes/README.md):
                             "texts", and still open)
     texts-<hex>.parquet     id (int64), text (string), embedding (fixed_size_list<float32>[dim])
     vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.store.vectors.build)
+    retired/                files an earlier snapshot named, for its readers (see below)
     .lock                   held by the one process building the collection
 
 ``id`` is the 0-based line number of the text in the source file: blank lines are skipped
 and a repeated text is kept once, under its first line, so ids can have gaps. Re-building
 writes new files and commits them by renaming a new manifest over the old one, so a reader
-sees the old collection or the new one, never a mix; the old files are retired (listed in
-the manifest's ``retired``) and deleted by a build 10 minutes later, as in an image index
-(``storage.commit_snapshot``).
+sees the old collection or the new one, never a mix; the old files are retired (moved into
+``retired/`` and listed in the manifest's ``retired``) and deleted by a build 10 minutes
+later, as in an image index (``storage.commit_snapshot``).
 """
 
 from clipsearch.texts.collection import (

@@ -22,6 +22,7 @@ from clipsearch.store.storage import (
     LOCK_NAME,
     commit_snapshot,
     remove_unreferenced,
+    snapshot_path,
     writer_lock,
 )
 from clipsearch.texts.ranking import (
@@ -91,7 +92,10 @@ def _ours(name: str) -> bool:
     )
 
 
-def _remove_unreferenced(directory: Path, manifest: Manifest) -> None:
+def _remove_unreferenced(directory: Path, manifest: Manifest | None) -> None:
+    """Bring the directory in line with the committed snapshot (``storage.remove_unreferenced``:
+    its files back from retired/ if a build died mid-commit, leftovers and expired files
+    deleted)."""
     ours = [path.name for path in directory.iterdir() if _ours(path.name)]
     remove_unreferenced(directory, manifest, ours)
 
@@ -155,6 +159,7 @@ class TextCollection:
         _check_target(directory)
         with writer_lock(directory, "text collection"):
             old = _check_target(directory)  # another build may have committed meanwhile
+            _remove_unreferenced(directory, old)
             embeddings = embed_all(model, texts.texts, progress)
             ids = np.asarray(texts.ids, dtype=np.int64)
             written: list[Path] = []
@@ -221,18 +226,24 @@ class TextCollection:
         from clipsearch.store import vectors
         from clipsearch.store.vectors import VectorIndexInfo
 
-        vector_file = directory / manifest.vector_index["file"]
+        vector_file = snapshot_path(directory, manifest.vector_index["file"])
         if not vector_file.is_file():
             raise FileNotFoundError(vector_file)
+        texts_file = snapshot_path(directory, manifest.catalog[0])
         try:
-            table = pq.read_table(directory / manifest.catalog[0], columns=["id", "text"])
+            table = pq.read_table(texts_file, columns=["id", "text"])
         except FileNotFoundError:
             raise
         except (OSError, pa.ArrowException) as exc:
             raise ClipsearchError(
-                f"cannot read {directory / manifest.catalog[0]}: {' '.join(str(exc).split())}"
+                f"cannot read {texts_file}: {' '.join(str(exc).split())}"
             ) from None
-        index = vectors.load(vector_file)
+        try:
+            index = vectors.load(vector_file)
+        except ClipsearchError:
+            if not vector_file.is_file():  # retired by a build since: read the new one
+                raise FileNotFoundError(vector_file) from None
+            raise
         info = VectorIndexInfo(**{k: v for k, v in manifest.vector_index.items() if k != "file"})
         table = table.sort_by("id")
         ids = table.column("id").to_numpy()
@@ -257,7 +268,7 @@ class TextCollection:
     def embeddings(self) -> np.ndarray:
         """The stored embeddings, (n, dim) float32, rows in ``ids`` order."""
         table = pq.read_table(
-            self.directory / self.manifest.catalog[0], columns=["id", "embedding"]
+            snapshot_path(self.directory, self.manifest.catalog[0]), columns=["id", "embedding"]
         )
         return catalog.embeddings_of(table.sort_by("id"))
 
