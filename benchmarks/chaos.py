@@ -88,8 +88,13 @@ def group_members(group: int) -> set[int]:
 
 
 def snapshot_files(index_dir: Path) -> set[Path]:
-    """The catalog parts and vector files in the index folder, named by a manifest or not."""
-    return {*index_dir.glob("catalog/*.parquet"), *index_dir.glob("vectors/*.faiss")}
+    """The catalog parts and vector files in the index folder, named by a manifest or not,
+    and the new files a writer keeps in pending/ until its commit."""
+    return {
+        *index_dir.glob("catalog/*.parquet"),
+        *index_dir.glob("vectors/*.faiss"),
+        *(p for p in index_dir.glob("pending/**/*") if p.is_file()),
+    }
 
 
 def index_command(folder: Path, index_dir: Path) -> list[str]:
@@ -197,7 +202,7 @@ def final_check(
     from clipsearch.ingest.indexer import VECTORS_DIR
     from clipsearch.store import catalog, vectors
     from clipsearch.store.manifest import read_manifest
-    from clipsearch.store.storage import kept_files
+    from clipsearch.store.storage import PENDING_DIR, kept_files
 
     manifest = read_manifest(index_dir)
     ids = catalog_ids(index_dir)
@@ -210,6 +215,11 @@ def final_check(
         if (index_dir / d).is_dir()
         for p in (index_dir / d).iterdir()
         if f"{d}/{p.name}" not in kept
+    ]
+    unnamed += [
+        p.relative_to(index_dir).as_posix()
+        for p in (index_dir / PENDING_DIR).rglob("*")
+        if p.is_file()
     ]
     # Files never touched since the first run keep the ids they got then.
     stable = all(ids.get(path) == i for path, i in first_ids.items() if path not in touched)

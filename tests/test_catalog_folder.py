@@ -1,7 +1,8 @@
 """The folder is the catalog: a glob of `INDEX/catalog/*.parquet` lists exactly the rows of the
 committed snapshot at every moment after a commit (indexes/README.md, "What a reader may rely
-on"), while readers of the snapshot before still find its files in `INDEX/retired/`, and a
-writer killed between retiring files and committing its manifest loses nothing.
+on"), while readers of the snapshot before still find its files in `INDEX/retired/`; a
+writer's new files wait in `INDEX/pending/` until its commit, also when it is killed before
+it; and a writer killed between retiring files and committing its manifest loses nothing.
 
 Real photos, the real tiny model, Parquet, DuckDB and FAISS throughout."""
 
@@ -10,6 +11,9 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -19,10 +23,11 @@ from PIL import Image
 
 from clipsearch import Index
 from clipsearch.errors import ClipsearchError
+from clipsearch.ingest import indexer
 from clipsearch.ingest.indexer import IndexOptions, IndexSummary, update_index
 from clipsearch.query.snapshot import Snapshot
-from clipsearch.store import storage
-from clipsearch.store.manifest import read_manifest
+from clipsearch.store import repair, storage
+from clipsearch.store.manifest import Manifest, read_manifest
 
 from .conftest import TINY, run_cli
 
@@ -73,6 +78,12 @@ def _disk_paths(photos: Path) -> list[str]:
 
 def _catalog_files(index_dir: Path) -> set[str]:
     return {f"catalog/{p.name}" for p in (index_dir / "catalog").iterdir()}
+
+
+def _pending_files(index_dir: Path) -> set[str]:
+    """The files waiting in pending/, by the names a manifest gives them."""
+    pending = index_dir / "pending"
+    return {p.relative_to(pending).as_posix() for p in pending.rglob("*") if p.is_file()}
 
 
 def _rows(snapshot: Snapshot) -> dict[str, tuple[int, list[float]]]:
@@ -199,6 +210,137 @@ def test_a_commit_that_fails_puts_the_files_it_moved_back(photos, tmp_path, monk
         assert (index_dir / name).is_file() and not (index_dir / "retired" / name).exists()
     # ...and the parts the failed run wrote, no snapshot's, are gone.
     assert _folder_paths(index_dir) == _index_paths(index_dir) == before
+    assert not (index_dir / "pending").exists()
     summary = _index(photos, index_dir)
     assert summary.committed and _catalog_files(index_dir) == set(read_manifest(index_dir).catalog)
     assert _folder_paths(index_dir) == _index_paths(index_dir) == _disk_paths(photos)
+
+
+# The real `clipsearch index` with its commit made a pause: it has written every new file of
+# its snapshot when it says so, and waits there, its manifest unwritten, for the SIGKILL.
+_PAUSED_BEFORE_ITS_COMMIT = """
+import sys
+from clipsearch.cli import main
+from clipsearch.ingest import indexer
+
+def pause(directory, manifest, previous):
+    print("committing", flush=True)
+    sys.stdin.readline()
+    raise SystemExit("not killed")
+
+indexer.commit_snapshot = pause
+main()
+"""
+
+
+def test_a_writer_killed_before_its_commit_shows_nothing_in_the_folders(photos, tmp_path):
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")  # so that errors/ gets a new file too
+    index_dir = tmp_path / "index"
+    _index(photos, index_dir)
+    committed = read_manifest(index_dir)
+    before = _folder_paths(index_dir)
+    _change(photos)  # a part rewritten, rows moved and added
+    for seed in range(6):
+        _photo(photos / "new" / f"{seed}.jpg", 100 + seed)
+
+    command = [sys.executable, "-c", _PAUSED_BEFORE_ITS_COMMIT, "index", str(photos)]
+    options = ["--index", str(index_dir), "--workers", "0", "--checkpoint-every", "2"]
+    with open(tmp_path / "stderr.txt", "w+") as stderr:
+        writer = subprocess.Popen(
+            [*command, *options],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+        try:
+            if writer.stdout.readline() != "committing\n":
+                writer.wait(timeout=60)
+                stderr.seek(0)
+                pytest.fail(f"the writer stopped before its commit: {stderr.read()[-2000:]}")
+            # Its new files are written, and none is where a reader globs.
+            assert _catalog_files(index_dir) == set(committed.catalog)
+            assert _folder_paths(index_dir) == _index_paths(index_dir) == before
+            waiting = _pending_files(index_dir)
+            assert {name.split("/")[0] for name in waiting} == {"catalog", "vectors", "errors"}
+            assert not waiting & committed.files()
+        finally:
+            writer.kill()
+            writer.communicate()
+    assert writer.returncode == -signal.SIGKILL
+    assert read_manifest(index_dir).snapshot == committed.snapshot
+    assert _catalog_files(index_dir) == set(committed.catalog)
+    assert _folder_paths(index_dir) == _index_paths(index_dir) == before
+
+    # The next run deletes the dead writer's files and commits every photo once.
+    result = run_cli("index", str(photos), "--index", str(index_dir))
+    assert result.returncode == 0, result.stderr
+    images = [p for p in _disk_paths(photos) if not p.endswith("broken.jpg")]
+    assert _folder_paths(index_dir) == _index_paths(index_dir) == images
+    assert _catalog_files(index_dir) == set(read_manifest(index_dir).catalog)
+    assert not (index_dir / "pending").exists()
+
+
+def test_while_a_writer_holds_new_files_the_glob_is_the_committed_catalog(
+    photos, tmp_path, monkeypatch
+):
+    index_dir = tmp_path / "index"
+    _index(photos, index_dir)
+    new_files: list[set[str]] = []
+
+    def checked(commit):
+        """``commit``, first checking the index as it is with every new file written."""
+
+        def check_then_commit(directory: Path, manifest: Manifest, previous: Manifest) -> None:
+            new = manifest.files() - previous.files()
+            new_files.append(new)
+            assert _catalog_files(directory) == set(previous.catalog)
+            assert _folder_paths(directory) == _index_paths(directory)
+            assert _pending_files(directory) == new
+            commit(directory, manifest, previous)
+            assert _catalog_files(directory) == set(manifest.catalog)
+            assert not _pending_files(directory)
+
+        return check_then_commit
+
+    monkeypatch.setattr(indexer, "commit_snapshot", checked(indexer.commit_snapshot))
+    monkeypatch.setattr(repair, "commit_snapshot", checked(repair.commit_snapshot))
+    _change(photos)
+    _index(photos, index_dir)  # rewrites a part, adds one
+    _photo(photos / "f.jpg", 7)
+    _index(photos, index_dir)  # adds one more: small parts to compact
+    parts = len(read_manifest(index_dir).catalog)
+    report = repair.rebuild_index(index_dir)  # merges them into a new part
+    assert report.parts_after < parts
+    assert len(new_files) == 3
+    assert all(any(name.startswith("catalog/") for name in new) for new in new_files)
+    assert all(any(name.startswith("vectors/") for name in new) for new in new_files)
+    assert not (index_dir / "pending").exists()
+    assert _folder_paths(index_dir) == _index_paths(index_dir) == _disk_paths(photos)
+
+
+def test_a_text_build_killed_before_its_first_commit_is_no_obstacle(tmp_path, tiny_model):
+    from clipsearch.texts import TextCollection
+
+    texts = tmp_path / "captions.txt"
+    texts.write_text("a red square\na blue circle\n", encoding="utf-8")
+    # What a first build killed before its commit leaves: its new files, in pending/ only.
+    directory = tmp_path / "caps"
+    (directory / "pending").mkdir(parents=True)
+    (directory / "pending" / "texts-0123456789ab.parquet").write_bytes(b"half")
+    (directory / "pending" / "vectors-0123456789ab.faiss").write_bytes(b"half")
+    built = TextCollection.build(texts, directory, tiny_model)
+    assert len(built) == 2 and not (directory / "pending").exists()
+    assert {p.name for p in directory.iterdir()} == {
+        ".lock",
+        "manifest.json",
+        *built.manifest.files(),
+    }
+
+    # A folder of someone's own named pending/ is no collection's: refused, left as it is.
+    other = tmp_path / "other"
+    (other / "pending").mkdir(parents=True)
+    (other / "pending" / "notes.txt").write_text("mine", encoding="utf-8")
+    with pytest.raises(ClipsearchError, match="not a text collection and not empty"):
+        TextCollection.build(texts, other, tiny_model)
+    assert (other / "pending" / "notes.txt").read_text(encoding="utf-8") == "mine"

@@ -168,6 +168,16 @@ def test_raw_traversal_requests_get_no_file(live, path):
     assert b"root:" not in body and b"import" not in body
 
 
+def test_the_login_redirect_stays_on_this_server(live):
+    parts = urlsplit(live.url)
+    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    connection.request("GET", f"//evil.example/x?token={live.token}")  # no header: a browser
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    assert response.status == 303 and response.getheader("location") == "/evil.example/x"
+
+
 def test_the_live_server_refuses_foreign_host_names(live):
     status, body = live.raw("/api/info", host="attacker.example:8000")
     assert status == 400 and json.loads(body)["error"].startswith("host ")
@@ -306,6 +316,16 @@ def test_another_account_gets_nothing_without_the_token(live):
         if name.startswith("with "):
             assert status == 200, (name, body)
     assert answers["with token: file"][1] == red.stat().st_size
+
+
+def test_a_server_named_by_url_needs_its_token(live, tmp_path):
+    query = ["query", "a photo", "--server", live.url, "--json"]
+    refused, _ = run_cli_watching_imports(*query, cwd=tmp_path, env={"CLIPSEARCH_TOKEN": ""})
+    assert refused.returncode == 2
+    assert refused.stderr.startswith("error: --token: the server at")
+    assert "refused to answer without its token" in refused.stderr
+    wrong, _ = run_cli_watching_imports(*query, "--token", "w" * 43, cwd=tmp_path)
+    assert wrong.returncode == 2 and "refused the token given" in wrong.stderr
 
 
 def test_stopping_the_server_removes_server_json(live):

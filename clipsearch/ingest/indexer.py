@@ -29,11 +29,12 @@ from clipsearch.ingest.distributed import Group
 from clipsearch.ingest.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.model.spec import parse_spec
 from clipsearch.settings import default_model_spec
-from clipsearch.store import access, catalog, vectors
+from clipsearch.store import catalog, vectors
 from clipsearch.store.manifest import Manifest, read_manifest, utc_now
 from clipsearch.store.staging import STAGING_DIR, Staging
 from clipsearch.store.storage import (
     commit_snapshot,
+    new_file_path,
     remove_unreferenced,
     write_failure,
     writer_lock,
@@ -328,8 +329,8 @@ class _Run:
         manifest.counts = {"images": info.count, "errors": len(errors)}
         if errors:
             table = pa.Table.from_pylist(errors, schema=catalog.ERRORS_SCHEMA)
-            manifest.errors = self._relative(
-                catalog.write_table(self._dir(catalog.ERRORS_DIR), "errors", table)
+            manifest.errors = catalog.write_new_table(
+                self.index_dir, catalog.ERRORS_DIR, "errors", table
             )
         commit_snapshot(self.index_dir, manifest, self.manifest)
         remove_unreferenced_files(self.index_dir, manifest)
@@ -426,9 +427,7 @@ class _Run:
             rest = table.filter(pc.invert(hit))
             if rest.num_rows:
                 kept.append(
-                    self._relative(
-                        catalog.write_table(self._dir(catalog.CATALOG_DIR), "part", rest)
-                    )
+                    catalog.write_new_table(self.index_dir, catalog.CATALOG_DIR, "part", rest)
                 )
         moved_rows = _relocate(pa.concat_tables(moved), moved_to) if moved else None
         return kept, moved_rows
@@ -471,12 +470,6 @@ class _Run:
                 config=self.options.vectors,
             )
         return save_vectors(self.index_dir, index, snapshot), info
-
-    def _dir(self, name: str) -> Path:
-        return access.make_dir(self.index_dir / name)
-
-    def _relative(self, path: Path) -> str:
-        return path.relative_to(self.index_dir).as_posix()
 
 
 def _choose_spec(manifest: Manifest | None, requested: str | None) -> str:
@@ -551,18 +544,18 @@ def catalog_vectors(index_dir: Path, parts: list[str], dim: int) -> vectors.Vect
 
 
 def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:
-    """Write the vector index of ``snapshot``; its path relative to the index, as the
-    manifest names it."""
-    directory = access.make_dir(index_dir / VECTORS_DIR)
-    vectors.save(index, directory / f"index-{snapshot:06d}.faiss")
-    return f"{VECTORS_DIR}/index-{snapshot:06d}.faiss"
+    """Write the vector index of ``snapshot`` (into ``pending/`` until its commit); its path
+    relative to the index, as the manifest names it."""
+    name = f"{VECTORS_DIR}/index-{snapshot:06d}.faiss"
+    vectors.save(index, new_file_path(index_dir, name))
+    return name
 
 
 def remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
     """Bring the index's folders in line with the committed snapshot before a writer reads
     or writes anything, and after its commit (``storage.remove_unreferenced``): files it names
-    back from retired/ (a writer died mid-commit), parts, vector and error files it does not
-    name deleted, retired files deleted once their grace has passed."""
+    back from retired/ (a writer died mid-commit), what pending/ holds and parts, vector and
+    error files it does not name deleted, retired files deleted once their grace has passed."""
     folders = (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)
     candidates = [
         f"{folder}/{path.name}"

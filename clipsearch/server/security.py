@@ -183,7 +183,8 @@ class TokenCheck:
 async def _log_in(send: Send, scope: Scope, port: int, token: str, rest: str) -> None:
     """303 to the same page without the token, with the cookie that stands for it."""
     path = scope.get("raw_path") or scope["path"].encode()
-    location = path + (b"?" + rest.encode() if rest else b"")
+    # One leading slash: "//host/..." would send the browser to another site.
+    location = b"/" + path.lstrip(b"/") + (b"?" + rest.encode() if rest else b"")
     headers = [
         (b"location", location),
         (b"set-cookie", login_cookie(port, token).encode()),

@@ -1,16 +1,17 @@
 """The catalog: one Parquet row per indexed image, with its metadata and embedding.
 
 Parts are immutable files under ``catalog/``; the manifest names the live ones, and the
-folder holds exactly those: parts a commit replaced wait out their grace period in
-``retired/catalog/`` (see ``Manifest.retired``), where the readers here find them for a
-snapshot that still names them (``storage.snapshot_path``).
+folder holds exactly those: new parts wait for their commit in ``pending/catalog/``, and
+parts a commit replaced wait out their grace period in ``retired/catalog/`` (see
+``Manifest.retired``), where the readers here find them for a snapshot that still names them
+(``storage.snapshot_path``).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -20,7 +21,7 @@ import pyarrow.parquet as pq
 
 from clipsearch.ingest.fingerprint import SIZE as FINGERPRINT_BYTES
 from clipsearch.store import access
-from clipsearch.store.storage import publishing, snapshot_path
+from clipsearch.store.storage import new_file_path, publishing, snapshot_path
 
 CATALOG_DIR = "catalog"
 ERRORS_DIR = "errors"
@@ -135,10 +136,27 @@ def iter_embeddings(
 
 
 def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
-    """Write ``table`` to a new, uniquely named Parquet file, atomically; return its path."""
+    """Write ``table`` to a new, uniquely named Parquet file in ``directory``, atomically;
+    return its path. (A file of a snapshot is written with ``write_new_table``.)"""
     access.make_dir(directory)
-    path = directory / f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
-    with publishing(directory / f".{path.name}.tmp", path) as tmp:
+    return _write_parquet(directory / _unique_name(prefix), table)
+
+
+def write_new_table(index_dir: Path, folder: str, prefix: str, table: pa.Table) -> str:
+    """Write ``table`` as a new file of the snapshot being made, ``FOLDER/PREFIX-<hex>.parquet``
+    (``folder`` "": at the top), atomically; return that name, the manifest's. The file
+    waits in ``pending/`` until the commit moves it there (``storage.new_file_path``)."""
+    name = PurePosixPath(folder, _unique_name(prefix)).as_posix()
+    _write_parquet(new_file_path(index_dir, name), table)
+    return name
+
+
+def _unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def _write_parquet(path: Path, table: pa.Table) -> Path:
+    with publishing(path.with_name(f".{path.name}.tmp"), path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path
 
@@ -154,8 +172,7 @@ def write_parts(
     pending_rows = 0
 
     def flush(table: pa.Table) -> None:
-        path = write_table(index_dir / CATALOG_DIR, "part", table)
-        written.append(path.relative_to(index_dir).as_posix())
+        written.append(write_new_table(index_dir, CATALOG_DIR, "part", table))
 
     for table in tables:
         pending.append(table)

@@ -3,12 +3,15 @@ clean-up of replaced files, and one writer at a time.
 
 Image indexes and text collections both go through it (see indexes/README.md, "The commit
 protocol"): every file is written under a temporary name, fsynced, renamed, and its folder
-fsynced (``publish``); the manifest is written the same way, last (``commit_snapshot``); the
-files the snapshot before named and the new one does not are retired, not deleted: moved
-into ``retired/`` (keeping their relative path) before the manifest's rename, so that the
-folders hold exactly what the committed manifest names at every moment, and
-``remove_unreferenced`` deletes them once RETIRED_GRACE_SECONDS have passed. Readers find a
-file a manifest names with ``snapshot_path``, wherever it is now.
+fsynced (``publish``); a writer writes the new files of the snapshot it is making under
+``pending/`` (``new_file_path``), out of the folders a reader may glob; the manifest is
+written the same way, last (``commit_snapshot``). Before the manifest's rename, the commit
+moves the new files from ``pending/`` into place and retires, not deletes, the files the
+snapshot before named and the new one does not: moved into ``retired/`` (keeping their
+relative path), so that the folders hold exactly what the committed manifest names at
+every moment. ``remove_unreferenced`` deletes what a writer that died before its commit
+left in ``pending/``, and retired files once RETIRED_GRACE_SECONDS have passed. Readers
+find a file a manifest names with ``snapshot_path``, wherever it is now.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timezone
@@ -33,6 +37,9 @@ MANIFEST_NAME = "manifest.json"
 # Where retired files wait out their grace period, under their relative path
 # (retired/catalog/part-x.parquet): out of the folders a reader may glob.
 RETIRED_DIR = "retired"
+# Where a writer's new files wait for its commit, under the relative path its manifest gives
+# them (pending/catalog/part-x.parquet): out of the folders a reader may glob until then.
+PENDING_DIR = "pending"
 # How long a file dropped by a commit stays on disk for readers of the snapshot before: far
 # longer than one query or one command takes. A reader that holds a snapshot longer (a
 # server) rereads the manifest when a file is gone, and carries on with the new snapshot.
@@ -58,41 +65,59 @@ def commit_snapshot(
 ) -> None:
     """Atomically make ``manifest`` the current snapshot (durable once this returns).
 
-    The files ``previous`` named and ``manifest`` does not are retired, not deleted: moved
-    into ``retired/`` before the manifest's rename (a glob of ``catalog/`` is the new
-    catalog from the instant it is committed), where a reader that opened ``previous`` a
-    moment ago still finds them (``snapshot_path``).
+    Before the manifest's rename, the files ``manifest`` names that wait in ``pending/``
+    (``new_file_path``) are moved into place, and the files ``previous`` named and
+    ``manifest`` does not are retired, not deleted: moved into ``retired/`` (a glob of
+    ``catalog/`` is the new catalog from the instant it is committed, and never before),
+    where a reader that opened ``previous`` a moment ago still finds them (``snapshot_path``).
     """
     now = datetime.now(timezone.utc)
     manifest.updated_at = now.isoformat(timespec="seconds")
     manifest.retired = _still_retired(previous, manifest, now)
-    # What the new snapshot reads must be in place (a commit that died after its moves may
-    # have left one of its files in retired/), and what it does not read out of the way:
-    # the files of the snapshot before, and those an older clipsearch retired in place.
-    restore_live_files(directory, manifest)
+    arriving = _waiting_in(directory, PENDING_DIR, manifest.files())
     try:
+        # What the new snapshot reads must be in place (its new files, and any a commit that
+        # died after its moves left in retired/), and what it does not read out of the way:
+        # the files of the snapshot before, and those an older clipsearch retired in place.
+        restore_live_files(directory, manifest)
         _move(directory, kept_files(previous) - manifest.files(), directory / RETIRED_DIR)
         write_json_atomic(directory / MANIFEST_NAME, manifest.to_json())
     except BaseException:
         # A commit that failed (a full disk) leaves the snapshot before as it was: its files
-        # back in their folders, unless the new manifest did get in place.
+        # back in their folders and the new ones back in pending/, unless the new manifest
+        # did get in place.
         with contextlib.suppress(OSError, ClipsearchError):
             committed = read_json_object(directory / MANIFEST_NAME)
             if committed is None or committed.get("snapshot") != manifest.snapshot:
+                _move(directory, arriving, directory / PENDING_DIR)
                 restore_live_files(directory, previous)
         raise
 
 
+def new_file_path(directory: Path, name: str) -> Path:
+    """Where a writer writes a new file of the snapshot it is making, the file that
+    snapshot's manifest names ``name`` (relative to ``directory``): ``pending/NAME``, out of
+    the folders a reader may glob, until ``commit_snapshot`` moves it to ``NAME``. Its
+    folder is made here, with the index folder's read permissions (``access``)."""
+    path = directory / PENDING_DIR / name
+    access.make_dir(path.parent)
+    return path
+
+
 def snapshot_path(directory: Path, name: str) -> Path:
     """Where the file a manifest names (``name``, relative to ``directory``) is now: in its
-    folder, or in ``retired/`` once a commit replaced it (or moved it, then died before its
-    manifest). A file in neither is given at its place, for the reader's FileNotFoundError
-    (it then rereads the manifest)."""
+    folder; in ``retired/`` once a commit replaced it (or moved it, then died before its
+    manifest); or, before its commit, in ``pending/`` (a writer reading its own new files).
+    A file in none is given at its place, for the reader's FileNotFoundError (it then
+    rereads the manifest)."""
     live = directory / name
     if live.exists():
         return live
-    retired = directory / RETIRED_DIR / name
-    return retired if retired.exists() else live
+    for holder in (RETIRED_DIR, PENDING_DIR):
+        waiting = directory / holder / name
+        if waiting.exists():
+            return waiting
+    return live
 
 
 def kept_files(manifest: SnapshotManifest | None) -> set[str]:
@@ -101,27 +126,28 @@ def kept_files(manifest: SnapshotManifest | None) -> set[str]:
 
 
 def restore_live_files(directory: Path, manifest: SnapshotManifest | None) -> None:
-    """Move the files ``manifest`` names that sit in ``retired/`` back to their folders: a
-    writer moved them there, then died before its new manifest replaced this one."""
+    """Move the files ``manifest`` names that are not in place into their folders: from
+    ``pending/`` (new files, as its commit does) and from ``retired/`` (a writer moved them
+    there, then died before its new manifest replaced this one)."""
     if manifest is None:
         return
-    stranded = {
-        name
-        for name in manifest.files()
-        if not (directory / name).exists() and (directory / RETIRED_DIR / name).exists()
-    }
-    _move(directory / RETIRED_DIR, stranded, directory)
+    for holder in (PENDING_DIR, RETIRED_DIR):
+        stranded = _waiting_in(directory, holder, manifest.files())
+        _move(directory / holder, stranded, directory)
 
 
 def remove_unreferenced(
     directory: Path, manifest: SnapshotManifest | None, candidates: Iterable[str]
 ) -> None:
-    """Bring ``directory`` in line with the committed ``manifest``: its files back in place
-    (``restore_live_files``); the ``candidates`` (files a writer makes, relative to
-    ``directory``) that it does not name deleted (left by a writer that died before its
-    commit), or moved to ``retired/`` if still in their grace (retired in place by an older
-    clipsearch); and the files in ``retired/`` whose grace has passed deleted."""
+    """Bring ``directory`` in line with the committed ``manifest``: its files in place
+    (``restore_live_files``); what is left in ``pending/`` deleted, and the ``candidates``
+    (files a writer makes, relative to ``directory``) that it does not name (both left by a
+    writer that died before its commit), or moved to ``retired/`` if still in their grace
+    (retired in place by an older clipsearch); and the files in ``retired/`` whose grace has
+    passed deleted. A writer calls it before it writes anything and after its commit, never
+    between: its own new files wait in ``pending/`` meanwhile."""
     restore_live_files(directory, manifest)
+    shutil.rmtree(directory / PENDING_DIR, ignore_errors=True)
     live = manifest.files() if manifest else set()
     waiting = set(manifest.retired) - live if manifest else set()
     candidates = set(candidates) - live
@@ -129,6 +155,16 @@ def remove_unreferenced(
     for name in candidates - waiting:
         (directory / name).unlink(missing_ok=True)
     _remove_expired(directory / RETIRED_DIR, waiting)
+
+
+def _waiting_in(directory: Path, holder: str, names: Iterable[str]) -> set[str]:
+    """Those of ``names`` not in their place under ``directory`` but under ``holder``
+    (``pending/`` or ``retired/``)."""
+    return {
+        name
+        for name in names
+        if not (directory / name).exists() and (directory / holder / name).exists()
+    }
 
 
 def _move(source: Path, names: Iterable[str], target: Path) -> None:

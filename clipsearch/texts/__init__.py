@@ -16,6 +16,7 @@ A collection is a directory, laid out like an image index (indexes/README.md):
     texts-<hex>.parquet     id (int64), text (string), embedding (fixed_size_list<float32>[dim])
     vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.store.vectors.build)
     retired/                files an earlier snapshot named, for its readers (see below)
+    pending/                while a build runs: its new files, until its commit moves them in
     .lock                   held by the one process building the collection
 
 ``id`` is the 0-based line number of the text in the source file: blank lines are skipped

@@ -3,6 +3,7 @@ searched through their own vector index (the layout: ``clipsearch.texts``)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
@@ -20,7 +21,9 @@ from clipsearch.store import catalog
 from clipsearch.store.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
 from clipsearch.store.storage import (
     LOCK_NAME,
+    PENDING_DIR,
     commit_snapshot,
+    new_file_path,
     remove_unreferenced,
     snapshot_path,
     writer_lock,
@@ -71,17 +74,6 @@ def read_text_manifest(directory: Path) -> Manifest | None:
         raise ClipsearchError(f"{exc} ({BUILD_HINT})") from None
 
 
-def _names_files(directory: Path, paths: list[Path]) -> bool:
-    """Whether the committed manifest names any of ``paths`` (a commit that half-failed)."""
-    try:
-        manifest = read_text_manifest(directory)
-    except ClipsearchError:
-        return False
-    if manifest is None:
-        return False
-    return bool(manifest.files() & {p.name for p in paths})
-
-
 def _ours(name: str) -> bool:
     """Files a build writes: the only ones it may delete in the directory."""
     return (
@@ -92,10 +84,19 @@ def _ours(name: str) -> bool:
     )
 
 
+def _left_by_a_build(path: Path) -> bool:
+    """Whether ``path``, in a folder with no collection yet, is a build's: its lock, a file
+    it writes, or ``pending/`` holding only those (a first build that died before its
+    commit)."""
+    if path.name == PENDING_DIR and path.is_dir() and not path.is_symlink():
+        return all(_ours(p.name) for p in path.iterdir())
+    return path.name == LOCK_NAME or _ours(path.name)
+
+
 def _remove_unreferenced(directory: Path, manifest: Manifest | None) -> None:
     """Bring the directory in line with the committed snapshot (``storage.remove_unreferenced``:
-    its files back from retired/ if a build died mid-commit, leftovers and expired files
-    deleted)."""
+    its files back from retired/ if a build died mid-commit, leftovers, pending/ and expired
+    files deleted)."""
     ours = [path.name for path in directory.iterdir() if _ours(path.name)]
     remove_unreferenced(directory, manifest, ours)
 
@@ -104,7 +105,7 @@ def _check_target(directory: Path) -> Manifest | None:
     """Refuse to build over an image index or into a folder of other files."""
     manifest = read_text_manifest(directory)  # refuses an image index
     if manifest is None and directory.is_dir():
-        others = [p.name for p in directory.iterdir() if p.name != LOCK_NAME and not _ours(p.name)]
+        others = [p.name for p in directory.iterdir() if not _left_by_a_build(p)]
         if others:
             raise ClipsearchError(
                 f"{directory} is not a text collection and not empty (it holds {others[0]!r}): "
@@ -162,8 +163,6 @@ class TextCollection:
             _remove_unreferenced(directory, old)
             embeddings = embed_all(model, texts.texts, progress)
             ids = np.asarray(texts.ids, dtype=np.int64)
-            written: list[Path] = []
-            committed = False
             try:
                 table = pa.table(
                     {
@@ -175,10 +174,10 @@ class TextCollection:
                     },
                     schema=texts_schema(model.dim),
                 )
-                written.append(catalog.write_table(directory, TEXTS_PREFIX, table))
+                texts_name = catalog.write_new_table(directory, "", TEXTS_PREFIX, table)
                 index, info = vectors.build(ids, embeddings, config)
-                written.append(directory / f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss")
-                vectors.save(index, written[-1])
+                vectors_name = f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss"
+                vectors.save(index, new_file_path(directory, vectors_name))
                 manifest = Manifest(
                     model=model.identity,
                     embedding_dim=model.dim,
@@ -186,18 +185,18 @@ class TextCollection:
                     kind=KIND,
                     snapshot=(old.snapshot + 1) if old else 1,
                     counts={"texts": len(ids)},
-                    catalog=[written[0].name],
-                    vector_index={"file": written[1].name, **asdict(info)},
+                    catalog=[texts_name],
+                    vector_index={"file": vectors_name, **asdict(info)},
                     embedded_with=[f"{model.engine}/{model.precision}"],
                     source=texts.as_dict(),
                     created_at=old.created_at if old else utc_now(),
                 )
                 commit_snapshot(directory, manifest, old)
-                committed = True
             except BaseException:
-                if not committed and not _names_files(directory, written):
-                    for path in written:
-                        path.unlink(missing_ok=True)
+                # What the failed build wrote is no snapshot's: gone now, not at the next
+                # build (by the manifest on disk, should its commit have landed).
+                with contextlib.suppress(OSError, ClipsearchError):
+                    _remove_unreferenced(directory, read_text_manifest(directory))
                 raise
             _remove_unreferenced(directory, manifest)
         return cls(directory, manifest, ids, list(texts.texts), index, info)
