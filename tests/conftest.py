@@ -129,7 +129,9 @@ def wait_for_server(index_dir: Path, process: subprocess.Popen, timeout: float =
 
 # -- a live server and a real browser --------------------------------------------------------
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Where a Chromium may be: the system's (Debian: apt-get install chromium), else the one
+# Playwright downloads (python -m playwright install chromium).
+SYSTEM_CHROMIUMS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -149,13 +151,31 @@ def serve_command(index_dir: Path) -> list[str]:
 
 
 def browser_or_skip():
+    """(Playwright's sync_playwright, a Chromium to drive), or a skip saying how to get one."""
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         pytest.skip("Playwright for Python is not installed (pip install playwright)")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no Chromium at {CHROMIUM} (apt-get install -y chromium)")
-    return sync_playwright
+    chromium = find_chromium(sync_playwright)
+    if chromium is None:
+        pytest.skip(
+            "no Chromium found: apt-get install -y chromium, or python -m playwright install "
+            "chromium"
+        )
+    return sync_playwright, chromium
+
+
+def find_chromium(sync_playwright) -> Path | None:
+    for name in SYSTEM_CHROMIUMS:
+        found = shutil.which(name)
+        if found:
+            return Path(found)
+    try:
+        with sync_playwright() as playwright:
+            bundled = Path(playwright.chromium.executable_path)
+    except Exception:  # Playwright's driver could not start: no browser from it either
+        return None
+    return bundled if bundled.exists() else None
 
 
 def wait_js(page, script: str, timeout: float = 20.0) -> None:

@@ -5,10 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from clipsearch.bundled import DEMO_MODEL, SAMPLES
+from clipsearch.ingest.datasets import export_images
+
 from .conftest import TINY, run_cli
+
+NO_DEFAULTS = {"CLIPSEARCH_INDEX": "", "CLIPSEARCH_MODEL": ""}  # the built-in defaults apply
 
 
 def test_help_imports_no_heavy_module():
@@ -54,6 +60,100 @@ def test_usage_errors_are_one_line_naming_the_flag(args, line, tmp_path):
     assert result.stderr.startswith(line), result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stdout == ""
     assert "--help)" in result.stderr  # where to read more
+
+
+def test_a_dash_word_in_a_query_is_taken_for_a_negative_term(tmp_path):
+    """`query cat -dog` is click's options -d -o -g: the error says how to write the term;
+    a long option that does not exist (`--nto`) is a typo, and click's suggestion stays."""
+    result = run_cli("query", "cat", "-dog", "-k", "3", cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    line = result.stderr
+    assert line.startswith("error: No such option: -d (a negative term? write --not dog, ")
+    assert "everything is a term" in line and "query cat -k 3 -- -dog)" in line
+    assert "query --help)" in line
+
+    typo = run_cli("query", "cat", "--nto", "dog", cwd=tmp_path)
+    assert typo.returncode == 2 and len(typo.stderr.splitlines()) == 1, typo.stderr
+    assert typo.stderr.startswith("error: No such option: --nto (Possible options: --not")
+    assert "negative term" not in typo.stderr
+
+
+def test_top_level_help_gives_each_command_one_sentence_on_one_line():
+    result = run_cli("--help", env={"COLUMNS": "80"})
+    assert result.returncode == 0, result.stderr
+    panel = [line for line in result.stdout.split("Commands")[1].splitlines() if "│" in line]
+    rows = [line.strip("│ ").split(None, 1) for line in panel]
+    assert len(rows) >= 15 and all(len(line) <= 80 for line in panel)
+    assert all(len(row) == 2 for row in rows), panel  # a name and its description on each line
+    assert all(description.endswith(".") for _, description in rows), panel
+
+
+@pytest.fixture(scope="module")
+def labelled(tmp_path_factory) -> Path:
+    """A working directory with the 300 bundled CIFAR-10 photos, one folder per class
+    (photos/dog/...), indexed with the bundled model into indexes/default."""
+    root = tmp_path_factory.mktemp("labelled")
+    export_images(SAMPLES, root / "photos", by_label=True)
+    result = run_cli("index", "photos", "-m", DEMO_MODEL, "--workers", "0", cwd=root)
+    assert result.returncode == 0, result.stderr
+    return root
+
+
+def test_classify_eval_reads_at_80_columns_and_says_what_it_used(labelled):
+    result = run_cli(
+        "classify",
+        "photos",
+        "--eval",
+        "--templates",
+        "simple",
+        "--workers",
+        "0",
+        cwd=labelled,
+        env={**NO_DEFAULTS, "COLUMNS": "80"},
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80 and "…" not in result.stdout, result.stdout
+    assert lines[0].startswith("accuracy ") and "on 300 images" in lines[0]
+    rows = {line.split()[1]: line.split("│")[2:5] for line in lines if line.startswith("│ ")}
+    assert len(rows) == 10 and rows["cat"][0].strip() == "30", result.stdout
+    assert rows["cat"][2].strip() != "-"  # the bundled model takes some cats for dogs
+    assert lines[-1] == (
+        "confusion matrix: confusion_matrix.png (working directory; choose with --plot)"
+    )
+    assert (labelled / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    # No --model: the model of the index here, named on stderr
+    assert "classifying with bundled:cifar10-small (the model of index indexes/default)" in (
+        result.stderr
+    )
+
+
+def test_classify_without_an_index_names_the_model_on_stderr_only(labelled, tmp_path):
+    env = {**NO_DEFAULTS, "CLIPSEARCH_MODEL": DEMO_MODEL}
+    photos = str(labelled / "photos" / "cat")
+    labels = ["--labels", "cat,dog", "--templates", "simple", "--workers", "0", "--json"]
+    result = run_cli("classify", photos, *labels, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert len(json.loads(result.stdout)["predictions"]) == 30  # stdout stays JSON
+    assert "classifying with bundled:cifar10-small ($CLIPSEARCH_MODEL)" in result.stderr
+
+    shown = run_cli("classify", "--help", env={"COLUMNS": "200"})
+    described = " ".join(shown.stdout.replace("│", " ").split())
+    assert "Default: with --index, the index's model; with PATHs, the model of the default " in (
+        described
+    )
+    assert "else $CLIPSEARCH_MODEL, else the pretrained ViT-B-32." in described
+
+
+def test_a_query_without_hits_says_so(labelled):
+    nothing = ["--where", "width > 10000", "--local", "--index", "indexes/default"]
+    result = run_cli("query", "a photo of a cat", *nothing, cwd=labelled)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "" and result.stderr == "no results\n"
+    as_json = run_cli("query", "a photo of a cat", *nothing, "--json", cwd=labelled)
+    assert as_json.returncode == 0 and json.loads(as_json.stdout) == []
+    assert "no results" not in as_json.stderr
 
 
 def test_no_command_shows_the_help():

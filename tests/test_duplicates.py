@@ -27,7 +27,6 @@ from clipsearch.server.auth import bearer_header, login_url
 from clipsearch.store.vectors import VectorIndexConfig
 
 from .conftest import (
-    CHROMIUM,
     CHROMIUM_ARGS,
     START_TIMEOUT,
     browser_or_skip,
@@ -366,7 +365,7 @@ def test_the_api_answers_groups_with_image_urls(index_dir):
 
 def test_the_duplicates_page_in_headless_chromium(index_dir, tmp_path):
     pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
-    sync_playwright = browser_or_skip()
+    sync_playwright, chromium = browser_or_skip()
     process = subprocess.Popen(
         serve_command(index_dir), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
@@ -375,7 +374,7 @@ def test_the_duplicates_page_in_headless_chromium(index_dir, tmp_path):
         info = wait_for_server(index_dir, process, START_TIMEOUT)
         assert info is not None, process.communicate(timeout=5)[0]
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
             try:
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.on("console", lambda m: m.type == "error" and problems.append(m.text))

@@ -551,3 +551,18 @@ def test_no_op_cli_run_does_not_import_torch(photos, tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "indexed 0 new" in result.stdout and "TORCH False" in result.stdout
+
+
+def test_a_run_that_never_committed_leaves_a_folder_queries_recognise(tmp_path):
+    """A first run that failed (an offline model, Ctrl-C) before its first commit leaves its
+    lock and staged rows: a query says there is no index yet, not "not a clipsearch index"."""
+    index_dir = tmp_path / "own"
+    with index_lock(index_dir):
+        (index_dir / "staging").mkdir()
+    result = run_cli("query", "a photo", "--index", str(index_dir), "--local")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"error: no index at {index_dir} yet:")
+    assert "clipsearch index" in result.stderr and len(result.stderr.splitlines()) == 1
+    (index_dir / "notes.txt").write_text("somebody else's folder")
+    other = run_cli("query", "a photo", "--index", str(index_dir), "--local")
+    assert other.returncode == 2 and "is not a clipsearch index" in other.stderr

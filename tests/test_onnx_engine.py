@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from clipsearch.bundled import DEMO_MODEL
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model, export, onnx_format
 from clipsearch.model.spec import parse_spec
@@ -144,6 +145,21 @@ def test_export_replaces_an_export_and_refuses_other_folders(tiny_dir, tmp_path)
     assert unwritable.stderr.startswith("error: cannot write ") and "Traceback" not in (
         unwritable.stderr
     )
+
+
+def test_export_of_a_bundled_model_copies_it_without_torch(tmp_path):
+    """A bundled model is an ONNX model directory already: exporting it copies it, in the
+    lean install as in the full one, and the copy is the same model."""
+    out = tmp_path / "cifar10-small"
+    result, heavy = run_cli_watching_imports("export", DEMO_MODEL, str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert not heavy & TORCH_MODULES, heavy
+    assert f"use it with: --model {out}" in result.stdout
+    copied, bundled = Model.load(str(out)), Model.load(DEMO_MODEL)
+    assert copied.engine == "onnx" and copied.identity.same_weights(bundled.identity)
+    batch = pixels(bundled.image_size)
+    np.testing.assert_array_equal(copied.embed_pixels(batch), bundled.embed_pixels(batch))
+    np.testing.assert_array_equal(copied.embed_texts(TEXTS), bundled.embed_texts(TEXTS))
 
 
 def test_onnx_directory_refuses_the_torch_engine(tiny_dir):
@@ -441,6 +457,31 @@ def test_shrinking_for_bundling_stores_the_token_table_in_int8(tiny_dir, tmp_pat
     batch = pixels(plain.image_size)
     np.testing.assert_array_equal(small.embed_pixels(batch), plain.embed_pixels(batch))
     assert cosines(small.embed_texts(TEXTS), plain.embed_texts(TEXTS)).min() > 0.999
+
+
+def test_info_says_not_installed_where_torch_is_missing(tmp_path):
+    """A lean install: `info` names the packages that are absent in words; --json keeps
+    null for them."""
+    code = (
+        "import sys\n"
+        "sys.modules.update(torch=None, open_clip=None)  # importing them fails\n"
+        "from clipsearch.cli import main\n"
+        "sys.argv = ['clipsearch', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+
+    def info(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", code, "info", *args]
+        return subprocess.run(command, capture_output=True, text=True, cwd=tmp_path)
+
+    text, as_json = info(), info("--json")
+    assert text.returncode == 0 and as_json.returncode == 0, text.stderr + as_json.stderr
+    lines = text.stdout.splitlines()
+    assert "torch       not installed" in lines and "open_clip   not installed" in lines
+    assert "None" not in text.stdout
+    facts = json.loads(as_json.stdout)
+    assert facts["torch"] is None and facts["open_clip"] is None
+    assert facts["onnxruntime"] and f"onnxruntime {facts['onnxruntime']}" in lines
 
 
 def test_torch_only_commands_name_the_extra_where_torch_is_missing(tmp_path):

@@ -607,3 +607,19 @@ def test_a_bad_token_is_one_line(token, fragment, tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: --token:") and fragment in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_api_lists_its_endpoints(client):
+    listed = client.get("/api").json()
+    pairs = {(e["method"], e["path"]) for e in listed["endpoints"]}
+    assert {("GET", "/api/search"), ("POST", "/api/search"), ("GET", "/api/health")} <= pairs
+    assert listed["openapi"] == "/openapi.json"
+    schema_paths = set(client.get("/openapi.json").json()["paths"])
+    assert {path for _, path in pairs} == schema_paths
+
+
+def test_an_upload_refuses_parameters_in_the_query_string(client, photos):
+    upload = {"image": ("q.png", (photos / "red" / "red 0.png").read_bytes(), "image/png")}
+    answer = client.post("/api/search", params={"k": 2}, files=upload)
+    assert_json_error(answer, 400, "form fields, not in the query string (k)")
+    assert len(hits(client.post("/api/search", data={"k": "2"}, files=upload))) == 2

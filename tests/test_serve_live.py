@@ -23,7 +23,6 @@ from clipsearch.server.client import find_server
 from clipsearch.server.discovery import SERVER_FILE, ServerInfo, write_info
 
 from .conftest import (
-    CHROMIUM,
     CHROMIUM_ARGS,
     MODEL_MODULES,
     START_TIMEOUT,
@@ -194,10 +193,10 @@ THUMBNAILS_LOADED = """() => {
 
 
 def test_the_page_in_headless_chromium(live, tmp_path):
-    sync_playwright = browser_or_skip()
+    sync_playwright, chromium = browser_or_skip()
     problems: list[str] = []
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = playwright.chromium.launch(executable_path=str(chromium), args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             page.on("console", lambda m: m.type in ("error", "warning") and problems.append(m.text))

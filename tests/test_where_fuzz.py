@@ -420,3 +420,13 @@ def test_the_cli_says_one_line_and_writes_nothing(places, where):
         assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
     for name, folder in places.items():
         assert _files(folder) == before[name], f"{where!r} wrote into {name}"
+
+
+def test_a_filter_holding_the_index_path_is_not_damage(indexes, places):
+    """A conversion error quoting a string that holds the index's path is the filter's
+    fault: not "index ... is damaged, run clipsearch repair"."""
+    where = f"width = '{places['index']}/catalog/x'"
+    for index in indexes.values():
+        with pytest.raises(ClipsearchError) as caught:
+            index.search("a photo", k=4, where=where)
+        assert caught.value.parameter == "where" and "damaged" not in str(caught.value)

@@ -3,14 +3,35 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt, ModelOpt
+from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt
 from clipsearch.errors import ClipsearchError
+from clipsearch.settings import DEFAULT_MODEL_SPEC, INDEX_ENV, MODEL_ENV, resolve_index_dir
+
+DEFAULT_PLOT = Path("confusion_matrix.png")
+
+# Not the shared --model option: classify's default depends on what it classifies.
+ClassifyModelOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help=(
+            "Model spec, as for `clipsearch index`. Default: with --index, the index's model; "
+            "with PATHs, the model of the default index, if there is one (named by "
+            f"${INDEX_ENV}, else indexes/default), else ${MODEL_ENV}, else the pretrained "
+            f"{DEFAULT_MODEL_SPEC.partition(':')[0]}. stderr names the model used."
+        ),
+        show_default=False,
+    ),
+]
 
 
 def classify(
@@ -53,10 +74,14 @@ def classify(
         ),
     ] = False,
     plot: Annotated[
-        Path, typer.Option(help="Where --eval writes the confusion-matrix PNG.")
-    ] = Path("confusion_matrix.png"),
+        Path,
+        typer.Option(
+            help="Where --eval writes the confusion-matrix PNG "
+            "(by default into the working directory)."
+        ),
+    ] = DEFAULT_PLOT,
     index: IndexOpt = None,
-    model: ModelOpt = None,
+    model: ClassifyModelOpt = None,
     workers: Annotated[int, typer.Option(min=0, help="Decoding processes for PATHs.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model batch.")] = 64,
     device: DeviceOpt = "auto",
@@ -82,17 +107,14 @@ def classify(
     template_list = zs.resolve_templates(templates)
     failures: list[tuple[str, str]] = []
     if paths:
-        if model is None:  # like the index's own queries: the model of the index, if any
-            from clipsearch.settings import resolve_index_dir
-            from clipsearch.store.manifest import indexed_model_spec
-
-            model = indexed_model_spec(resolve_index_dir(index))
+        model, origin = _model_for_files(model)
         predictions, failures = _classify_files(
             paths,
             label_list,
             template_list,
             top,
             model,
+            origin,
             workers,
             batch_size,
             device,
@@ -103,6 +125,8 @@ def classify(
         from clipsearch.query.search import Index
 
         opened = Index.open(index, model=model, device=device, cache_dir=cache_dir, engine=engine)
+        origin = "--model" if model is not None else "the index's model"
+        _say(f"classifying index {_shown(opened.index_dir)} with {opened.model_spec} ({origin})")
         predictions = opened.classify(label_list, template_list, top)
         if write_tags:
             zs.write_tags(opened.index_dir, predictions)
@@ -115,15 +139,46 @@ def classify(
     _print(predictions, failures, report, plot, as_json)
 
 
+def _model_for_files(model: str | None) -> tuple[str, str]:
+    """The model that classifies image files, and where that choice came from: --model, else
+    the model of the default index (as its queries use: its embeddings are comparable), else
+    $CLIPSEARCH_MODEL, else the built-in default."""
+    from clipsearch.store.manifest import indexed_model_spec
+
+    if model is not None:
+        return model, "--model"
+    index_dir = resolve_index_dir(None)
+    indexed = indexed_model_spec(index_dir)
+    if indexed is not None:
+        return indexed, f"the model of index {_shown(index_dir)}"
+    if os.environ.get(MODEL_ENV):
+        return os.environ[MODEL_ENV], f"${MODEL_ENV}"
+    return DEFAULT_MODEL_SPEC, "the default model"
+
+
 def _classify_files(
-    paths, labels, templates, top, model, workers, batch_size, device, cache_dir, engine
+    paths, labels, templates, top, model, origin, workers, batch_size, device, cache_dir, engine
 ):
     from clipsearch.model import Model
     from clipsearch.zeroshot import classify as zs
 
     loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
+    _say(f"classifying with {model} ({origin})")
     classifier = zs.load_classifier(loaded.identity, labels, templates, lambda: loaded)
     return zs.classify_files(paths, loaded, classifier, top, workers, batch_size)
+
+
+def _say(line: str) -> None:
+    """A note for the person at the terminal: stderr, so that stdout (--json) stays data."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _shown(directory: Path) -> str:
+    """A directory as the user would type it: relative under the current directory."""
+    try:
+        return str(directory.relative_to(Path.cwd()))
+    except ValueError:
+        return str(directory)
 
 
 def _print(predictions, failures, report, plot: Path, as_json: bool) -> None:
@@ -147,22 +202,41 @@ def _print(predictions, failures, report, plot: Path, as_json: bool) -> None:
 
 
 def _print_report(report, plot: Path) -> None:
+    """Accuracy per class, one row each: it reads at 80 columns, where a class-by-class matrix
+    would not (rich shrinks its cells to `air…`); the full matrix is the PNG's."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    console.print(f"accuracy {report.accuracy:.1%} on {report.count:,} images")
-    table = Table(title="confusion matrix (rows: true, columns: predicted)")
-    table.add_column("true \\ predicted")
-    for label in report.labels:
-        table.add_column(label[:10], justify="right")
-    table.add_column("accuracy", justify="right")
+    print(f"accuracy {report.accuracy:.1%} on {report.count:,} images")
+    table = Table()
+    for header, justify in [
+        ("class", "left"),
+        ("images", "right"),
+        ("accuracy", "right"),
+        ("most confused with", "left"),
+    ]:
+        table.add_column(header, justify=justify, overflow="fold")  # wrapped, never cut
     for i, label in enumerate(report.labels):
-        cells = [str(int(n)) for n in report.confusion[i]]
+        row = report.confusion[i]
         accuracy = report.per_class.get(label)
-        table.add_row(label, *cells, "-" if accuracy is None else f"{accuracy:.1%}")
-    console.print(table)
-    console.print(f"confusion matrix plot: {plot}")
+        table.add_row(
+            label,
+            f"{int(row.sum()):,}",
+            "-" if accuracy is None else f"{accuracy:.1%}",
+            _most_confused(report.labels, row, i),
+        )
+    Console().print(table)
+    where = " (working directory; choose with --plot)" if plot == DEFAULT_PLOT else ""
+    print(f"confusion matrix: {plot}{where}")
+
+
+def _most_confused(labels: list[str], row, true_index: int) -> str:
+    """The wrong label a class's images got most often, with how many: `cat (4)`."""
+    wrong = [(int(n), labels[j]) for j, n in enumerate(row) if j != true_index and n]
+    if not wrong:
+        return "-"
+    count, label = max(wrong, key=lambda pair: pair[0])
+    return f"{label} ({count:,})"
 
 
 def _parse_labels(labels: str | None, labels_file: Path | None) -> list[str]:

@@ -29,8 +29,10 @@ def duplicates(
             help="Cosine similarity of two images' embeddings from which their fingerprints "
             "(8x8 grey pictures kept in the index) are compared; both must agree, and "
             "byte-identical files always count. The default is calibrated on re-encoded, "
-            "resized, cropped and rotated copies (benchmarks/RESULTS.md); lower finds more "
-            "heavily edited copies.",
+            "resized, cropped and rotated copies (benchmarks/RESULTS.md). Lower finds more "
+            "heavily edited copies, at a price: below about 0.8, different photos of plain, "
+            "alike scenes (a ship and a plane on an empty sky) can be grouped too; look at "
+            "the groups (--html) before acting on them.",
         ),
     ] = DEFAULT_DUPLICATE_THRESHOLD,
     where: Annotated[

@@ -17,8 +17,9 @@ def export(
     model: Annotated[
         str,
         typer.Argument(
-            help="Model spec to export: ARCH:TAG, hf-hub:ORG/REPO, a checkpoint directory "
-            "or random:ARCH.",
+            help="Model spec to export: ARCH:TAG, hf-hub:ORG/REPO, a checkpoint directory, "
+            "random:ARCH, or an ONNX model directory already (bundled:NAME, an earlier "
+            "export), which is copied.",
             show_default=False,
         ),
     ],
@@ -35,7 +36,8 @@ def export(
 
     The folder holds the image and text graphs, the tokenizer's file, the preprocessing
     settings and the model's identity, so indexes built with the original model accept it.
-    Needs torch and open_clip (the torch extra); loading the result needs neither.
+    Needs torch and open_clip (the torch extra); loading the result needs neither. A
+    model that is an ONNX model directory already (bundled:NAME) is copied, without torch.
     """
     from clipsearch.model import export as exporter
     from clipsearch.model.onnx_format import read_config

@@ -14,9 +14,15 @@ from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, JsonOpt, M
 from clipsearch.settings import MODEL_ENV, default_model_spec, resolve_index_dir
 
 
-def _version(distribution: str) -> str | None:
+def _version(distribution: str, module: str) -> str | None:
+    """The installed version of ``distribution``; None when its ``module`` cannot be
+    imported (a package whose files are gone is not installed either)."""
     from importlib import metadata  # ~10 ms: only `info` pays it
 
+    from clipsearch.model.engines import installed
+
+    if not installed(module):
+        return None
     try:
         return metadata.version(distribution)
     except metadata.PackageNotFoundError:
@@ -51,12 +57,12 @@ def gather_info(engine: str = "auto", device: str = "auto") -> dict[str, Any]:
     return {
         "clipsearch": __version__,
         "python": platform.python_version(),
-        "torch": _version("torch"),
-        "open_clip": _version("open_clip_torch"),
-        "onnxruntime": _version("onnxruntime"),
+        "torch": _version("torch", "torch"),
+        "open_clip": _version("open_clip_torch", "open_clip"),
+        "onnxruntime": _version("onnxruntime", "onnxruntime"),
         "faiss": faiss_facts["version"],
         "faiss_gpus": faiss_facts["gpus"],
-        "duckdb": _version("duckdb"),
+        "duckdb": _version("duckdb", "duckdb"),
         **_device_facts(),
         "engine": choice.engine,
         "engine_why": choice.reason,
@@ -79,11 +85,13 @@ def info(
 
     With --model, also load that model and show its identity (dim, image size, weights).
     """
-    facts = gather_info(engine, device)
-    if model is not None:
+    loaded = None
+    if model is not None:  # first: a model that cannot load is the answer, and said at once
         from clipsearch.model import Model
 
         loaded = Model.load(model, device=device, cache_dir=cache_dir, engine=engine)
+    facts = gather_info(engine, device)
+    if loaded is not None:
         facts["model_engine"] = loaded.engine
         facts["model_precision"] = loaded.precision
         facts["model_identity"] = loaded.identity.as_dict()
@@ -92,14 +100,15 @@ def info(
         print(json.dumps(facts, indent=2))
         return
     faiss_kind = f"{facts['faiss_gpus']} GPU(s)" if facts["faiss_gpus"] else "CPU"
+    faiss = f"{facts['faiss']} ({faiss_kind})" if facts["faiss"] else _shown(None)
     lines = [
         f"clipsearch  {facts['clipsearch']}",
         f"python      {facts['python']}",
-        f"torch       {facts['torch']}",
-        f"open_clip   {facts['open_clip']}",
-        f"onnxruntime {facts['onnxruntime']}",
-        f"faiss       {facts['faiss']} ({faiss_kind})",
-        f"duckdb      {facts['duckdb']}",
+        f"torch       {_shown(facts['torch'])}",
+        f"open_clip   {_shown(facts['open_clip'])}",
+        f"onnxruntime {_shown(facts['onnxruntime'])}",
+        f"faiss       {faiss}",
+        f"duckdb      {_shown(facts['duckdb'])}",
         f"device      {facts['device']} ({facts['name']})",
         f"engine      {facts['engine']} ({facts['engine_why']})",
         f"exports     {facts['export_cache']}",
@@ -111,6 +120,11 @@ def info(
     for key, value in facts.get("model_identity", {}).items():
         lines.append(f"  {key:<12}{value}")
     print("\n".join(lines))
+
+
+def _shown(version: str | None) -> str:
+    """A version for people: a package that is absent (None in --json) is "not installed"."""
+    return version or "not installed"
 
 
 def models(

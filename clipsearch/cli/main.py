@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -39,21 +41,31 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-app.command("demo")(demo.demo)
-app.command("index")(index.index)
-app.command("query")(query.query)
-app.command("classify")(classify.classify)
-app.command("duplicates")(duplicates.duplicates)
-app.command("serve")(serve.serve)
-app.command("train")(train.train)
-app.command("eval")(train.evaluate)
-app.command("export")(export.export)
-app.command("repair")(repair.repair)
-app.command("rebuild")(rebuild.rebuild)
-app.add_typer(texts.texts_app, name="texts")
-app.add_typer(datasets.datasets_app, name="datasets")
-app.command("info")(info.info)
-app.command("models")(info.models)
+# Each command with the one sentence `clipsearch --help` shows for it: short enough for one
+# line at 80 columns (a docstring's first paragraph would wrap there, even mid-sentence).
+COMMANDS = [
+    ("demo", demo.demo, "Index, search and score 300 bundled photos, offline."),
+    ("index", index.index, "Index the images under PATHs; re-runs embed only changes."),
+    ("query", query.query, "Search an index by text or image; rank texts for an image."),
+    ("classify", classify.classify, "Label images zero-shot; --eval scores a labelled folder."),
+    ("duplicates", duplicates.duplicates, "Find groups of images that are the same photo."),
+    ("serve", serve.serve, "Serve an index over HTTP: a search page and a JSON API."),
+    ("train", train.train, "Train a CLIP-style model into a checkpoint directory."),
+    ("eval", train.evaluate, "Score a model: zero-shot accuracy, retrieval recall."),
+    ("export", export.export, "Export a model to ONNX, to run it without torch."),
+    ("repair", repair.repair, "Check every file of an index and repair what is damaged."),
+    ("rebuild", rebuild.rebuild, "Build an index's vector index again from its embeddings."),
+    ("info", info.info, "Show versions, the device, the default model and index."),
+    ("models", info.models, "List the architectures a model spec can name."),
+]
+GROUPS = [
+    ("texts", texts.texts_app, "Store captions or labels, embedded once, to rank against images."),
+    ("datasets", datasets.datasets_app, "Work with image datasets in Parquet."),
+]
+for name, function, summary in COMMANDS:
+    app.command(name, short_help=summary)(function)
+for name, group, summary in GROUPS:
+    app.add_typer(group, name=name, short_help=summary)
 
 
 def _print_version(value: bool) -> None:
@@ -87,7 +99,7 @@ def run(typer_app: typer.Typer) -> None:
             exc.show()
         sys.exit(exc.exit_code)
     except click_errors.ClickException as exc:
-        print(f"error: {_usage_message(exc)}", file=sys.stderr)
+        print(f"error: {_usage_message(exc, sys.argv[1:])}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except ClipsearchError as exc:
         flag = FLAGS.get(exc.parameter or "")
@@ -117,13 +129,79 @@ def run(typer_app: typer.Typer) -> None:
         sys.exit(code)  # a typer.Exit(code) raised by a command
 
 
-def _usage_message(exc: click_errors.ClickException) -> str:
+def _usage_message(exc: click_errors.ClickException, argv: Sequence[str]) -> str:
     """One line for a usage error: the flag first, as ClipsearchError's are, then where to look."""
     flag = _flag_of(exc)
-    message = f"{flag}: {exc.message}" if flag else exc.format_message()
+    hint = _negative_term_hint(exc, argv) if isinstance(exc, click_errors.NoSuchOption) else None
+    if hint:  # in place of click's option suggestions: the user meant a term, not an option
+        message = f"{exc.message} ({hint})"
+    else:
+        message = f"{flag}: {exc.message}" if flag else exc.format_message()
     message = " ".join(message.split())
     context = getattr(exc, "ctx", None)
     return f"{message} (see {context.command_path} --help)" if context else message
+
+
+def _negative_term_hint(exc: click_errors.NoSuchOption, argv: Sequence[str]) -> str | None:
+    """How to write negative terms, when the unknown option of a command that takes them
+    (one with --not: `query`) is one: click reads `query cat -dog` as options -d -o -g.
+
+    A long option (`--nto`) is taken for a typo of an option: click's suggestions fit it.
+    """
+    context = exc.ctx
+    if context is None or exc.option_name.startswith("--"):
+        return None
+    takes_value = {
+        name: not (param.is_flag or param.count)
+        for param in context.command.params
+        if param.param_type_name == "option"
+        for name in (*param.opts, *param.secondary_opts)
+    }
+    if "--not" not in takes_value:
+        return None
+    words = list(argv)
+    if context.info_name in words:  # what follows the command's own name
+        words = words[words.index(context.info_name) + 1 :]
+    terms, others = _split_negative_terms(words, takes_value)
+    if not any(term.startswith(exc.option_name) for term in terms):
+        return None
+    rewritten = " ".join(f"--not {shlex.quote(term[1:])}" for term in terms)
+    after = others.index("--") + 1 if "--" in others else len(others)
+    separated = [*others[:after], *([] if "--" in others else ["--"]), *terms, *others[after:]]
+    which = "a negative term? write" if len(terms) == 1 else "negative terms? write"
+    return (
+        f"{which} {rewritten}, or put terms after --, where everything is a term, options "
+        f"too: {context.command_path} {shlex.join(separated)}"
+    )
+
+
+def _split_negative_terms(
+    words: Sequence[str], takes_value: dict[str, bool]
+) -> tuple[list[str], list[str]]:
+    """The words before `--` that are a dash and a word but no option (`-dog`), and the rest.
+
+    An option's value stays with it, whatever it looks like (`--where -x`), and a known short
+    option with its value attached (`-k5`) is no term.
+    """
+    terms: list[str] = []
+    others: list[str] = []
+    value_next = False
+    for position, word in enumerate(words):
+        if word == "--":
+            others.extend(words[position:])
+            break
+        if value_next:
+            value_next = False
+        elif word.startswith("--"):
+            value_next = takes_value.get(word, False)
+        elif word.startswith("-") and len(word) > 1:
+            if word[:2] in takes_value:
+                value_next = len(word) == 2 and takes_value[word]
+            elif word[1].isalnum():
+                terms.append(word)
+                continue
+        others.append(word)
+    return terms, others
 
 
 def _flag_of(exc: click_errors.ClickException) -> str | None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 import time
 
+MIN_SECONDS_FOR_RATE = 1.0
+
 
 class PlainProgress:
     """One line every few seconds, for logs and pipes (no control characters)."""
@@ -28,13 +30,15 @@ class PlainProgress:
         now = time.perf_counter()
         if now - self.last >= self.every or self.done == self.total:
             self.last = now
-            rate = self.done / max(now - self.started, 1e-9)
-            eta = (self.total - self.done) / rate if rate else 0.0
-            print(
-                f"{self.label}: {self.done:,}/{self.total:,} ({rate:,.1f} img/s, ETA {eta:,.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            elapsed = now - self.started
+            line = f"{self.label}: {self.done:,}/{self.total:,}"
+            # Work done within a moment (rows read from the catalog) has no rate to speak
+            # of: "2,118,329.9 img/s" said nothing.
+            if elapsed >= MIN_SECONDS_FOR_RATE and self.done:
+                rate = self.done / elapsed
+                eta = (self.total - self.done) / rate
+                line += f" ({rate:,.1f} img/s, ETA {eta:,.0f} s)"
+            print(line, file=sys.stderr, flush=True)
 
     def close(self) -> None:
         pass

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -212,6 +213,8 @@ def _via_server(
 def _print_hits(rows: list[dict[str, Any]], columns: list[str], as_json: bool, paths: bool) -> None:
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False, default=str))
+    elif not rows:  # silence would read as a crash; on stderr, so that a pipe gets nothing
+        print("no results", file=sys.stderr)
     elif paths:
         for row in rows:
             print(row["path"])

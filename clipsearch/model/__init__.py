@@ -121,6 +121,11 @@ class Model:
         precision: str = "auto",
         cache: str | None = None,
     ) -> Model:
+        from clipsearch.model import hub
+
+        # Before torch and open_clip are imported (seconds): weights that are neither cached
+        # nor downloadable fail at once.
+        hub.fail_fast_when_unavailable(spec, cache)
         from clipsearch.model import torch_engine
 
         towers = torch_engine.load_towers(spec, device, precision, cache)

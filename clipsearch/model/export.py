@@ -46,9 +46,14 @@ def export_model(
     spec: ModelSpec, out_dir: Path, cache_dir: str | None = None, note: str | None = None
 ) -> Path:
     """Write the ONNX model directory of ``spec`` (fp32 graphs) to ``out_dir``, atomically;
-    ``note`` is printed to stderr once the model has loaded, before the export starts."""
+    ``note`` is printed to stderr once the model has loaded, before the export starts.
+
+    A spec that names an ONNX model directory already (``bundled:NAME``, an earlier export)
+    is copied as it is: no torch needed, and the copy carries the same identity."""
     from clipsearch.model import engines
 
+    if spec.path is not None and onnx_format.is_onnx_dir(spec.path):
+        return copy_onnx_dir(spec.path, out_dir)
     if not engines.installed("torch") or not engines.installed("open_clip"):
         raise ClipsearchError(
             f"exporting model '{spec}' to ONNX needs torch and open_clip: {engines.TORCH_EXTRA}"
@@ -59,18 +64,40 @@ def export_model(
     preprocess = _preprocess_config(model)
     tokenizer_cfg = _tokenizer_config(model)
     out_dir = out_dir.absolute()
-    work: Path | None = None
-    try:
-        work = _work_dir(out_dir)
+    with _writing_beside(out_dir) as work:
         _write_tokenizer(model, tokenizer_cfg, work)
         _export_graphs(model, work)
         _finish(work, out_dir, model.identity, model.logit_scale, preprocess, tokenizer_cfg)
-    except OSError as exc:  # a folder it may not create, a full disk
-        raise ClipsearchError(f"cannot write {out_dir}: {write_failure(exc)}") from None
+    return out_dir
+
+
+def copy_onnx_dir(source: Path, out_dir: Path) -> Path:
+    """Copy the ONNX model directory ``source`` to ``out_dir``, atomically: its config, every
+    graph it lists and its tokenizer file, each checked against the config first."""
+    cfg = onnx_format.read_config(source)
+    onnx_format.check_files(source, cfg, "fp32")
+    out_dir = out_dir.absolute()
+    with _writing_beside(out_dir) as work:
+        for name in (onnx_format.CONFIG_NAME, *cfg.graphs, cfg.tokenizer.file):
+            shutil.copyfile(source / name, work / name)
+            fsync_file(work / name)
+        _replace_dir(work, out_dir)
+    return out_dir
+
+
+@contextmanager
+def _writing_beside(target: Path) -> Iterator[Path]:
+    """A work folder beside ``target`` to fill and move into place; removed afterwards.
+    A folder it may not create or a full disk is one line naming ``target``."""
+    work: Path | None = None
+    try:
+        work = _work_dir(target)
+        yield work
+    except OSError as exc:
+        raise ClipsearchError(f"cannot write {target}: {write_failure(exc)}") from None
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
-    return out_dir
 
 
 def _work_dir(target: Path) -> Path:

@@ -21,15 +21,11 @@ from PIL import Image
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import architectures, checkpoint
-from clipsearch.model.hub import endpoint_host, hub_access
+from clipsearch.model.hub import OFFLINE_FIX, hub_access, offline_error
 from clipsearch.model.logs import quiet_root_logger
 from clipsearch.model.spec import ModelSpec
 
 RANDOM_SEED = 0
-OFFLINE_FIX = (
-    "name a local checkpoint directory as the model (or in CLIPSEARCH_MODEL), such as one "
-    "written by `clipsearch train`, or connect once so the weights are cached"
-)
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -266,13 +262,8 @@ def _load_weights_into(module: torch.nn.Module, weights: Path, spec: ModelSpec) 
 def _download_error(
     spec: ModelSpec, source: str, online: bool, cache_dir: str | None, exc: Exception
 ) -> ClipsearchError:
-    cache = cache_dir or "the Hugging Face cache"
     if not online:
-        return ClipsearchError(
-            f"cannot load model '{spec}': tried {source} in {cache}, not there, and "
-            f"{endpoint_host()} cannot be reached (offline). Fix: {OFFLINE_FIX}",
-            parameter="model",
-        )
+        return offline_error(spec, source, cache_dir)
     return ClipsearchError(
         f"cannot load model '{spec}': tried {source}: {_one_line(exc)[:300]}. Fix: {OFFLINE_FIX}",
         parameter="model",

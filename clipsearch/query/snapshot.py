@@ -23,7 +23,7 @@ import numpy as np
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.store.manifest import Manifest, read_manifest
-from clipsearch.store.storage import snapshot_path
+from clipsearch.store.storage import MANIFEST_NAME, WRITER_LEFTOVERS, snapshot_path
 
 if TYPE_CHECKING:
     import duckdb
@@ -61,9 +61,22 @@ def open_manifest(index_dir: Path) -> Manifest:
     manifest = read_manifest(index_dir)
     if manifest is not None:
         return manifest
-    if (index_dir / "manifest.json").exists() or not index_dir.exists():
+    if (index_dir / MANIFEST_NAME).exists() or not index_dir.exists():
         raise ClipsearchError(f"no index at {index_dir} (build one with `clipsearch index PATH`)")
+    if _only_writer_leftovers(index_dir):
+        raise ClipsearchError(
+            f"no index at {index_dir} yet: a `clipsearch index` run there stopped before its "
+            "first commit (run it again: it re-uses what it had embedded)"
+        )
     raise ClipsearchError(f"{index_dir} is not a clipsearch index (no manifest.json)")
+
+
+def _only_writer_leftovers(index_dir: Path) -> bool:
+    try:
+        names = {entry.name for entry in os.scandir(index_dir)}
+    except OSError:
+        return False
+    return names <= WRITER_LEFTOVERS
 
 
 class Snapshot:
@@ -174,7 +187,10 @@ class Snapshot:
         import duckdb
 
         message = " ".join(str(exc).split()).split(" LINE ")[0]  # not DuckDB's SQL excerpt
-        if str(self.index_dir) not in message:
+        # Only reading a file fails so; a filter comparing with a string that holds the
+        # index's path (a conversion error) is the filter's fault, not damage.
+        file_kinds = (duckdb.IOException, duckdb.InvalidInputException)
+        if str(self.index_dir) not in message or not isinstance(exc, file_kinds):
             return None
         if isinstance(exc, duckdb.IOException):
             return FileNotFoundError(message)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import APIRouter, File, Form, Path, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
 from PIL import Image
 from pydantic import Field
 
@@ -52,6 +52,21 @@ class Services:
 
 def services(request: Request) -> Services:
     return request.app.state.services
+
+
+def form_only(request: Request) -> None:
+    """Uploads take every parameter from the form: one given in the query string would
+    otherwise be ignored without a word (``POST /api/search?k=2`` answering 10 hits)."""
+    if request.query_params:
+        names = ", ".join(sorted(set(request.query_params.keys())))
+        raise ApiError(
+            400,
+            f"POST {request.url.path} takes its parameters as form fields, not in the query "
+            f"string ({names})",
+        )
+
+
+FORM_ONLY = [Depends(form_only)]
 
 
 # -- shared parameters ---------------------------------------------------------------------
@@ -175,7 +190,10 @@ def search(
 
 
 @router.post(
-    "/search", response_model=schemas.SearchResponse, summary="Search with uploaded images"
+    "/search",
+    response_model=schemas.SearchResponse,
+    summary="Search with uploaded images",
+    dependencies=FORM_ONLY,
 )
 def search_upload(
     request: Request,
@@ -246,7 +264,12 @@ def texts_search(
     return _rank_texts(services(request), None, like, collection, k)
 
 
-@router.post("/texts/search", response_model=schemas.TextSearchResponse, summary="Upload → text")
+@router.post(
+    "/texts/search",
+    response_model=schemas.TextSearchResponse,
+    summary="Upload → text",
+    dependencies=FORM_ONLY,
+)
 def texts_search_upload(
     request: Request,
     image: Annotated[UploadFile, File(description="The query image.")],
@@ -309,7 +332,12 @@ def classify(
     return _classify(services(request), None, like, labels, templates, top)
 
 
-@router.post("/classify", response_model=schemas.ClassifyResponse, summary="Zero-shot, upload")
+@router.post(
+    "/classify",
+    response_model=schemas.ClassifyResponse,
+    summary="Zero-shot, upload",
+    dependencies=FORM_ONLY,
+)
 def classify_upload(
     request: Request,
     image: Annotated[UploadFile, File(description="The image to classify.")],
@@ -389,6 +417,18 @@ def info(request: Request) -> schemas.IndexInfo:
             thumbnail_sizes=list(THUMBNAIL_SIZES),
         ),
     )
+
+
+@router.get("", response_model=schemas.ApiIndex, summary="The endpoints")
+def endpoints(request: Request) -> schemas.ApiIndex:
+    """Every endpoint of the API with its summary; the full schema is at /openapi.json."""
+    paths = request.app.openapi()["paths"]  # built once, kept by FastAPI
+    listed = [
+        schemas.Endpoint(method=method.upper(), path=path, summary=operation.get("summary", ""))
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+    ]
+    return schemas.ApiIndex(endpoints=listed, docs="/docs", openapi="/openapi.json")
 
 
 @router.get("/health", response_model=schemas.Health, summary="Is this server up")

@@ -138,3 +138,17 @@ class Health(BaseModel):
     snapshot: int
     pid: int
     model: str
+
+
+class Endpoint(BaseModel):
+    method: str
+    path: str
+    summary: str
+
+
+class ApiIndex(BaseModel):
+    """What ``GET /api`` lists: every endpoint, and where the full schema is."""
+
+    endpoints: list[Endpoint]
+    docs: str
+    openapi: str

@@ -22,9 +22,8 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.store import access
 from clipsearch.store.catalog import write_table
-from clipsearch.store.storage import publishing, write_failure
+from clipsearch.store.storage import STAGING_DIR, publishing, write_failure
 
-STAGING_DIR = "staging"
 _STATE_NAME = "state.json"
 
 

@@ -40,6 +40,11 @@ RETIRED_DIR = "retired"
 # Where a writer's new files wait for its commit, under the relative path its manifest gives
 # them (pending/catalog/part-x.parquet): out of the folders a reader may glob until then.
 PENDING_DIR = "pending"
+# Staged rows of an unfinished run (store.staging), kept for the next run to re-use.
+STAGING_DIR = "staging"
+# All a writer leaves in a folder before its first commit: no index yet, but not another
+# program's folder either.
+WRITER_LEFTOVERS = frozenset({LOCK_NAME, STAGING_DIR, PENDING_DIR, RETIRED_DIR})
 # How long a file dropped by a commit stays on disk for readers of the snapshot before: far
 # longer than one query or one command takes. A reader that holds a snapshot longer (a
 # server) rereads the manifest when a file is gone, and carries on with the new snapshot.
