@@ -22,6 +22,9 @@ INDEXES_DIR = "indexes"
 # their fingerprints: calibrated in benchmarks/RESULTS.md ("Duplicates").
 DEFAULT_DUPLICATE_THRESHOLD = 0.90
 DEFAULT_INDEX_NAME = "default"
+# Images with more pixels are refused when indexing (decompression bombs); a server takes
+# a lower bound for uploads from whoever reaches it (server.config.DEFAULT_MAX_UPLOAD_PIXELS).
+DEFAULT_MAX_PIXELS = 100_000_000
 
 
 def let_decoders_share_cores() -> None:

@@ -6,7 +6,6 @@ import json
 import os
 import pickle
 import shutil
-import time
 
 import numpy as np
 import pytest
@@ -201,10 +200,9 @@ def test_unknown_pretrained_tag_lists_known_tags():
 
 def test_offline_pretrained_spec_fails_fast_with_a_fix(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the same path as having no network
-    start = time.perf_counter()
+    # How fast it says so is a benchmark's business: benchmarks/offline_failure.py.
     with pytest.raises(ClipsearchError) as info:
         Model.load("ViT-B-32:laion2b_s34b_b79k", cache_dir=tmp_path)
-    assert time.perf_counter() - start < 10
     message = str(info.value)
     assert "'ViT-B-32:laion2b_s34b_b79k'" in message
     assert "laion/CLIP-ViT-B-32-laion2B-s34B-b79K" in message  # what was tried
@@ -217,17 +215,6 @@ def test_bad_device_and_precision():
         Model.load(TINY, device="tpu")
     with pytest.raises(ClipsearchError, match=r"precision"):
         Model.load(TINY, precision="fp8")
-
-
-def test_tiny_embeds_32_images_well_under_a_second(tiny_model):
-    pixels = np.stack([tiny_model.preprocess(im) for im in _images(32)])
-    tiny_model.embed_pixels(pixels)  # warm-up
-    timings = []
-    for _ in range(5):
-        start = time.perf_counter()
-        tiny_model.embed_pixels(pixels)
-        timings.append(time.perf_counter() - start)
-    assert sorted(timings)[2] < 0.5
 
 
 def test_real_cifar_images_embed(shared_data, tiny_model, tmp_path):

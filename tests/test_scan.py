@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -451,7 +450,7 @@ def test_scan_module_imports_no_heavy_dependencies() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
-# --- performance -------------------------------------------------------------------------
+# --- depth and breadth -------------------------------------------------------------------------
 
 
 def test_scans_2000_files_in_20_nested_folders(tmp_path: Path) -> None:
@@ -461,10 +460,6 @@ def test_scans_2000_files_in_20_nested_folders(tmp_path: Path) -> None:
         folder.mkdir()
         for i in range(100):
             (folder / f"img{i:03d}.jpg").touch()
-    start = time.perf_counter()
     entries = list(scan([tmp_path]))
-    elapsed = time.perf_counter() - start
     assert len(entries) == 2000
     assert len({e.path for e in entries}) == 2000
-    # Reported, not asserted: timing depends on the machine.
-    print(f"scanned 2000 files in {elapsed * 1000:.1f} ms")

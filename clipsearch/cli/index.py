@@ -21,7 +21,7 @@ from clipsearch.cli.options import (
     vector_index_config,
 )
 from clipsearch.errors import ClipsearchError
-from clipsearch.settings import let_decoders_share_cores, resolve_index_dir
+from clipsearch.settings import DEFAULT_MAX_PIXELS, let_decoders_share_cores, resolve_index_dir
 
 _SHOWN_ERRORS = 10
 
@@ -58,7 +58,7 @@ def index(
     max_pixels: Annotated[
         int,
         typer.Option(min=1, help="Refuse images with more pixels than this (decompression bombs)."),
-    ] = 100_000_000,
+    ] = DEFAULT_MAX_PIXELS,
     max_memory: MaxMemoryOpt = None,
     flat_threshold: FlatThresholdOpt = 100_000,
     checkpoint_every: Annotated[

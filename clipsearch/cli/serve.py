@@ -18,7 +18,7 @@ from clipsearch.cli.options import (
     parse_size,
 )
 from clipsearch.errors import ClipsearchError
-from clipsearch.server.config import DEFAULT_HOST, DEFAULT_MAX_PIXELS, DEFAULT_PORT
+from clipsearch.server.config import DEFAULT_HOST, DEFAULT_MAX_UPLOAD_PIXELS, DEFAULT_PORT
 from clipsearch.settings import resolve_index_dir
 
 
@@ -43,7 +43,7 @@ def serve(
     ] = "20M",
     max_pixels: Annotated[
         int, typer.Option(min=1, help="Refuse uploaded images with more pixels than this.")
-    ] = DEFAULT_MAX_PIXELS,
+    ] = DEFAULT_MAX_UPLOAD_PIXELS,
     thumbnail_cache: Annotated[
         str, typer.Option(help="Disk space for cached thumbnails (INDEX/thumbnails), e.g. 256M.")
     ] = "256M",

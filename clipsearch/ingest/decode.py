@@ -18,9 +18,10 @@ from typing import IO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError, features
 
+from clipsearch.settings import DEFAULT_MAX_PIXELS
+
 __all__ = ["DEFAULT_MAX_PIXELS", "DecodeError", "ImageInfo", "load_image", "to_rgb"]
 
-DEFAULT_MAX_PIXELS: int = 100_000_000
 
 _EXIF_IFD = 0x8769
 _DATETIME_ORIGINAL = 36867
@@ -28,7 +29,6 @@ _ORIENTATION = 0x0112
 _SIDEWAYS_ORIENTATIONS = frozenset({5, 6, 7, 8})
 # MPO is what Pillow calls the multi-picture JPEGs many cameras write; its frame 0 is a JPEG.
 _JPEG_FORMATS = frozenset({"JPEG", "MPO"})
-_ALPHA_MODES = frozenset({"RGBA", "RGBa", "LA", "La", "PA"})
 _WHITE = (255, 255, 255)
 _HEIF_BRANDS = frozenset(
     {b"heic", b"heix", b"heim", b"heis", b"hevc", b"hevx", b"hevm", b"hevs", b"mif1", b"msf1"}

@@ -13,7 +13,7 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_UPLOAD = 20 * MIB
 # Below the indexer's 100 MP: a server decodes uploads from anyone who can reach it.
-DEFAULT_MAX_PIXELS = 50_000_000
+DEFAULT_MAX_UPLOAD_PIXELS = 50_000_000
 DEFAULT_THUMBNAIL_CACHE = 256 * MIB
 MAX_K = 1000
 THUMBNAIL_SIZES = (256, 1024)  # a fixed set, so the cache cannot be filled with variants
@@ -31,7 +31,7 @@ class ServerConfig:
     cache_dir: str | None = None
     engine: str = "auto"
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD
-    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_pixels: int = DEFAULT_MAX_UPLOAD_PIXELS
     thumbnail_cache_bytes: int = DEFAULT_THUMBNAIL_CACHE
     thumbnail_dir: Path | None = None  # default: INDEX/thumbnails
     follow_symlinks: bool = False  # serve indexed files that are symbolic links
