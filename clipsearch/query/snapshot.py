@@ -117,9 +117,7 @@ class Snapshot:
             mapped = self.manifest.vector_index.get("kind") != "flat"
             try:
                 return vectors.load(path, mmap=mapped)
-            except ClipsearchError:
-                if not path.is_file():  # moved into retired/ by a commit since: look again
-                    raise FileNotFoundError(path) from None
+            except ClipsearchError:  # (a file moved away meanwhile is a FileNotFoundError)
                 name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
 

@@ -45,8 +45,9 @@ def same_token(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode(), token.encode())
 
 
-def bearer_header(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
+def bearer_header(token: str | None) -> dict[str, str]:
+    """The header that signs a request in; none for a server that asks for no token."""
+    return {"Authorization": f"Bearer {token}"} if token else {}
 
 
 def cookie_name(port: int) -> str:

@@ -99,14 +99,11 @@ class ServerClient:
         import urllib.request
 
         url = url.rstrip("/")
-        headers = bearer_header(token) if token else {}
-        health = _request(urllib.request.Request(f"{url}/api/health", headers=headers), timeout)
+        request = urllib.request.Request(f"{url}/api/health", headers=bearer_header(token))
+        health = _request(request, timeout)
         if not isinstance(health, dict) or health.get("status") != "ok":
             raise ServerUnavailable(f"{url} is not a clipsearch server")
         return cls(url, health, token)
-
-    def _headers(self) -> dict[str, str]:
-        return bearer_header(self.token) if self.token else {}
 
     @property
     def index(self) -> str:
@@ -135,12 +132,12 @@ class ServerClient:
             fields.append(("columns", ",".join(columns)))
         if images:
             body, kind = _multipart(fields, [("image", Path(p)) for p in images])
-            headers = {"Content-Type": kind, **self._headers()}
+            headers = {"Content-Type": kind, **bearer_header(self.token)}
             request = urllib.request.Request(f"{self.url}/api/search", data=body, headers=headers)
         else:
             query = urllib.parse.urlencode(fields)
             request = urllib.request.Request(
-                f"{self.url}/api/search?{query}", headers=self._headers()
+                f"{self.url}/api/search?{query}", headers=bearer_header(self.token)
             )
         answer = _request(request, QUERY_TIMEOUT)
         try:

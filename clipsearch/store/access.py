@@ -37,10 +37,11 @@ def file_mode_for(folder: Path) -> int:
     return OWNER_FILE | (stat.S_IMODE(os.stat(folder).st_mode) & 0o044)
 
 
-def make_dir(path: Path, owner_only: bool = False) -> Path:
+def make_dir(path: Path, owner_only: bool = False) -> list[Path]:
     """Create ``path`` and its missing parents, each with its parent's read permissions at
     most (``owner_only``: 0700, for a new index folder and ``indexes/``, which lists the
-    indexes' names); an existing folder is left as it is."""
+    indexes' names); an existing folder is left as it is. The folders created, outermost
+    first (a durable move fsyncs their parents)."""
     missing = []
     folder = path
     while not folder.exists():
@@ -51,7 +52,7 @@ def make_dir(path: Path, owner_only: bool = False) -> Path:
         with contextlib.suppress(FileExistsError):  # a concurrent writer made it first
             new.mkdir()
             os.chmod(new, mode)  # mkdir's mode passes through the umask: set it exactly
-    return path
+    return missing[::-1]
 
 
 def open_owner_only(path: Path) -> TextIO:

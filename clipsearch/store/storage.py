@@ -181,23 +181,11 @@ def _move(source: Path, names: Iterable[str], target: Path) -> None:
         origin, destination = source / name, target / name
         if not origin.exists():
             continue  # moved already, by a commit that died before its manifest
-        _make_folder(destination.parent, touched)
+        touched |= {made.parent for made in access.make_dir(destination.parent)}
         os.replace(origin, destination)
         touched |= {origin.parent, destination.parent}
     for folder in sorted(touched):
         fsync_dir(folder)
-
-
-def _make_folder(folder: Path, touched: set[Path]) -> None:
-    """Create ``folder`` and any missing parents; the folders that gain one join
-    ``touched`` (to be fsynced)."""
-    missing = []
-    while not folder.exists():
-        missing.append(folder)
-        folder = folder.parent
-    for created in reversed(missing):
-        access.make_dir(created)  # with its parent's read permissions, no more
-        touched.add(created.parent)
 
 
 def _remove_expired(retired: Path, waiting: set[str]) -> None:

@@ -554,7 +554,8 @@ def save(index: faiss.Index, path: str | os.PathLike) -> None:
 def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
     """Read an index written by ``save``; ``mmap`` maps its vectors instead of reading them
     into memory (read-only: for searching), so a process that searches a large index stays
-    small and starts at once."""
+    small and starts at once. A file that a commit moves away while it is read raises
+    FileNotFoundError (readers then look for it again), not the "damaged" error."""
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ClipsearchError(f"no vector index at {path}; build the index first")
@@ -564,6 +565,8 @@ def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
         # cannot be changed, so writers read it whole.
         return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     except RuntimeError as e:
+        if not os.path.isfile(path):  # moved away by a commit while we read: not damage
+            raise FileNotFoundError(path) from None
         raise ClipsearchError(
             f"cannot read the vector index {path} (damaged, or from a newer faiss?); rebuild it"
         ) from e

@@ -237,12 +237,7 @@ class TextCollection:
             raise ClipsearchError(
                 f"cannot read {texts_file}: {' '.join(str(exc).split())}"
             ) from None
-        try:
-            index = vectors.load(vector_file)
-        except ClipsearchError:
-            if not vector_file.is_file():  # retired by a build since: read the new one
-                raise FileNotFoundError(vector_file) from None
-            raise
+        index = vectors.load(vector_file)  # moved by a build meanwhile: FileNotFoundError
         info = VectorIndexInfo(**{k: v for k, v in manifest.vector_index.items() if k != "file"})
         table = table.sort_by("id")
         ids = table.column("id").to_numpy()
