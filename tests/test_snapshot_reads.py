@@ -196,3 +196,23 @@ def test_rows_from_memory_answer_like_the_parquet_parts(index_dir):
     assert held_ids.tolist() == read_ids.tolist() == [0, 9]
     # Both renormalized float16 rows, at different times: equal to the last bit or so.
     np.testing.assert_allclose(held, read, rtol=0, atol=1e-6)
+
+
+def test_a_commit_between_finding_and_reading_the_vector_file_is_no_damage(index_dir, monkeypatch):
+    # The chaos run caught it: a reader found vectors/index-000001.faiss in place, a commit
+    # retired it, and the read that followed called the index damaged. Here the commit (a real
+    # one) runs at exactly that moment; the reader must find the file in retired/.
+    real_load = vectors.load
+    committed = []
+
+    def commit_then_load(path, mmap=False):
+        if not committed:
+            committed.append(True)
+            _add_part(index_dir)
+            assert not Path(path).exists()  # the path the reader found is gone now
+        return real_load(path, mmap=mmap)
+
+    snapshot = Snapshot(index_dir)
+    monkeypatch.setattr(vectors, "load", commit_then_load)
+    assert snapshot.vectors.ntotal == 10  # the snapshot it opened, from retired/
+    assert read_manifest(index_dir).snapshot == 2

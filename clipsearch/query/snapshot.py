@@ -109,15 +109,13 @@ class Snapshot:
 
         def read() -> Any:
             path = snapshot_path(self.index_dir, self.manifest.vector_index["file"])
-            if not path.is_file():
-                raise FileNotFoundError(path)  # retired long ago: reopen the newest snapshot
             # IVF indexes are mapped, not read: a query touches a few of their lists. Flat ones
             # (100k vectors at most by default) are read: their mapped vectors sit unaligned
             # in the file, which makes numpy's product over them 50x slower.
             mapped = self.manifest.vector_index.get("kind") != "flat"
             try:
                 return vectors.load(path, mmap=mapped)
-            except ClipsearchError:  # (a file moved away meanwhile is a FileNotFoundError)
+            except ClipsearchError:  # (one a commit moved meanwhile: FileNotFoundError)
                 name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
 

@@ -233,7 +233,7 @@ def _check_vectors(index_dir: Path, manifest: Manifest) -> str | None:
         return "the manifest names no vector index"
     try:
         index = vectors.load(snapshot_path(index_dir, name))
-    except ClipsearchError as exc:
+    except (ClipsearchError, FileNotFoundError) as exc:
         return f"{name}: {exc}"
     rows = manifest.counts["images"]
     if index.ntotal != rows:

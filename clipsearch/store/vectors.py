@@ -555,10 +555,11 @@ def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
     """Read an index written by ``save``; ``mmap`` maps its vectors instead of reading them
     into memory (read-only: for searching), so a process that searches a large index stays
     small and starts at once. A file that a commit moves away while it is read raises
-    FileNotFoundError (readers then look for it again), not the "damaged" error."""
+    FileNotFoundError (readers then look for it again), as does one absent when the read
+    starts (it may have moved between finding it and reading it), not the "damaged" error."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ClipsearchError(f"no vector index at {path}; build the index first")
+        raise FileNotFoundError(f"no vector index at {path}")
     try:
         # IO_FLAG_MMAP_IFC maps the vectors of flat indexes and the inverted lists of IVF
         # ones alike (a 100k x 512 index: 7 MiB resident instead of 201); such an index

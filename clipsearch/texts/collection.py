@@ -226,8 +226,6 @@ class TextCollection:
         from clipsearch.store.vectors import VectorIndexInfo
 
         vector_file = snapshot_path(directory, manifest.vector_index["file"])
-        if not vector_file.is_file():
-            raise FileNotFoundError(vector_file)
         texts_file = snapshot_path(directory, manifest.catalog[0])
         try:
             table = pq.read_table(texts_file, columns=["id", "text"])
