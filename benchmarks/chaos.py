@@ -199,26 +199,25 @@ def catalog_ids(index_dir: Path) -> dict[str, int]:
 def final_check(
     folder: Path, index_dir: Path, first_ids: dict[str, int], touched: set[str]
 ) -> dict:
-    from clipsearch.ingest.indexer import VECTORS_DIR
-    from clipsearch.store import catalog, vectors
+    from clipsearch.store import layout, vectors
     from clipsearch.store.manifest import read_manifest
-    from clipsearch.store.storage import PENDING_DIR, kept_files
+    from clipsearch.store.storage import kept_files
 
     manifest = read_manifest(index_dir)
     ids = catalog_ids(index_dir)
     on_disk = sorted(str(p) for p in folder.glob("*.png"))
-    index = vectors.load(index_dir / manifest.vector_index["file"])
+    index = vectors.load(index_dir / manifest.vector_index.file)
     kept = kept_files(manifest)
     unnamed = [
         f"{d}/{p.name}"
-        for d in (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)
+        for d in layout.SNAPSHOT_DIRS
         if (index_dir / d).is_dir()
         for p in (index_dir / d).iterdir()
         if f"{d}/{p.name}" not in kept
     ]
     unnamed += [
         p.relative_to(index_dir).as_posix()
-        for p in (index_dir / PENDING_DIR).rglob("*")
+        for p in (index_dir / layout.PENDING_DIR).rglob("*")
         if p.is_file()
     ]
     # Files never touched since the first run keep the ids they got then.
@@ -227,7 +226,7 @@ def final_check(
         "exact": sorted(ids) == on_disk
         and len(set(ids.values())) == len(ids)
         and index.ntotal == len(ids) == manifest.counts["images"]
-        and not (index_dir / "staging").exists()
+        and not (index_dir / layout.STAGING_DIR).exists()
         and not unnamed
         and stable,
         "images": len(ids),

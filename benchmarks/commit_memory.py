@@ -109,7 +109,7 @@ def main() -> None:
         "run_s": round(seconds, 1),
         "run_peak_rss_mib": peak_kb // 1024,
         "catalog_parts": len(manifest.catalog),
-        "vector_index": manifest.vector_index["kind"],
+        "vector_index": manifest.vector_index.info.kind,
     }
     print(json.dumps(result))
 

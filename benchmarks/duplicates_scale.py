@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scale import CHUNK, CLI_REPORTING_PEAK, Clusters, _identity, build
 from synthetic_index import catalog_part, commit_first_snapshot
 
-from clipsearch.ingest import fingerprint
-from clipsearch.store import catalog
+from clipsearch.base import fingerprint
+from clipsearch.store import catalog, layout
 
 DIM = 512
 PLANTED_SHARE = 0.01
@@ -100,8 +100,7 @@ def write_index(index_dir: Path, n: int) -> None:
             [row.astype(np.uint8).tobytes() for row in pictures], pa.binary(fingerprint.SIZE)
         )
         table = table.set_column(column, "fingerprint", blobs)
-        written = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
-        parts.append(written.relative_to(index_dir).as_posix())
+        parts.append(catalog.write_new_table(index_dir, layout.CATALOG_DIR, "part", table))
         print(f"catalog: {begin + len(ids):,}/{n:,}", file=sys.stderr, flush=True)
     commit_first_snapshot(index_dir, _identity(DIM), parts, n)
 

@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS  # noqa: E402
+from clipsearch.base.images import DEFAULT_MAX_PIXELS  # noqa: E402
 from clipsearch.ingest.indexer import IndexOptions, default_workers, update_index  # noqa: E402
 from clipsearch.model import Model  # noqa: E402
 

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow.parquet as pq
 from PIL import Image
 
-from clipsearch.ingest.decode import to_rgb
+from clipsearch.base.images import to_rgb
 from clipsearch.model import Model
 from clipsearch.zeroshot.templates import classifier_weights, get_templates
 

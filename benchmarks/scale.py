@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_index import catalog_part, commit_first_snapshot
 
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.store import catalog, vectors
+from clipsearch.store import catalog, layout, vectors
 from clipsearch.store.manifest import read_manifest
 
 TOPICS, SUBTOPICS = 1024, 64
@@ -83,8 +83,7 @@ def write_catalog(index_dir: Path, n: int, dim: int) -> None:
     for begin in range(0, n, CHUNK):
         ids = np.arange(begin, min(n, begin + CHUNK), dtype=np.int64)
         table = catalog_part(ids, clusters.draw(len(ids), seed=begin // CHUNK + 1), schema)
-        written = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
-        parts.append(written.relative_to(index_dir).as_posix())
+        parts.append(catalog.write_new_table(index_dir, layout.CATALOG_DIR, "part", table))
         done = begin + len(ids)
         if done % (10 * CHUNK) == 0 or done == n:
             rate = done / (time.perf_counter() - start)
@@ -238,12 +237,12 @@ def main() -> None:
     figures = {
         "n": args.n,
         "dim": args.dim,
-        "kind": manifest.vector_index["kind"],
-        "params": {k: v for k, v in manifest.vector_index["params"].items()},
+        "kind": manifest.vector_index.info.kind,
+        "params": {k: v for k, v in manifest.vector_index.info.params.items()},
         "max_memory": args.max_memory,
         "build_s": round(build_s, 1),
         "build_peak_rss_mib": round(build_rss),
-        "vector_index_bytes": (index_dir / manifest.vector_index["file"]).stat().st_size,
+        "vector_index_bytes": (index_dir / manifest.vector_index.file).stat().st_size,
         "query_p50_ms": round(float(np.median(measured["ms"])), 2),
         "query_p99_ms": round(float(np.percentile(measured["ms"], 99)), 2),
         "cold_pass_p50_ms": round(float(np.median(measured["cold_ms"])), 2),

@@ -7,17 +7,17 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.store import catalog, vectors
-from clipsearch.store.manifest import Manifest, read_manifest
-from clipsearch.store.storage import commit_snapshot
+from clipsearch.store import catalog, layout, vectors
+from clipsearch.store.manifest import Manifest, VectorIndexInfo, read_manifest
+from clipsearch.store.snapshots import commit_next
 
 PART_ROWS = 25_000
 
@@ -60,20 +60,19 @@ def commit_first_snapshot(
     identity: ModelIdentity,
     parts: list[str],
     n: int,
-    vector_index: dict | None = None,
+    vector_index: tuple[Any, VectorIndexInfo] | None = None,
 ) -> None:
-    """The manifest of a new synthetic index of ``n`` float16 rows in ``parts``."""
+    """Commit a new synthetic index of ``n`` float16 rows in ``parts`` (written with
+    ``catalog.write_new_table``), with the vector index built over them if given."""
     manifest = Manifest(
         model=identity,
         embedding_dim=identity.dim,
         embedding_dtype="float16",
-        snapshot=1,
         next_id=n,
         counts={"images": n, "errors": 0},
         catalog=parts,
-        vector_index=vector_index or {},
     )
-    commit_snapshot(index_dir, manifest, None)
+    commit_next(index_dir, None, manifest, vector_index)
 
 
 def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tiny") -> None:
@@ -95,13 +94,8 @@ def make_index(index_dir: Path, n: int, model_spec: str = "random:clipsearch-tin
     for begin in range(0, n, PART_ROWS):
         rows = slice(begin, begin + PART_ROWS)
         table = catalog_part(ids[rows], embeddings[rows], schema)
-        path = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
-        parts.append(path.relative_to(index_dir).as_posix())
+        parts.append(catalog.write_new_table(index_dir, layout.CATALOG_DIR, "part", table))
     index, info = vectors.build(ids, stored)
-    vector_file = index_dir / "vectors" / "index-000001.faiss"
-    vector_file.parent.mkdir(parents=True, exist_ok=True)
-    vectors.save(index, vector_file)
-    vector_index = {"file": vector_file.relative_to(index_dir).as_posix(), **asdict(info)}
-    commit_first_snapshot(index_dir, identity, parts, n, vector_index)
+    commit_first_snapshot(index_dir, identity, parts, n, (index, info))
     took = time.perf_counter() - start
     print(f"built a {n:,}-image {info.kind} index in {took:.1f} s", file=sys.stderr)

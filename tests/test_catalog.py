@@ -11,7 +11,7 @@ import pytest
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.store import catalog
+from clipsearch.store import catalog, layout
 
 DIM = 8
 
@@ -35,7 +35,7 @@ def _part(index_dir: Path, ids: range) -> str:
     ]
     embeddings = np.random.default_rng(ids.start).standard_normal((len(ids), DIM))
     table = catalog.rows_to_table(rows, embeddings.astype(np.float32), schema)
-    path = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
+    path = catalog.write_table(index_dir / layout.CATALOG_DIR, "part", table)
     return path.relative_to(index_dir).as_posix()
 
 

@@ -23,10 +23,9 @@ from PIL import Image
 
 from clipsearch import Index
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest import indexer
 from clipsearch.ingest.indexer import IndexOptions, IndexSummary, update_index
 from clipsearch.query.snapshot import Snapshot
-from clipsearch.store import repair, storage
+from clipsearch.store import repair, snapshots, storage
 from clipsearch.store.manifest import Manifest, read_manifest
 
 from .conftest import TINY, run_cli
@@ -221,14 +220,14 @@ def test_a_commit_that_fails_puts_the_files_it_moved_back(photos, tmp_path, monk
 _PAUSED_BEFORE_ITS_COMMIT = """
 import sys
 from clipsearch.cli import main
-from clipsearch.ingest import indexer
+from clipsearch.store import snapshots
 
 def pause(directory, manifest, previous):
     print("committing", flush=True)
     sys.stdin.readline()
     raise SystemExit("not killed")
 
-indexer.commit_snapshot = pause
+snapshots.commit_snapshot = pause
 main()
 """
 
@@ -303,8 +302,8 @@ def test_while_a_writer_holds_new_files_the_glob_is_the_committed_catalog(
 
         return check_then_commit
 
-    monkeypatch.setattr(indexer, "commit_snapshot", checked(indexer.commit_snapshot))
-    monkeypatch.setattr(repair, "commit_snapshot", checked(repair.commit_snapshot))
+    # Both the indexer and repair commit through store.snapshots.
+    monkeypatch.setattr(snapshots, "commit_snapshot", checked(snapshots.commit_snapshot))
     _change(photos)
     _index(photos, index_dir)  # rewrites a part, adds one
     _photo(photos / "f.jpg", 7)
@@ -326,16 +325,13 @@ def test_a_text_build_killed_before_its_first_commit_is_no_obstacle(tmp_path, ti
     texts.write_text("a red square\na blue circle\n", encoding="utf-8")
     # What a first build killed before its commit leaves: its new files, in pending/ only.
     directory = tmp_path / "caps"
-    (directory / "pending").mkdir(parents=True)
-    (directory / "pending" / "texts-0123456789ab.parquet").write_bytes(b"half")
-    (directory / "pending" / "vectors-0123456789ab.faiss").write_bytes(b"half")
+    for name in ("catalog/texts-0123456789ab.parquet", "vectors/index-000001.faiss.tmp"):
+        (directory / "pending" / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / "pending" / name).write_bytes(b"half")
     built = TextCollection.build(texts, directory, tiny_model)
     assert len(built) == 2 and not (directory / "pending").exists()
-    assert {p.name for p in directory.iterdir()} == {
-        ".lock",
-        "manifest.json",
-        *built.manifest.files(),
-    }
+    files = {p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file()}
+    assert files == {".lock", "manifest.json", *built.manifest.files()}
 
     # A folder of someone's own named pending/ is no collection's: refused, left as it is.
     other = tmp_path / "other"

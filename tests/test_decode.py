@@ -1,4 +1,4 @@
-"""Tests for clipsearch.ingest.decode on real files written by each test (no mocks)."""
+"""Tests for clipsearch.base.images on real files written by each test (no mocks)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, features
 
-from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image, to_rgb
+from clipsearch.base.images import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image, to_rgb
 
 RED = (255, 0, 0)
 BLUE = (0, 0, 255)
@@ -616,7 +616,7 @@ def test_heic_without_pillow_heif_names_the_extra(tmp_path: Path) -> None:
     # A process in which the extra is not installed (None in sys.modules: import fails).
     code = (
         "import sys; sys.modules['pillow_heif'] = None\n"
-        "from clipsearch.ingest.decode import DecodeError, load_image\n"
+        "from clipsearch.base.images import DecodeError, load_image\n"
         "try:\n    load_image(sys.argv[1])\nexcept DecodeError as e:\n    print(e.reason)\n"
     )
     result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)

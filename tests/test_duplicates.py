@@ -18,9 +18,9 @@ import pytest
 from PIL import Image, ImageEnhance
 
 from clipsearch import Index
+from clipsearch.base import fingerprint
 from clipsearch.bundled import DEMO_MODEL, SAMPLES
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest import fingerprint
 from clipsearch.ingest.indexer import IndexOptions, update_index
 from clipsearch.query import duplicates
 from clipsearch.server.auth import bearer_header, login_url

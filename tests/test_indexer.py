@@ -17,10 +17,11 @@ from PIL import Image
 
 from clipsearch.bundled import DEMO_MODEL
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.indexer import IndexOptions, index_lock, update_index
+from clipsearch.ingest.indexer import IndexOptions, update_index
 from clipsearch.ingest.scan import ScanOptions
 from clipsearch.store import vectors
 from clipsearch.store.manifest import read_manifest
+from clipsearch.store.snapshots import index_lock
 
 from .conftest import TINY, run_cli, without_root_powers
 
@@ -80,7 +81,7 @@ def test_first_run_indexes_every_image_once(photos, tmp_path):
     manifest = read_manifest(index_dir)
     assert manifest.model.spec == TINY and manifest.embedding_dim == 128
     assert manifest.counts == {"images": 4, "errors": 0}
-    assert manifest.vector_index["kind"] == "flat" and manifest.vector_index["count"] == 4
+    assert manifest.vector_index.info.kind == "flat" and manifest.vector_index.info.count == 4
 
 
 def test_embeddings_match_the_model(photos, tmp_path, tiny_model):
@@ -237,7 +238,7 @@ def test_add_modify_delete_move_between_runs(photos, tmp_path, monkeypatch):
     assert after["new.jpg"]["id"] == 4  # ids are never reused
     manifest = read_manifest(index_dir)
     assert manifest.counts["images"] == 4 and manifest.snapshot == 2
-    index = vectors.load(index_dir / manifest.vector_index["file"])
+    index = vectors.load(index_dir / manifest.vector_index.file)
     assert index.ntotal == 4
     # catalog/ holds the live parts, nothing else; the parts the commit replaced wait for
     # readers of the snapshot before in retired/catalog/
@@ -354,11 +355,11 @@ def test_a_commit_streams_staged_rows_into_bounded_parts(tmp_path):
     _photo(root / "new.png", 999)
     update_index([root], index_dir, TINY, _options(part_rows=4, catalog_part_rows=10))
     rows = _catalog(index_dir)
-    index = vectors.load(index_dir / read_manifest(index_dir).vector_index["file"])
-    info = read_manifest(index_dir).vector_index
+    index = vectors.load(index_dir / read_manifest(index_dir).vector_index.file)
+    info = read_manifest(index_dir).vector_index.info
     embeddings = np.array([r["embedding"] for r in rows], np.float32)
     found = index.search(embeddings, 1)[1][:, 0]
-    assert found.tolist() == [r["id"] for r in rows] and info["count"] == 24
+    assert found.tolist() == [r["id"] for r in rows] and info.count == 24
 
 
 def test_one_writer_at_a_time(tmp_path):

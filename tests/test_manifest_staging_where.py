@@ -16,7 +16,8 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.query.filters import check_filter
 from clipsearch.store import catalog
-from clipsearch.store.manifest import FORMAT_VERSION, MANIFEST_NAME, Manifest, read_manifest
+from clipsearch.store.layout import MANIFEST_NAME
+from clipsearch.store.manifest import FORMAT_VERSION, Manifest, read_manifest
 from clipsearch.store.staging import Staging
 from clipsearch.store.storage import commit_snapshot
 

@@ -245,7 +245,7 @@ def photos() -> list[Image.Image]:
 def test_preprocessing_matches_open_clip_within_one_level(size):
     from open_clip.transform import PreprocessCfg, image_transform_v2
 
-    from clipsearch.ingest.decode import to_rgb
+    from clipsearch.base.images import to_rgb
     from clipsearch.model.preprocess import Preprocess, PreprocessConfig
 
     settings = {"size": size, "mean": (0.48, 0.45, 0.40), "std": (0.26, 0.26, 0.27)}

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from clipsearch.server.discovery import SERVER_FILE
-from clipsearch.store.access import MODES_KEY
+from clipsearch.base.access import MODES_KEY
+from clipsearch.store.layout import SERVER_FILE
 
 from .conftest import TINY, run_cli, wait_for_server
 

@@ -76,8 +76,8 @@ def test_a_damaged_vector_index_is_rebuilt_from_the_catalog(built, tmp_path):
     index_dir = _copy(built[1], tmp_path)
     hits = json.loads(_query(index_dir).stdout)
     manifest = read_manifest(index_dir)
-    (index_dir / manifest.vector_index["file"]).write_bytes(b"\0" * 64)
-    _one_line_error(_query(index_dir), manifest.vector_index["file"].split("/")[-1], "repair")
+    (index_dir / manifest.vector_index.file).write_bytes(b"\0" * 64)
+    _one_line_error(_query(index_dir), manifest.vector_index.file.split("/")[-1], "repair")
     result = run_cli("repair", "--index", str(index_dir), "--json")
     assert result.returncode == 1
     report = json.loads(result.stdout)
@@ -136,8 +136,8 @@ def test_rebuild_compacts_the_catalog_and_builds_the_kind_asked_for(built, tmp_p
     assert (report["parts_before"], report["parts_after"], report["images"]) == (2, 1, 12)
     after = read_manifest(index_dir)
     assert after.snapshot == before.snapshot + 1
-    assert after.vector_index["kind"] == report["vector_index"]["kind"] == "ivf-flat"
-    assert set(after.retired) >= set(before.catalog) | {before.vector_index["file"]}
+    assert after.vector_index.info.kind == report["vector_index"]["kind"] == "ivf-flat"
+    assert set(after.retired) >= set(before.catalog) | {before.vector_index.file}
     assert _catalog_rows(index_dir) == rows  # same ids, paths and embeddings
     again = json.loads(_query(index_dir).stdout)
     assert [h["id"] for h in again] == [h["id"] for h in hits]  # 12 images: nprobe finds all

@@ -127,7 +127,7 @@ def test_empty_query_and_bad_k(index):
 def test_unknown_index_and_other_model(tmp_path, index_dir):
     with pytest.raises(ClipsearchError, match="no index at"):
         Index.open(tmp_path / "nothing")
-    with pytest.raises(ClipsearchError, match="different model"):
+    with pytest.raises(ClipsearchError, match="built with model"):
         Index.open(index_dir, model="random:ViT-B-32")
 
 
@@ -204,7 +204,7 @@ def test_cli_negative_terms(index_dir):
         (["query", "--index", "{index}"], "empty query"),
         (["query", "x", "--index", "{missing}"], "no index at"),
         (["query", "x", "-k", "0", "--index", "{index}"], "k must be at least 1"),
-        (["query", "x", "-m", "random:ViT-B-32", "--index", "{index}"], "different model"),
+        (["query", "x", "-m", "random:ViT-B-32", "--index", "{index}"], "built with model"),
         (["query", "--image", "{missing}/q.jpg", "--index", "{index}"], "cannot read image"),
         (["query", "x", "--where", "width >", "--index", "{index}"], "--where: invalid filter"),
         (["query", "--like", "424242", "--index", "{index}"], "--like: no image with id 424242"),

@@ -21,7 +21,7 @@ except (ImportError, RuntimeError) as exc:  # Starlette's TestClient needs httpx
 from clipsearch.server.app import create_app
 from clipsearch.server.auth import bearer_header
 from clipsearch.server.config import ServerConfig
-from clipsearch.server.engine import Engine
+from clipsearch.server.served_index import ServedIndex
 
 from .conftest import TINY
 from .serve_index import COLORS, build, color, write_image
@@ -45,22 +45,22 @@ def index_dir(photos) -> Path:
 
 
 @pytest.fixture(scope="module")
-def engine(index_dir) -> Engine:
-    engine = Engine(ServerConfig(index_dir))
-    engine.warm_up()
-    return engine
+def served(index_dir) -> ServedIndex:
+    served = ServedIndex(ServerConfig(index_dir))
+    served.warm_up()
+    return served
 
 
-def make_client(engine: Engine, signed_in: bool = True, **options) -> TestClient:
-    """A client of a new app over ``engine``; it sends the app's token unless not signed in."""
-    config = ServerConfig(engine.index_dir, warm_up=False, **options)
+def make_client(served: ServedIndex, signed_in: bool = True, **options) -> TestClient:
+    """A client of a new app over ``served``; it sends the app's token unless not signed in."""
+    config = ServerConfig(served.index_dir, warm_up=False, **options)
     headers = bearer_header(config.token) if signed_in else {}
-    return TestClient(create_app(config, engine), base_url=BASE, headers=headers)
+    return TestClient(create_app(config, served), base_url=BASE, headers=headers)
 
 
 @pytest.fixture(scope="module")
-def client(engine) -> TestClient:
-    return make_client(engine)
+def client(served) -> TestClient:
+    return make_client(served)
 
 
 def hits(response) -> list[dict]:
@@ -207,8 +207,8 @@ def test_bad_uploads_are_refused(client):
     assert_json_error(client.post("/api/search", files=many), 400, "at most 8 images")
 
 
-def test_oversized_uploads_and_pixel_bombs_get_413(engine):
-    small = make_client(engine, max_upload_bytes=20_000, max_pixels=1_000_000)
+def test_oversized_uploads_and_pixel_bombs_get_413(served):
+    small = make_client(served, max_upload_bytes=20_000, max_pixels=1_000_000)
     big = os.urandom(200_000)
     response = small.post("/api/search", files={"image": ("big.jpg", big, "image/jpeg")})
     assert_json_error(response, 413, "request body larger than")
@@ -284,7 +284,7 @@ def test_the_original_file_is_served_byte_for_byte(client):
         "/api/images/1.5/file",
         "/api/images/1/file/..%2f..%2f..%2fetc%2fpasswd",
         "/static/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
-        "/static/..%2f..%2f..%2fengine.py",
+        "/static/..%2f..%2f..%2fserved_index.py",
         "/static/%2fetc%2fpasswd",
         "/%2fetc%2fpasswd",
     ],
@@ -295,13 +295,13 @@ def test_path_traversal_attempts_get_4xx_and_no_file(client, url):
     assert b"root:" not in response.content and b"import" not in response.content
 
 
-def test_a_file_replaced_by_a_symlink_is_not_served(engine, tmp_path):
+def test_a_file_replaced_by_a_symlink_is_not_served(served, tmp_path):
     root = tmp_path / "photos"
     inside = write_image(root / "inside.png", (10, 200, 10), 1)
     write_image(root / "other.png", (10, 10, 200), 2)
     secret = write_image(tmp_path / "private" / "secret.png", (200, 10, 10), 3)
     index_dir = build(root, tmp_path / "index")
-    local = make_client(Engine(ServerConfig(index_dir)))
+    local = make_client(ServedIndex(ServerConfig(index_dir)))
     target = id_of(local, inside)
     assert local.get(f"/api/images/{target}/file").status_code == 200
     # Swap the indexed file for a symlink to a private file with the same size and mtime.
@@ -325,8 +325,8 @@ def test_symlinks_indexed_on_purpose_need_follow_symlinks(tmp_path):
     outside = write_image(tmp_path / "elsewhere" / "linked.png", (200, 10, 10), 2)
     (root / "link.png").symlink_to(outside)
     index_dir = build(root, tmp_path / "index", follow_symlinks=True)
-    engine = Engine(ServerConfig(index_dir))
-    strict, relaxed = make_client(engine), make_client(engine, follow_symlinks=True)
+    served = ServedIndex(ServerConfig(index_dir))
+    strict, relaxed = make_client(served), make_client(served, follow_symlinks=True)
     target = id_of(strict, root / "link.png")
     assert_json_error(strict.get(f"/api/images/{target}/file"), 403, "symbolic link")
     response = relaxed.get(f"/api/images/{target}/file")
@@ -340,12 +340,12 @@ def test_symlinks_indexed_on_purpose_need_follow_symlinks(tmp_path):
 # -- image → text, classification, facts --------------------------------------------------------
 
 
-def test_image_to_text_against_a_stored_collection(client, engine, index_dir, photos, tmp_path):
+def test_image_to_text_against_a_stored_collection(client, served, index_dir, photos, tmp_path):
     from clipsearch.texts import TextCollection
 
     captions = tmp_path / "captions.txt"
     captions.write_text("a red square\na green field\na blue sky\n")
-    TextCollection.build(captions, index_dir.parent / "captions", engine.model)
+    TextCollection.build(captions, index_dir.parent / "captions", served.model)
     listed = client.get("/api/texts").json()
     assert {"name": "captions", "count": 3, "usable": True} in listed
     target = id_of(client, photos / "red" / "red 0.png")
@@ -416,19 +416,19 @@ def test_the_page_and_its_static_files(client):
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
 
 
-def test_foreign_host_headers_and_cross_origin_reads_are_refused(client, engine):
+def test_foreign_host_headers_and_cross_origin_reads_are_refused(client, served):
     rebound = client.get("/api/info", headers={"host": "evil.example"})
     assert_json_error(rebound, 400, "host 'evil.example' is not served here")
     cross = client.get("/api/info", headers={"origin": "https://evil.example"})
     assert cross.status_code == 200 and "access-control-allow-origin" not in cross.headers
-    allowed = make_client(engine, cors_origins=("https://ok.example",))
+    allowed = make_client(served, cors_origins=("https://ok.example",))
     answer = allowed.get("/api/info", headers={"origin": "https://ok.example"})
     assert answer.headers["access-control-allow-origin"] == "https://ok.example"
 
 
-def test_an_unexpected_error_is_a_bare_500(engine, monkeypatch):
-    config = ServerConfig(engine.index_dir, warm_up=False)
-    app = create_app(config, engine)
+def test_an_unexpected_error_is_a_bare_500(served, monkeypatch):
+    config = ServerConfig(served.index_dir, warm_up=False)
+    app = create_app(config, served)
     broken = TestClient(
         app, base_url=BASE, raise_server_exceptions=False, headers=bearer_header(config.token)
     )
@@ -436,7 +436,7 @@ def test_an_unexpected_error_is_a_bare_500(engine, monkeypatch):
     def fail(*args, **kwargs):
         raise RuntimeError("secret internals")
 
-    monkeypatch.setattr(engine.index, "search", fail)
+    monkeypatch.setattr(served.index, "search", fail)
     response = broken.get("/api/search", params={"q": "x"})
     assert_json_error(response, 500, "internal server error")
     assert "secret internals" not in response.text
@@ -450,7 +450,7 @@ def test_a_new_snapshot_is_picked_up_while_queries_keep_working(tmp_path):
     for i in range(3):
         write_image(root / f"old {i}.png", (200, 200, 20), i)
     index_dir = build(root, tmp_path / "index")
-    live = make_client(Engine(ServerConfig(index_dir)))
+    live = make_client(ServedIndex(ServerConfig(index_dir)))
     assert len(hits(live.get("/api/search", params={"q": "x", "k": 100}))) == 3
     for i in range(4):
         write_image(root / f"new {i}.png", (20, 200, 200), 10 + i)
@@ -482,12 +482,12 @@ def test_a_new_snapshot_is_picked_up_while_queries_keep_working(tmp_path):
     assert all(h["columns"]["label"] == "sunny" for h in labelled)
 
 
-def test_thumbnail_cache_stays_within_its_bound(engine, tmp_path):
+def test_thumbnail_cache_stays_within_its_bound(served, tmp_path):
     from clipsearch.server.files import FILE_COLUMNS
     from clipsearch.server.thumbnails import ThumbnailCache
 
     cache = ThumbnailCache(tmp_path / "thumbs", max_bytes=6_000)
-    rows = engine.current().rows(list(range(12)), ["id", *FILE_COLUMNS])
+    rows = served.current().rows(list(range(12)), ["id", *FILE_COLUMNS])
     sizes = [len(cache.get(row, 256)[0]) for row in rows.values()]
     assert sum(sizes) > 6_000 and cache.size_on_disk() <= 6_000
     newest = max((tmp_path / "thumbs").glob("*.jpg"), key=lambda p: p.stat().st_mtime_ns)
@@ -543,7 +543,7 @@ def every_door(image_id: int, upload: bytes) -> list[tuple[str, str, dict]]:
     ]
 
 
-def test_without_the_token_no_route_answers(client, engine, photos):
+def test_without_the_token_no_route_answers(client, served, photos):
     red = photos / "red" / "red 0.png"
     image_id = id_of(client, red)
     doors = every_door(image_id, red.read_bytes())
@@ -551,7 +551,7 @@ def test_without_the_token_no_route_answers(client, engine, photos):
     for method, path, options in doors:
         answer = client.request(method, path, **options)
         assert answer.status_code == 200, (method, path, answer.text)
-    outsider = make_client(engine, signed_in=False)
+    outsider = make_client(served, signed_in=False)
     wrong = {"authorization": "Bearer " + "x" * 43}
     for headers in ({}, wrong, {"authorization": "Basic dXNlcjpwYXNz"}):
         for method, path, options in doors:
@@ -562,9 +562,9 @@ def test_without_the_token_no_route_answers(client, engine, photos):
             assert str(photos) not in answer.text
 
 
-def test_the_token_in_a_url_only_logs_a_browser_in(engine):
-    config = ServerConfig(engine.index_dir, warm_up=False)
-    browser = TestClient(create_app(config, engine), base_url=BASE, follow_redirects=False)
+def test_the_token_in_a_url_only_logs_a_browser_in(served):
+    config = ServerConfig(served.index_dir, warm_up=False)
+    browser = TestClient(create_app(config, served), base_url=BASE, follow_redirects=False)
     # An API call with ?token= is refused: tokens in URLs end up in logs and histories.
     refused = browser.get("/api/search", params={"q": "red", "token": config.token})
     assert_json_error(refused, 401)
@@ -579,20 +579,20 @@ def test_the_token_in_a_url_only_logs_a_browser_in(engine):
     assert browser.get("/duplicates").status_code == 200
     assert hits(browser.get("/api/search", params={"q": "red", "k": 2}))
     # A cookie of another port (another server on this machine) is not this server's.
-    stranger = TestClient(create_app(config, engine), base_url=BASE)
+    stranger = TestClient(create_app(config, served), base_url=BASE)
     stranger.cookies.set("clipsearch-token-8001", config.token)
     assert_json_error(stranger.get("/api/info"), 401)
 
 
-def test_a_token_can_be_given_and_auth_turned_off_by_name(engine):
+def test_a_token_can_be_given_and_auth_turned_off_by_name(served):
     given = "a-token-of-the-users-own-choosing"
     chosen = TestClient(
-        create_app(ServerConfig(engine.index_dir, warm_up=False, token=given), engine),
+        create_app(ServerConfig(served.index_dir, warm_up=False, token=given), served),
         base_url=BASE,
     )
     assert chosen.get("/api/info", headers=bearer_header(given)).status_code == 200
     assert_json_error(chosen.get("/api/info"), 401)
-    open_door = make_client(engine, signed_in=False, require_token=False)
+    open_door = make_client(served, signed_in=False, require_token=False)
     assert open_door.get("/api/info").status_code == 200
 
 

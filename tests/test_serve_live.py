@@ -20,7 +20,8 @@ pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.auth import bearer_header, login_url
 from clipsearch.server.client import find_server
-from clipsearch.server.discovery import SERVER_FILE, ServerInfo, write_info
+from clipsearch.server.discovery import ServerInfo, write_info
+from clipsearch.store.layout import SERVER_FILE
 
 from .conftest import (
     CHROMIUM_ARGS,
@@ -157,7 +158,7 @@ def test_a_stale_server_file_is_ignored(live, tmp_path):
         "/api/images/%2e%2e%2f%2e%2e%2fetc%2fpasswd/file",
         "//etc/passwd",
         "/static//etc/passwd",
-        "/static/../server/engine.py",
+        "/static/../server/served_index.py",
         "/api/images/1/file%00.png",
     ],
 )

@@ -12,12 +12,11 @@ import pytest
 
 from clipsearch import Index
 from clipsearch.errors import ClipsearchError, NotFound
-from clipsearch.ingest.indexer import save_vectors
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.query.snapshot import Snapshot
-from clipsearch.store import catalog, vectors
+from clipsearch.store import catalog, layout, vectors
 from clipsearch.store.manifest import Manifest, read_manifest
-from clipsearch.store.storage import commit_snapshot
+from clipsearch.store.snapshots import commit_next
 
 DIM = 8
 IDENTITY = ModelIdentity(
@@ -42,8 +41,7 @@ def _part(index_dir: Path, ids: range, seed: int) -> tuple[str, np.ndarray]:
     vecs = np.random.default_rng(seed).standard_normal((len(rows), DIM)).astype(np.float32)
     vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
     table = catalog.rows_to_table(rows, vecs, catalog.catalog_schema(DIM, "float32"))
-    path = catalog.write_table(index_dir / catalog.CATALOG_DIR, "part", table)
-    return path.relative_to(index_dir).as_posix(), vecs
+    return catalog.write_new_table(index_dir, layout.CATALOG_DIR, "part", table), vecs
 
 
 def _commit(
@@ -53,19 +51,16 @@ def _commit(
     identity: ModelIdentity = IDENTITY,
 ) -> None:
     ids = np.arange(sum(len(v) for _, v in parts))  # the parts hold ids 0..n-1 in order
-    index, info = vectors.build(ids, np.concatenate([v for _, v in parts]))
-    number = (before.snapshot if before else 0) + 1
+    built = vectors.build(ids, np.concatenate([v for _, v in parts]))
     manifest = Manifest(
         model=identity,
         embedding_dim=DIM,
         embedding_dtype="float32",
-        snapshot=number,
         next_id=len(ids),
         catalog=[p for p, _ in parts],
         counts={"images": len(ids), "errors": 0},
-        vector_index={"file": save_vectors(index_dir, index, number), **vars(info)},
     )
-    commit_snapshot(index_dir, manifest, before)
+    commit_next(index_dir, before, manifest, built)
 
 
 @pytest.fixture
@@ -135,14 +130,15 @@ def test_refresh_warms_the_new_snapshot_before_it_is_used(index_dir):
     assert index.refresh(prepare=prepare) and seen == [(2, 13)] and index.snapshot.number == 2
     assert index.snapshot.vectors is not old.vectors  # the commit rebuilt it: loaded anew
 
-    # Zero-shot tags change what a filter sees without a commit; the vectors stay loaded.
+    # Zero-shot labels are committed with a snapshot of their own; the vectors stay loaded.
     from clipsearch.zeroshot.classify import Prediction, write_tags
 
     warm = index.snapshot
     _ = warm.vectors
     write_tags(index_dir, [Prediction("/photos/004.jpg", "sunny", 0.9, id=4)])
-    assert index.refresh() is True and index.snapshot.number == 2
+    assert index.refresh() is True and index.snapshot.number == 3
     assert index.snapshot.vectors is warm.vectors
+    assert read_manifest(index_dir).tags == "tags/tags-000003.parquet"
     assert index.snapshot.matching_ids("label = 'sunny'").tolist() == [4]
     tagged = index.snapshot.rows([4], ["label", "indexed_at"])[4]  # read through DuckDB
     assert tagged["label"] == "sunny"
@@ -216,3 +212,21 @@ def test_a_commit_between_finding_and_reading_the_vector_file_is_no_damage(index
     monkeypatch.setattr(vectors, "load", commit_then_load)
     assert snapshot.vectors.ntotal == 10  # the snapshot it opened, from retired/
     assert read_manifest(index_dir).snapshot == 2
+
+
+def test_labels_an_older_clipsearch_wrote_beside_the_catalog_still_filter(index_dir):
+    # Before labels were committed with a snapshot, classify wrote tags.parquet at the top.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from clipsearch.store import layout
+    from clipsearch.zeroshot.classify import Prediction, write_tags
+
+    legacy = pa.table({"id": pa.array([2], pa.int64()), "label": ["cloudy"]})
+    pq.write_table(legacy, index_dir / layout.LEGACY_TAGS_NAME)
+    assert Snapshot(index_dir).matching_ids("label = 'cloudy'").tolist() == [2]
+    write_tags(index_dir, [Prediction("/photos/004.jpg", "sunny", 0.9, id=4)])
+    assert not (index_dir / layout.LEGACY_TAGS_NAME).exists()  # replaced by the new labels
+    snapshot = Snapshot(index_dir)
+    assert snapshot.matching_ids("label = 'cloudy'").tolist() == []
+    assert snapshot.matching_ids("label = 'sunny'").tolist() == [4]

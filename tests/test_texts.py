@@ -134,7 +134,7 @@ def test_build_open_round_trip(tmp_path, texts_file, tiny_model, monkeypatch):
     assert manifest["model"] == tiny_model.identity.as_dict()
     assert manifest["embedding_dim"] == 128 and manifest["embedding_dtype"] == "float32"
     assert manifest["counts"] == {"texts": 4} and manifest["errors"] is None
-    assert len(manifest["catalog"]) == 1 and manifest["catalog"][0].startswith("texts-")
+    assert len(manifest["catalog"]) == 1 and manifest["catalog"][0].startswith("catalog/texts-")
     assert manifest["source"]["file"] == "captions.txt"
     assert manifest["source"]["sha256"] == hashlib.sha256(texts_file.read_bytes()).hexdigest()
     assert manifest["vector_index"]["kind"] == "flat" and manifest["vector_index"]["count"] == 4
@@ -152,12 +152,20 @@ def test_build_open_round_trip(tmp_path, texts_file, tiny_model, monkeypatch):
     assert table.schema.field("text").type == pa.string()
     assert table.schema.field("embedding").type == pa.list_(pa.float32(), 128)
     assert table.column("id").to_pylist() == KEPT_IDS
-    files = {p.name for p in directory.iterdir()}
-    assert files == {
+    assert _files(directory) == {
         "manifest.json",
         ".lock",
         *manifest["catalog"],
         manifest["vector_index"]["file"],
+    }
+
+
+def _files(directory: Path) -> set[str]:
+    """The files under ``directory`` (not those in retired/), relative to it."""
+    return {
+        p.relative_to(directory).as_posix()
+        for p in directory.rglob("*")
+        if p.is_file() and "retired" not in p.relative_to(directory).parts
     }
 
 
@@ -176,8 +184,8 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monke
     # The old files are retired, as an image index's are: kept for readers of the snapshot
     # before until the grace period ends (storage.RETIRED_GRACE_SECONDS).
     assert set(reopened.manifest.retired) == old_files
-    assert old_files <= {p.name for p in (directory / "retired").iterdir()}
-    assert not old_files & {p.name for p in directory.iterdir()}
+    assert old_files <= _files(directory / "retired")
+    assert not old_files & _files(directory)
     # The collection opened before the rebuild still answers from its own snapshot.
     assert first.search(tiny_model.embed_texts(["the open sea"]), 1)[0][0].text == "the open sea"
 
@@ -191,7 +199,7 @@ def test_rebuild_replaces_the_collection(tmp_path, texts_file, tiny_model, monke
     # Past the grace period, the next build deletes them.
     monkeypatch.setattr(storage, "RETIRED_GRACE_SECONDS", 0)
     TextCollection.build(replacement, directory, tiny_model)
-    assert not old_files & {p.name for p in (directory / "retired").iterdir()}
+    assert not old_files & _files(directory / "retired")
 
 
 def test_open_refuses_what_is_not_a_text_collection(tmp_path, texts_file, tiny_model):
@@ -386,3 +394,28 @@ def test_cli_errors(tmp_path, cli, capsys):
 
     print_text_hits([{"rank": 1, "id": 3, "text": "a\ndog", "score": 0.5}])
     assert capsys.readouterr().out == "1  0.5000  a dog\n"
+
+
+def test_a_collection_with_the_older_flat_layout_opens_and_rebuilds(
+    tmp_path, texts_file, tiny_model
+):
+    # Collections built before they took an image index's folders kept their files at the top.
+    directory = tmp_path / "caps"
+    TextCollection.build(texts_file, directory, tiny_model)
+    manifest = json.loads((directory / "manifest.json").read_text(encoding="utf-8"))
+    flat = {}
+    for key, name in (
+        ("texts", manifest["catalog"][0]),
+        ("vectors", manifest["vector_index"]["file"]),
+    ):
+        flat[key] = f"{key}-0123456789ab{Path(name).suffix}"
+        (directory / name).rename(directory / flat[key])
+    manifest["catalog"] = [flat["texts"]]
+    manifest["vector_index"]["file"] = flat["vectors"]
+    (directory / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    assert TextCollection.open(directory).texts == KEPT
+
+    rebuilt = TextCollection.build(texts_file, directory, tiny_model)
+    assert rebuilt.manifest.snapshot == 2 and TextCollection.open(directory).texts == KEPT
+    assert set(flat.values()) <= _files(directory / "retired")  # for readers of the old one
+    assert not set(flat.values()) & _files(directory)

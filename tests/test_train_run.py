@@ -57,7 +57,7 @@ DDP_WORKER = """
 import sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from clipsearch.ingest.distributed import join
+from clipsearch.base.process_group import join
 from clipsearch.train import load_config, train
 from tests.training_data import ddp_step_grads
 

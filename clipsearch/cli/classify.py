@@ -7,13 +7,16 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, IndexOpt, JsonOpt
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import DEFAULT_MODEL_SPEC, INDEX_ENV, MODEL_ENV, resolve_index_dir
+
+if TYPE_CHECKING:
+    from rich.console import JustifyMethod
 
 DEFAULT_PLOT = Path("confusion_matrix.png")
 
@@ -101,6 +104,7 @@ def classify(
     if eval_ and labels is None and labels_file is None:
         from clipsearch.zeroshot.accuracy import class_folders
 
+        assert paths  # --eval has one PATH (checked above)
         label_list = class_folders(paths[0])
     else:
         label_list = _parse_labels(labels, labels_file)
@@ -134,6 +138,7 @@ def classify(
     if eval_:
         from clipsearch.zeroshot.accuracy import evaluate, plot_confusion
 
+        assert paths  # --eval has one PATH (checked above)
         report = evaluate(predictions, paths[0], label_list)
         plot_confusion(report, plot)
     _print(predictions, failures, report, plot, as_json)
@@ -209,12 +214,13 @@ def _print_report(report, plot: Path) -> None:
 
     print(f"accuracy {report.accuracy:.1%} on {report.count:,} images")
     table = Table()
-    for header, justify in [
+    columns: list[tuple[str, JustifyMethod]] = [
         ("class", "left"),
         ("images", "right"),
         ("accuracy", "right"),
         ("most confused with", "left"),
-    ]:
+    ]
+    for header, justify in columns:
         table.add_column(header, justify=justify, overflow="fold")  # wrapped, never cut
     for i, label in enumerate(report.labels):
         row = report.confusion[i]

@@ -81,8 +81,8 @@ def index(
     Several processes: torchrun --nproc-per-node N -m clipsearch index PATH... (rank 0 commits).
     """
     let_decoders_share_cores()  # before the imports below load torch and faiss
+    from clipsearch.base.process_group import main_process
     from clipsearch.cli.progress import make_progress
-    from clipsearch.ingest.distributed import main_process
     from clipsearch.ingest.indexer import IndexOptions, default_workers, update_index
     from clipsearch.ingest.scan import ScanOptions
 

@@ -12,6 +12,7 @@ import typer
 from clipsearch import __version__
 from clipsearch.cli.options import CacheDirOpt, DeviceOpt, EngineOpt, JsonOpt, ModelOpt
 from clipsearch.settings import MODEL_ENV, default_model_spec, resolve_index_dir
+from clipsearch.store.layout import MANIFEST_NAME
 
 
 def _version(distribution: str, module: str) -> str | None:
@@ -70,7 +71,7 @@ def gather_info(engine: str = "auto", device: str = "auto") -> dict[str, Any]:
         "model": default_model_spec(),
         "model_from": "env " + MODEL_ENV if os.environ.get(MODEL_ENV) else "built-in default",
         "index": str(index_dir),
-        "index_exists": (index_dir / "manifest.json").is_file(),
+        "index_exists": (index_dir / MANIFEST_NAME).is_file(),
     }
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Sequence
-from typing import Annotated
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
 from clipsearch import __version__
+from clipsearch.base.durable import write_failure
 from clipsearch.cli import (
     classify,
     datasets,
@@ -26,12 +27,15 @@ from clipsearch.cli import (
     train,
 )
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.storage import write_failure
 
-try:  # typer 0.2x carries its own copy of click, whose exceptions it raises
+if TYPE_CHECKING:  # checked against the typer this project pins
     from typer._click import exceptions as click_errors
-except ImportError:  # older typer raises click's
-    from click import exceptions as click_errors
+    from typer.core import TyperOption
+else:
+    try:  # typer 0.2x carries its own copy of click, whose exceptions it raises
+        from typer._click import exceptions as click_errors
+    except ImportError:  # older typer raises click's
+        from click import exceptions as click_errors
 
 app = typer.Typer(
     name="clipsearch",
@@ -43,7 +47,7 @@ app = typer.Typer(
 )
 # Each command with the one sentence `clipsearch --help` shows for it: short enough for one
 # line at 80 columns (a docstring's first paragraph would wrap there, even mid-sentence).
-COMMANDS = [
+COMMANDS: list[tuple[str, Callable[..., Any], str]] = [
     ("demo", demo.demo, "Index, search and score 300 bundled photos, offline."),
     ("index", index.index, "Index the images under PATHs; re-runs embed only changes."),
     ("query", query.query, "Search an index by text or image; rank texts for an image."),
@@ -151,11 +155,12 @@ def _negative_term_hint(exc: click_errors.NoSuchOption, argv: Sequence[str]) -> 
     context = exc.ctx
     if context is None or exc.option_name.startswith("--"):
         return None
+    # typer builds every option as a TyperOption (is_flag, count)
+    options = [p for p in context.command.params if p.param_type_name == "option"]
     takes_value = {
-        name: not (param.is_flag or param.count)
-        for param in context.command.params
-        if param.param_type_name == "option"
-        for name in (*param.opts, *param.secondary_opts)
+        name: not (option.is_flag or option.count)
+        for option in cast("list[TyperOption]", options)
+        for name in (*option.opts, *option.secondary_opts)
     }
     if "--not" not in takes_value:
         return None

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import sys
 import time
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 MIN_SECONDS_FOR_RATE = 1.0
 
@@ -69,13 +73,14 @@ class RichProgress:
             console=Console(stderr=True),
             transient=True,
         )
-        self.task = None
+        self.task: TaskID | None = None
 
     def start(self, total: int) -> None:
         self.bar.start()
         self.task = self.bar.add_task(self.label, total=total, rate="-")
 
     def advance(self, count: int) -> None:
+        assert self.task is not None, "advance() before start()"
         self.bar.advance(self.task, count)
         task = self.bar.tasks[0]
         if task.speed:

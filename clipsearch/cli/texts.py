@@ -84,11 +84,12 @@ def index(
             "model": collection.model_spec,
             "model_identity": collection.identity.as_dict(),
             "source": manifest.source,
-            "vector_index": manifest.vector_index,
+            "vector_index": manifest.vector_index.to_json() if manifest.vector_index else None,
             "seconds": round(seconds, 3),
         }
         print(json.dumps(result, indent=2, ensure_ascii=False))
         return
+    assert manifest.source is not None  # a collection records the file it was built from
     print(
         summary_line(
             len(collection), collection.directory, collection.model_spec, seconds, manifest.source

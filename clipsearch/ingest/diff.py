@@ -94,7 +94,7 @@ def diff(
     in_catalog = np.zeros(len(entries), bool)
     in_catalog[at] = True
     failed_before = {row["path"]: row for row in error_rows}
-    for position in np.flatnonzero(~in_catalog):
+    for position in np.flatnonzero(~in_catalog).tolist():
         entry = entries[position]
         error = failed_before.get(entry.path)
         if error and (error["size"], error["mtime_ns"]) == (entry.size, entry.mtime_ns):
@@ -135,6 +135,7 @@ def _find_moves(
         if digest is None or match is None:
             still_new.append(entry)
             continue
+        assert candidates is not None  # match is one of them
         candidates.remove(match)
         moved_ids.add(match["id"])
         changes.moved.append((entry, match["id"]))

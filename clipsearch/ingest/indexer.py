@@ -7,46 +7,41 @@ run; readers never need it, because they only follow the committed manifest.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from clipsearch.base import process_group
+from clipsearch.base.durable import write_failure
+from clipsearch.base.images import DEFAULT_MAX_PIXELS
+from clipsearch.base.process_group import Group
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest import distributed
-from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS
 from clipsearch.ingest.diff import Changes, content_hash, diff, normalized_roots, under_roots
-from clipsearch.ingest.distributed import Group
 from clipsearch.ingest.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.model.spec import parse_spec
 from clipsearch.settings import default_model_spec
-from clipsearch.store import catalog, vectors
-from clipsearch.store.manifest import Manifest, read_manifest, utc_now
-from clipsearch.store.staging import STAGING_DIR, Staging
-from clipsearch.store.storage import (
-    commit_snapshot,
-    new_file_path,
-    remove_unreferenced,
-    write_failure,
-    writer_lock,
-)
-from clipsearch.store.vectors import VectorIndexConfig, VectorIndexInfo
+from clipsearch.store import catalog, layout, vectors
+from clipsearch.store.manifest import Manifest, VectorIndexInfo, read_manifest
+from clipsearch.store.snapshots import commit_next, index_lock, tidy, vectors_of_parts
+from clipsearch.store.staging import Staging
+from clipsearch.store.storage import snapshot_path
+from clipsearch.store.vectors import VectorIndexConfig
 
 if TYPE_CHECKING:
-    from clipsearch.ingest.loader import DecodedFile, FailedFile
+    import faiss
 
-VECTORS_DIR = "vectors"
-# What tells a staged row's file from another version of it (as `_file_key` does).
-_FILE_KEY = ("path", "size", "mtime_ns")
+    from clipsearch.ingest.loader import DecodedFile, FailedFile
+    from clipsearch.model import Model
 
 
 def default_workers() -> int:
@@ -111,11 +106,6 @@ class IndexSummary:
         return asdict(self)
 
 
-def index_lock(index_dir: Path) -> AbstractContextManager[None]:
-    """One writer per index: a second ``clipsearch index`` fails at once instead of racing."""
-    return writer_lock(index_dir, "index")
-
-
 def update_index(
     paths: Sequence[str | os.PathLike],
     index_dir: Path,
@@ -132,7 +122,7 @@ def update_index(
     options = options or IndexOptions()
     problems: list[ScanProblem] = []
     entries = list(scan(paths, options.scan, on_problem=problems.append))
-    group = distributed.join()
+    group = process_group.join()
     # Under torchrun, rank 0 alone writes the manifest, so it alone holds the lock.
     with index_lock(index_dir) if group.is_main else nullcontext():
         group.barrier()  # the others read the manifest only once rank 0 holds the lock
@@ -171,7 +161,7 @@ class _Run:
         self.manifest = manifest
         self.options = options
         self.progress = progress
-        self.model = None
+        self.model: Model | None = None
         self.spec = _choose_spec(manifest, model_spec)
         if manifest is None or self.spec != manifest.model_spec:
             self._load_model()  # a new index, or a model spec that must be checked against it
@@ -218,7 +208,7 @@ class _Run:
             # What the failed commit wrote is no snapshot's: out of the index's folders now,
             # not at the next run (by the manifest on disk, should the commit have landed).
             with contextlib.suppress(OSError, ClipsearchError):
-                remove_unreferenced_files(self.index_dir, read_manifest(self.index_dir))
+                tidy(self.index_dir, read_manifest(self.index_dir))
             detail = write_failure(exc) if isinstance(exc, OSError) else str(exc)
             before = self.manifest.snapshot if self.manifest else 0
             raise ClipsearchError(
@@ -231,13 +221,13 @@ class _Run:
 
     def _plan(self, entries: list[FileEntry], roots: list[str]) -> _Plan:
         """What changed, and which files still need embedding (with the id each gets)."""
-        remove_unreferenced_files(self.index_dir, self.manifest)
+        tidy(self.index_dir, self.manifest)
         catalog_files, old_errors = self._current_state()
         changes = diff(entries, catalog_files, old_errors, roots, _hash_or_none)
         return self._split_staged(changes, old_errors, self._staging())
 
     def _staging(self) -> Staging:
-        identity = self.manifest.model if self.manifest else self.model.identity
+        identity = self.manifest.model if self.manifest else self._model().identity
         return Staging(self.index_dir, self.manifest.snapshot if self.manifest else 0, identity)
 
     def _current_state(self) -> tuple[pa.Table, list[dict[str, Any]]]:
@@ -257,7 +247,7 @@ class _Run:
         run staged."""
         wanted = [(entry, row_id) for entry, row_id in changes.changed]
         next_id = self.manifest.next_id if self.manifest else 0
-        leftovers = staging.leftovers(["id", *_FILE_KEY])
+        leftovers = staging.leftovers(["id", "path", "size", "mtime_ns"])
         done: dict[tuple[str, int, int], int] = {}
         if leftovers is not None:
             for row in leftovers.to_pylist():
@@ -281,9 +271,7 @@ class _Run:
     def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
         from clipsearch.ingest.loader import decoded_batches
 
-        if self.model is None:
-            self._load_model()
-        model, options = self.model, self.options
+        model, options = self._model(), self.options
         ids = {entry.path: row_id for entry, row_id in todo}
         failures: list[FailedFile] = []
         rows: list[dict[str, Any]] = []
@@ -313,58 +301,61 @@ class _Run:
         return failures
 
     def _commit(self, plan: _Plan, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
-        changes = plan.changes
-        schema = self._schema()
-        parts, moved_rows = self._rewrite_parts(changes, schema)
+        changes, schema = plan.changes, self._schema()
+        parts: list[str] = []
+        moved_rows = None
+        if self.manifest is not None:
+            moved = {row_id: _file_key(entry) for entry, row_id in changes.moved}
+            dropped = [*changes.removed, *(row_id for _, row_id in changes.changed)]
+            parts, moved_rows = catalog.without_rows(
+                self.index_dir, self.manifest.catalog, dropped, moved, schema
+            )
         if moved_rows is not None:  # write_parts writes no part for no rows
             parts += catalog.write_parts(self.index_dir, [moved_rows])
         # Staged rows go into the catalog part by part, never all at once (ten million rows of
         # 512-dim float16 embeddings are 10 GB).
-        staged = (catalog.conform(_wanted_rows(t, plan.wanted), schema) for t in staging.tables())
+        staged = (
+            catalog.conform(catalog.rows_of_files(table, plan.wanted), schema)
+            for table in staging.tables()
+        )
         added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
         parts += added
         manifest = self._next_manifest(parts, plan.next_id)
-        vector_file, info = self._update_vectors(changes, added, parts, manifest.snapshot)
-        manifest.vector_index = {"file": vector_file, **asdict(info)}
+        index, info = self._update_vectors(changes, added, parts)
         manifest.counts = {"images": info.count, "errors": len(errors)}
+        manifest.errors = None
         if errors:
             table = pa.Table.from_pylist(errors, schema=catalog.ERRORS_SCHEMA)
             manifest.errors = catalog.write_new_table(
-                self.index_dir, catalog.ERRORS_DIR, "errors", table
+                self.index_dir, layout.ERRORS_DIR, "errors", table
             )
-        commit_snapshot(self.index_dir, manifest, self.manifest)
-        remove_unreferenced_files(self.index_dir, manifest)
-        return manifest
+        return commit_next(self.index_dir, self.manifest, manifest, (index, info))
 
     # -- pieces ----------------------------------------------------------------------------
 
+    def _model(self) -> Model:
+        if self.model is None:
+            self._load_model()
+        assert self.model is not None
+        return self.model
+
     def _load_model(self) -> None:
-        from clipsearch.model import Model, surely_different
+        from clipsearch.model import BuiltWith, Model, load_for
 
         options = self.options
-        built_with = self.manifest.model_spec if self.manifest else None
-        if built_with and surely_different(self.spec, built_with):
-            raise self._other_model(built_with)  # known without loading (or exporting) it
-        self.model = Model.load(
+        if self.manifest is None:
+            load: Callable[..., Model] = Model.load
+        else:
+            built_with = BuiltWith(
+                self.manifest.model, f"index {self.index_dir}", "index into another directory"
+            )
+            load = functools.partial(load_for, built_with)
+        self.model = load(
             self.spec,
             device=options.device,
             precision=options.precision,
             cache_dir=options.cache_dir,
             engine=options.engine,
-        )
-        if self.manifest and not self.model.identity.same_weights(self.manifest.model):
-            if self.spec == built_with:
-                raise ClipsearchError(
-                    f"the weights of model '{built_with}' changed since index {self.index_dir} "
-                    "was built: index into a new directory"
-                )
-            raise self._other_model(built_with)
-
-    def _other_model(self, built_with: str | None) -> ClipsearchError:
-        return ClipsearchError(
-            f"index {self.index_dir} was built with model '{built_with}', not "
-            f"'{self.spec}': leave the model out, or index into another directory",
-            parameter="model",
         )
 
     def _schema(self) -> pa.Schema:
@@ -372,7 +363,7 @@ class _Run:
             return catalog.catalog_schema(
                 self.manifest.embedding_dim, self.manifest.embedding_dtype
             )
-        return catalog.catalog_schema(self.model.dim, self.options.embedding_dtype)
+        return catalog.catalog_schema(self._model().dim, self.options.embedding_dtype)
 
     def _table(self, rows: list[dict[str, Any]], embeddings: list[np.ndarray]) -> pa.Table:
         return catalog.rows_to_table(rows, np.concatenate(embeddings), self._schema())
@@ -403,73 +394,41 @@ class _Run:
         ]
         return sorted(rows, key=lambda r: r["path"])
 
-    def _rewrite_parts(
-        self, changes: Changes, schema: pa.Schema
-    ) -> tuple[list[str], pa.Table | None]:
-        """Keep untouched parts; rewrite the others without their removed, changed or moved rows."""
-        if self.manifest is None:
-            return [], None
-        moved_to = {row_id: entry for entry, row_id in changes.moved}
-        touched = pa.array(
-            list(changes.removed) + [i for _, i in changes.changed] + list(moved_to), pa.int64()
-        )
-        kept, moved = [], []
-        for part in self.manifest.catalog:
-            ids = pq.read_table(self.index_dir / part, columns=["id"]).column("id")
-            if len(touched) == 0 or not pc.any(pc.is_in(ids, touched)).as_py():
-                kept.append(part)
-                continue
-            table = catalog.conform(pq.read_table(self.index_dir / part), schema)
-            hit = pc.is_in(table.column("id"), touched)
-            moved.append(
-                table.filter(pc.is_in(table.column("id"), pa.array(list(moved_to), pa.int64())))
-            )
-            rest = table.filter(pc.invert(hit))
-            if rest.num_rows:
-                kept.append(
-                    catalog.write_new_table(self.index_dir, catalog.CATALOG_DIR, "part", rest)
-                )
-        moved_rows = _relocate(pa.concat_tables(moved), moved_to) if moved else None
-        return kept, moved_rows
-
     def _next_manifest(self, parts: list[str], next_id: int) -> Manifest:
+        """The manifest after this run, but for what the commit fills in (vectors, counts,
+        errors); what it does not change (zero-shot labels, say) carried over."""
         old = self.manifest
-        identity = old.model if old else self.model.identity
         embedded_with = set(old.embedded_with if old else [])
         if self.model is not None:
             embedded_with.add(f"{self.model.engine}/{self.model.precision}")
+        if old is not None:
+            return replace(old, next_id=next_id, catalog=parts, embedded_with=sorted(embedded_with))
+        assert self.model is not None  # a new index loads its model first
         return Manifest(
-            model=identity,
-            embedding_dim=identity.dim,
-            embedding_dtype=old.embedding_dtype if old else self.options.embedding_dtype,
-            snapshot=(old.snapshot if old else 0) + 1,
+            model=self.model.identity,
+            embedding_dim=self.model.identity.dim,
+            embedding_dtype=self.options.embedding_dtype,
             next_id=next_id,
             catalog=parts,
             embedded_with=sorted(embedded_with),
-            created_at=old.created_at if old else utc_now(),
         )
 
     def _update_vectors(
-        self, changes: Changes, added: list[str], parts: list[str], snapshot: int
-    ) -> tuple[str, VectorIndexInfo]:
+        self, changes: Changes, added: list[str], parts: list[str]
+    ) -> tuple[faiss.Index, VectorIndexInfo]:
         dim = self._schema().field("embedding").type.list_size
-        everything = catalog_vectors(self.index_dir, parts, dim)
-        old_file = (self.manifest.vector_index.get("file") if self.manifest else None) or None
-        if old_file is None:
-            index, info = vectors.build_from(everything, self.options.vectors)
-        else:
-            old_info = VectorIndexInfo(
-                **{k: v for k, v in self.manifest.vector_index.items() if k != "file"}
-            )
-            index, info = vectors.update(
-                vectors.load(self.index_dir / old_file),
-                old_info,
-                remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
-                added=catalog_vectors(self.index_dir, added, dim),
-                everything=everything,
-                config=self.options.vectors,
-            )
-        return save_vectors(self.index_dir, index, snapshot), info
+        everything = vectors_of_parts(self.index_dir, parts, dim)
+        old = self.manifest.vector_index if self.manifest else None
+        if old is None:
+            return vectors.build_from(everything, self.options.vectors)
+        return vectors.update(
+            vectors.load(snapshot_path(self.index_dir, old.file)),
+            old.info,
+            remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
+            added=vectors_of_parts(self.index_dir, added, dim),
+            everything=everything,
+            config=self.options.vectors,
+        )
 
 
 def _choose_spec(manifest: Manifest | None, requested: str | None) -> str:
@@ -508,27 +467,6 @@ def _catalog_row(decoded: DecodedFile, row_id: int) -> dict[str, Any]:
     }
 
 
-def _relocate(table: pa.Table, moved_to: dict[int, FileEntry]) -> pa.Table:
-    """Give moved rows their new path, size and mtime; the embedding stays."""
-    entries = [moved_to[i] for i in table.column("id").to_pylist()]
-    for name, values in (
-        ("path", [e.path for e in entries]),
-        ("size", [e.size for e in entries]),
-        ("mtime_ns", [e.mtime_ns for e in entries]),
-    ):
-        position = table.schema.get_field_index(name)
-        table = table.set_column(
-            position, table.schema.field(name), pa.array(values, table.schema.field(name).type)
-        )
-    return table
-
-
-def _wanted_rows(staged: pa.Table, wanted: set[tuple[str, int, int]]) -> pa.Table:
-    """Staged rows of files this run wants (an earlier run may have staged since-gone ones)."""
-    keys = zip(*(staged.column(c).to_pylist() for c in _FILE_KEY), strict=True)
-    return staged.filter(pa.array([key in wanted for key in keys], pa.bool_()))
-
-
 def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
     def key(rows: list[dict[str, Any]]) -> set[tuple[Any, ...]]:
         return {(r["path"], r["size"], r["mtime_ns"], r["reason"]) for r in rows}
@@ -536,34 +474,4 @@ def _same_errors(new: list[dict[str, Any]], old: list[dict[str, Any]]) -> bool:
     return key(new) == key(old)
 
 
-def catalog_vectors(index_dir: Path, parts: list[str], dim: int) -> vectors.VectorSource:
-    """The embeddings of ``parts``, as a vector build reads them: in chunks."""
-    return vectors.VectorSource(
-        catalog.count_rows(index_dir, parts), dim, lambda: catalog.iter_embeddings(index_dir, parts)
-    )
-
-
-def save_vectors(index_dir: Path, index: Any, snapshot: int) -> str:
-    """Write the vector index of ``snapshot`` (into ``pending/`` until its commit); its path
-    relative to the index, as the manifest names it."""
-    name = f"{VECTORS_DIR}/index-{snapshot:06d}.faiss"
-    vectors.save(index, new_file_path(index_dir, name))
-    return name
-
-
-def remove_unreferenced_files(index_dir: Path, manifest: Manifest | None) -> None:
-    """Bring the index's folders in line with the committed snapshot before a writer reads
-    or writes anything, and after its commit (``storage.remove_unreferenced``): files it names
-    back from retired/ (a writer died mid-commit), what pending/ holds and parts, vector and
-    error files it does not name deleted, retired files deleted once their grace has passed."""
-    folders = (catalog.CATALOG_DIR, catalog.ERRORS_DIR, VECTORS_DIR)
-    candidates = [
-        f"{folder}/{path.name}"
-        for folder in folders
-        if (index_dir / folder).is_dir()
-        for path in (index_dir / folder).iterdir()
-    ]
-    remove_unreferenced(index_dir, manifest, candidates)
-
-
-__all__ = ["STAGING_DIR", "IndexOptions", "IndexSummary", "Progress", "index_lock", "update_index"]
+__all__ = ["IndexOptions", "IndexSummary", "Progress", "update_index"]

@@ -1,6 +1,6 @@
 """Decode image files in parallel worker processes into model-ready batches.
 
-Each worker hashes, decodes (``clipsearch.ingest.decode``) and preprocesses a few files at a time,
+Each worker hashes, decodes (``clipsearch.base.images``) and preprocesses a few files at a time,
 so the main process only runs the model. A file that cannot be decoded comes back as a
 ``FailedFile`` with its reason instead of stopping the run. Plain ``multiprocessing``: no
 torch, so the onnx engine's indexing never imports it.
@@ -26,8 +26,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from clipsearch.ingest import fingerprint
-from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
+from clipsearch.base import fingerprint
+from clipsearch.base.images import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
 from clipsearch.ingest.diff import content_hash
 from clipsearch.ingest.scan import FileEntry
 
@@ -40,7 +40,7 @@ class DecodedFile:
     entry: FileEntry
     content_hash: str
     info: ImageInfo
-    fingerprint: bytes  # clipsearch.ingest.fingerprint: 8x8 grey levels of the upright image
+    fingerprint: bytes  # clipsearch.base.fingerprint: 8x8 grey levels of the upright image
 
 
 @dataclass

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from fnmatch import translate
 from pathlib import Path
 
+from clipsearch.base.durable import read_json_object
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.storage import MANIFEST_NAME, read_json_object
+from clipsearch.store.layout import MANIFEST_NAME
 
 __all__ = ["IMAGE_EXTENSIONS", "FileEntry", "ScanOptions", "ScanProblem", "scan"]
 

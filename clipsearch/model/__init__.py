@@ -8,7 +8,10 @@ Two engines run the towers (``clipsearch.model.engines`` chooses):
 - ``onnx``: ONNX Runtime on graphs exported once per model (``clipsearch.model.export``);
   the default on CPU. It needs neither torch nor open_clip.
 - ``torch``: open_clip itself (``clipsearch.model.torch_engine``): training, GPU, export.
-Importing this package imports neither.
+Importing this package imports neither. ``check_same_model`` is the one rule that refuses a
+model whose embeddings are not comparable with an index's or a collection's.
+
+May import: ``base`` (and ``errors``, ``settings``, ``bundled``).
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, cast
 
 import numpy as np
 
@@ -28,6 +31,8 @@ from clipsearch.settings import default_model_spec
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from clipsearch.model.torch_engine import ClipModule, TorchTowers
 
 ImageInput: TypeAlias = "Image.Image | str | os.PathLike"
 
@@ -180,15 +185,27 @@ class Model:
         )
 
     @property
-    def module(self) -> Any:
+    def module(self) -> ClipModule:
         """The torch module (torch engine only): for training and export."""
-        return self._torch_towers().module
+        return self.torch_towers.module
+
+    @property
+    def torch_towers(self) -> TorchTowers:
+        """The torch engine's towers, with open_clip's module, tokenizer and preprocessing
+        settings (torch engine only): for training and export."""
+        if self.engine != "torch":
+            raise ClipsearchError(
+                f"model '{self.spec}' runs in the {self.engine} engine; this needs the torch "
+                "engine (load it with engine='torch')",
+                parameter="engine",
+            )
+        return cast("TorchTowers", self.towers)  # the torch engine's towers
 
     # -- embedding -------------------------------------------------------------------------
 
     def embed_images(self, images: Sequence[ImageInput], batch_size: int = 64) -> np.ndarray:
         """Embed PIL images or image paths."""
-        from clipsearch.ingest.decode import DecodeError, load_image
+        from clipsearch.base.images import DecodeError, load_image
         from clipsearch.model.preprocess import is_pil_image
 
         def to_pixels(item: ImageInput) -> np.ndarray:
@@ -224,16 +241,47 @@ class Model:
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write a checkpoint directory that ``Model.load(directory)`` reads back."""
-        return self._torch_towers().save(Path(directory), str(self.spec))
+        return self.torch_towers.save(Path(directory), str(self.spec))
 
-    def _torch_towers(self) -> Any:
-        if self.engine != "torch":
-            raise ClipsearchError(
-                f"model '{self.spec}' runs in the {self.engine} engine; this needs the torch "
-                "engine (load it with engine='torch')",
-                parameter="engine",
-            )
-        return self.towers
+
+@dataclass(frozen=True)
+class BuiltWith:
+    """What a stored collection of embeddings (an image index, a text collection) was made
+    with, for the one rule below: a model whose embeddings are not comparable is refused."""
+
+    identity: ModelIdentity
+    what: str  # "index /path", "text collection /path"
+    start_over: str  # what the user can do instead: "index into a new directory"
+
+
+def check_same_model(built_with: BuiltWith, requested: str, loaded: ModelIdentity | None) -> None:
+    """Refuse ``requested`` (its identity ``loaded`` once loaded, None before: then only
+    specs that surely name other weights are refused) for a collection ``built_with``."""
+    built = built_with.identity.spec
+    if loaded is None:
+        if not surely_different(requested, built):
+            return
+    elif loaded.same_weights(built_with.identity):
+        return
+    elif requested == built:
+        raise ClipsearchError(
+            f"the weights of model '{built}' changed since {built_with.what} was built: "
+            f"{built_with.start_over}"
+        )
+    raise ClipsearchError(
+        f"{built_with.what} was built with model '{built}', not '{requested}': leave the "
+        f"model out (it knows its model), or {built_with.start_over}",
+        parameter="model",
+    )
+
+
+def load_for(built_with: BuiltWith, spec: str, **options: Any) -> Model:
+    """``Model.load(spec, **options)`` for a collection ``built_with``, refused (before
+    loading when the specs tell) if its embeddings are not comparable."""
+    check_same_model(built_with, spec, None)  # known without loading (or exporting) it
+    model = Model.load(spec, **options)
+    check_same_model(built_with, spec, model.identity)
+    return model
 
 
 def surely_different(a: str, b: str) -> bool:

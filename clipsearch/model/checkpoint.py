@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import pickle
 from pathlib import Path
 from typing import Any
 
+from clipsearch.base.durable import publishing
 from clipsearch.errors import ClipsearchError
 
 CONFIG_NAME = "open_clip_config.json"
@@ -110,15 +110,13 @@ def save_checkpoint(
         k: (v.float() if v.is_floating_point() else v).detach().contiguous().cpu()
         for k, v in state_dict.items()
     }
-    weights_tmp = directory / f".{WEIGHTS_NAME}.tmp"
-    save_file(tensors, str(weights_tmp))
-    os.replace(weights_tmp, directory / WEIGHTS_NAME)
+    with publishing(directory / f".{WEIGHTS_NAME}.tmp", directory / WEIGHTS_NAME) as tmp:
+        save_file(tensors, str(tmp))
     config = {
         "model_cfg": model_cfg,
         "preprocess_cfg": preprocess_cfg,
         "clipsearch": {"format_version": FORMAT_VERSION, **(info or {})},
     }
-    config_tmp = directory / f".{CONFIG_NAME}.tmp"
-    config_tmp.write_text(json.dumps(config, indent=2, default=list), encoding="utf-8")
-    os.replace(config_tmp, directory / CONFIG_NAME)
+    with publishing(directory / f".{CONFIG_NAME}.tmp", directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(config, indent=2, default=list), encoding="utf-8")
     return directory

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from clipsearch.base.durable import fsync_dir, fsync_file, write_failure, write_json_atomic
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import Model, checkpoint, onnx_format
 from clipsearch.model.identity import ModelIdentity
@@ -30,7 +31,6 @@ from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.spec import ModelSpec
 from clipsearch.model.tokenizer import CLIP_BPE, HF, TokenizerConfig, clip_bpe_json
 from clipsearch.settings import cache_root
-from clipsearch.store.storage import fsync_dir, fsync_file, write_failure, write_json_atomic
 
 EXPORT_VERSION = 5  # bump when export_model writes different graphs for the same weights
 OPSET = 17
@@ -324,7 +324,7 @@ def _local_weights(spec: ModelSpec) -> Path | None:
 
 def _preprocess_config(model: Model) -> PreprocessConfig:
     try:
-        return PreprocessConfig.from_open_clip(model.towers.preprocess_cfg)
+        return PreprocessConfig.from_open_clip(model.torch_towers.preprocess_cfg)
     except ValueError as exc:
         raise ClipsearchError(
             f"cannot export model '{model.spec}' to ONNX: its preprocessing ({exc}) is not "
@@ -336,7 +336,7 @@ def _preprocess_config(model: Model) -> PreprocessConfig:
 def _tokenizer_config(model: Model) -> TokenizerConfig:
     from open_clip.tokenizer import HFTokenizer, SimpleTokenizer
 
-    tokenizer = model.towers.tokenizer
+    tokenizer = model.torch_towers.tokenizer
     clean = _CLEAN_NAMES.get(getattr(getattr(tokenizer, "clean_fn", None), "__name__", ""))
     unsupported = f"cannot export model '{model.spec}' to ONNX: its tokenizer"
     if clean is None:
@@ -362,7 +362,7 @@ def _write_tokenizer(model: Model, cfg: TokenizerConfig, directory: Path) -> Non
 
         (directory / cfg.file).write_text(clip_bpe_json(Path(default_bpe())), encoding="utf-8")
     else:
-        model.towers.tokenizer.tokenizer.backend_tokenizer.save(str(directory / cfg.file))
+        model.torch_towers.tokenizer.tokenizer.backend_tokenizer.save(str(directory / cfg.file))
 
 
 def _export_graphs(model: Model, directory: Path) -> None:
@@ -384,13 +384,13 @@ def _export_graphs(model: Model, directory: Path) -> None:
         "text": (
             "encode_text",
             "tokens",
-            torch.as_tensor(model.towers.tokenizer(["a photo of a dog", "x"])),
+            torch.as_tensor(model.torch_towers.tokenizer(["a photo of a dog", "x"])),
         ),
     }
     for tower, (encode, input_name, example) in examples.items():
         path = directory / onnx_format.graph_name(tower, "fp32")
         single = path.with_name(f".{path.name}.single")
-        module = Tower(model.towers.module, encode).eval()
+        module = Tower(model.torch_towers.module, encode).eval()
         _export_one(module, example, input_name, single, f"'{model.spec}' ({tower} tower)")
         _save_for_onnx_runtime(single, path)
 

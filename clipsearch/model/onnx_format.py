@@ -22,11 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from clipsearch.base.durable import read_json_object
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
 from clipsearch.model.preprocess import PreprocessConfig
 from clipsearch.model.tokenizer import TokenizerConfig
-from clipsearch.store.storage import read_json_object
 
 CONFIG_NAME = "clipsearch_onnx.json"
 FORMAT_VERSION = 2  # 2: graphs saved optimized for ONNX Runtime

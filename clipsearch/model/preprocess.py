@@ -17,6 +17,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from PIL import Image
+    from typing_extensions import TypeIs
 
 # PIL's names for them; PIL itself is imported when an image is preprocessed, so a text
 # query never imports it (~10 ms).
@@ -24,7 +25,7 @@ _INTERPOLATIONS = {"bicubic": "BICUBIC", "bilinear": "BILINEAR", "nearest": "NEA
 RESIZE_MODES = ("shortest", "squash")
 
 
-def is_pil_image(value: Any) -> bool:
+def is_pil_image(value: Any) -> TypeIs[Image.Image]:
     """A PIL image? (If PIL was never imported, nothing can be one.)"""
     image_module = sys.modules.get("PIL.Image")
     return image_module is not None and isinstance(value, image_module.Image)
@@ -57,7 +58,7 @@ class PreprocessConfig:
         mean, std = tuple(cfg["mean"]), tuple(cfg["std"])
         if len(mean) != 3 or len(std) != 3:
             raise ValueError("mean and std need three channels")
-        return cls(int(size), mean, std, interpolation, resize_mode)  # type: ignore[arg-type]
+        return cls(int(size), mean, std, interpolation, resize_mode)
 
 
 class Preprocess:

@@ -89,6 +89,8 @@ class Tokenizer:
         encodings = self._tokenizer.encode_batch(cleaned, add_special_tokens=True)
         for row, encoding in enumerate(encodings):
             if self.cfg.kind == CLIP_BPE:
+                # clip_bpe_json's vocabulary holds both special tokens.
+                assert self._sot is not None and self._eot is not None
                 # open_clip keeps the first context_length - 1 tokens and ends with EOT.
                 tokens = [self._sot, *encoding.ids][: length - 1]
                 tokens.append(self._eot)
@@ -108,7 +110,7 @@ def clip_bpe_json(merges_file: Path) -> str:
 
     with gzip.open(merges_file) as f:
         lines = f.read().decode("utf-8").split("\n")[1 : _VOCAB_MERGES + 1]
-    merges = [tuple(line.split()) for line in lines]
+    merges = [(first, second) for first, second in (line.split() for line in lines)]
     # Sorting the byte-level symbols by code point gives CLIP's table order: the printable
     # bytes as themselves, then the others remapped to chr(256 + n), in byte order.
     symbols = sorted(pre_tokenizers.ByteLevel.alphabet(), key=ord)

@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import open_clip
@@ -28,12 +28,35 @@ from clipsearch.model.spec import ModelSpec
 RANDOM_SEED = 0
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
+if TYPE_CHECKING:
+
+    class ClipModule(torch.nn.Module):
+        """What clipsearch uses of open_clip's CLIP and CustomTextCLIP modules (open_clip
+        ships no type information)."""
+
+        logit_scale: torch.nn.Parameter
+        visual: torch.nn.Module
+
+        def encode_image(self, image: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+        def encode_text(self, text: torch.Tensor, normalize: bool = False) -> torch.Tensor: ...
+
+        def lock_image_tower(
+            self, unlocked_groups: int = 0, freeze_bn_stats: bool = False
+        ) -> None: ...
+
+        def lock_text_tower(
+            self, unlocked_layers: int = 0, freeze_layer_norm: bool = True
+        ) -> None: ...
+
+        def set_grad_checkpointing(self, enable: bool = True) -> None: ...
+
 
 @dataclass
 class _Built:
     """What a loader returns: the network and the facts needed to describe and save it."""
 
-    module: torch.nn.Module
+    module: ClipModule
     model_cfg: dict[str, Any]
     weights_id: str
     arch: str | None
@@ -238,7 +261,7 @@ def _local_hf_text_cfg(model_cfg: dict[str, Any], directory: Path) -> dict[str, 
     }
 
 
-def _create_with_weights(spec: ModelSpec, weights: Path, arch: str) -> torch.nn.Module:
+def _create_with_weights(spec: ModelSpec, weights: Path, arch: str) -> ClipModule:
     try:
         module = open_clip.create_model(arch, pretrained_text=False)
     except Exception as exc:

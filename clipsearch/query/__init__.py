@@ -1,5 +1,7 @@
 """Reading an index: the one read path the CLI, the Python API and the server share.
 
+May import: ``base``, ``model``, ``store``, ``ingest``, ``texts``, ``zeroshot``.
+
 | module | job |
 | --- | --- |
 | ``search`` | ``Index``: open, search by text, image or id, duplicates, classify |

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from clipsearch.base import fingerprint
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest import fingerprint
 from clipsearch.query.snapshot import Snapshot
 from clipsearch.settings import DEFAULT_DUPLICATE_THRESHOLD
 from clipsearch.store import catalog, vectors
@@ -306,7 +306,7 @@ def _keeper_order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def _picture_of_file(path: str) -> bytes | None:
     """The fingerprint of an image file indexed before catalogs held them (None: unreadable)."""
-    from clipsearch.ingest.decode import DecodeError, load_image
+    from clipsearch.base.images import DecodeError, load_image
 
     try:
         image, _ = load_image(path, min_side=fingerprint.SIDE * 4)

@@ -178,7 +178,9 @@ def _serialize(parser: duckdb.DuckDBPyConnection, sql: str) -> tuple[int, dict[s
 
 def _parse_tree(parser: duckdb.DuckDBPyConnection, sql: str) -> dict[str, Any]:
     """DuckDB's parse tree of ``sql``, less where each node was in the text."""
-    text = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()[0]
+    row = parser.execute("SELECT json_serialize_sql(?)", [sql]).fetchone()
+    assert row is not None  # a SELECT without FROM gives one row
+    text = row[0]
     return json.loads(text, object_hook=_without_locations)
 
 

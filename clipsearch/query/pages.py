@@ -11,10 +11,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from clipsearch.base.access import OWNER_FILE, write_owner_only
+from clipsearch.base.durable import publishing, write_failure
+from clipsearch.base.images import DecodeError, load_image
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.decode import DecodeError, load_image
-from clipsearch.store.access import write_owner_only
-from clipsearch.store.storage import write_failure
 
 if TYPE_CHECKING:
     from clipsearch.query.duplicates import DuplicateGroup
@@ -146,7 +146,9 @@ def write_page(out: Path, text: str) -> Path:
     """Write a page; it inlines small copies of the photos, so it is its owner's alone."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_owner_only(out, text.encode("utf-8"))
+        # Whole or not at all: a page replaced while a browser shows it stays readable.
+        with publishing(out.with_name(f".{out.name}.tmp"), out, mode=OWNER_FILE) as tmp:
+            write_owner_only(tmp, text.encode("utf-8"))
     except OSError as exc:
         raise ClipsearchError(f"cannot write the page {out}: {write_failure(exc)}") from None
     return out

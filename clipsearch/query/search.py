@@ -28,14 +28,16 @@ from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.model.preprocess import is_pil_image
 from clipsearch.model.spec import parse_spec
 from clipsearch.query import terms
-from clipsearch.query.snapshot import Snapshot, open_manifest
+from clipsearch.query.snapshot import Snapshot
 from clipsearch.settings import resolve_index_dir
+from clipsearch.store.manifest import open_manifest
 
 if TYPE_CHECKING:
     from PIL import Image
 
     from clipsearch.model import Model
     from clipsearch.query.duplicates import DuplicateGroup
+    from clipsearch.store.manifest import Manifest
     from clipsearch.zeroshot.classify import Prediction
 
 ImageQuery: TypeAlias = "Image.Image | str | os.PathLike"
@@ -100,28 +102,21 @@ class Index:
         return int(self.snapshot.manifest.counts["images"])
 
     @property
-    def manifest(self) -> Any:
+    def manifest(self) -> Manifest:
         return self.snapshot.manifest
 
     @cached_property
     def model(self) -> Model:
-        from clipsearch.model import Model, surely_different
+        from clipsearch.model import BuiltWith, load_for
 
-        built_with = self.snapshot.manifest.model
-        if surely_different(self.model_spec, built_with.spec):
-            raise self._other_model(built_with.spec)  # known without loading it
-        model = Model.load(
-            self.model_spec, device=self.device, cache_dir=self.cache_dir, engine=self.engine
-        )
-        if not model.identity.same_weights(built_with):
-            raise self._other_model(built_with.spec)
-        return model
-
-    def _other_model(self, built_with: str) -> ClipsearchError:
-        return ClipsearchError(
-            f"index {self.index_dir} was built with model '{built_with}'; "
-            f"'{self.model_spec}' is a different model (leave the model out: the index knows it)",
-            parameter="model",
+        start_over = "index into another directory with that model"
+        built_with = BuiltWith(self.snapshot.manifest.model, f"index {self.index_dir}", start_over)
+        return load_for(
+            built_with,
+            self.model_spec,
+            device=self.device,
+            cache_dir=self.cache_dir,
+            engine=self.engine,
         )
 
     def refresh(self, prepare: Callable[[Snapshot], None] | None = None) -> bool:
@@ -205,7 +200,7 @@ class Index:
         if isinstance(query, np.ndarray):
             return terms.combine(query.reshape(1, -1), [1.0])
         raw_terms = [query] if isinstance(query, str) else list(query or [])
-        images = [] if image is None else [image] if _is_single_image(image) else list(image)
+        images = _query_images(image)
         if not raw_terms and not images and not len(like):
             raise ClipsearchError("empty query: give text, an image or an indexed image's id")
         parsed = [terms.parse_term(t) for t in raw_terms]
@@ -265,7 +260,16 @@ class Index:
         """Zero-shot label for every indexed image, from its stored embedding."""
         from clipsearch.zeroshot import classify
 
-        return classify.classify_index(self, labels, templates, top)
+        snapshot = self.snapshot
+        classifier = classify.load_classifier(
+            snapshot.manifest.model,
+            labels,
+            classify.resolve_templates(templates),
+            lambda: self.model,
+        )
+        table = snapshot.table(["id", "path", "embedding"])  # one pass over the catalog
+        paths, ids = table.column("path").to_pylist(), table.column("id").to_numpy()
+        return classifier.predict(paths, snapshot.embeddings_of(table), top, ids)
 
 
 def _indexed_id(snapshot: Snapshot, path: str | os.PathLike) -> int | None:
@@ -295,5 +299,9 @@ def _stored_embeddings(snapshot: Snapshot, ids: list[int]) -> np.ndarray:
     return np.stack([by_id[i] for i in ids])
 
 
-def _is_single_image(value: object) -> bool:
-    return is_pil_image(value) or isinstance(value, (str, os.PathLike))
+def _query_images(image: ImageQuery | Sequence[ImageQuery] | None) -> list[ImageQuery]:
+    if image is None:
+        return []
+    if is_pil_image(image) or isinstance(image, (str, os.PathLike)):
+        return [image]
+    return list(image)

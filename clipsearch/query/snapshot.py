@@ -22,17 +22,25 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import numpy as np
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.manifest import Manifest, read_manifest
-from clipsearch.store.storage import MANIFEST_NAME, WRITER_LEFTOVERS, snapshot_path
+from clipsearch.store.layout import LEGACY_TAGS_NAME
+from clipsearch.store.manifest import (
+    Manifest,
+    VectorIndexFile,
+    VectorIndexInfo,
+    damaged,
+    open_manifest,
+)
+from clipsearch.store.storage import snapshot_path
 
 if TYPE_CHECKING:
     import duckdb
+    import faiss
+    import pyarrow as pa
 
     from clipsearch.store.catalog import RowLookup
 
 T = TypeVar("T")
 _KEPT_FILTERS = 8  # filter results a snapshot keeps (ids: 8 MB per million matching rows)
-TAGS_NAME = "tags.parquet"  # zero-shot labels stored by classify.write_tags
 # Reads of a file that moved or went: one more look for this snapshot's files (a commit moved
 # them into retired/), then two tries on the newest snapshot.
 _RETRIES = 4
@@ -57,28 +65,6 @@ class RowSource(Protocol):
         ...
 
 
-def open_manifest(index_dir: Path) -> Manifest:
-    manifest = read_manifest(index_dir)
-    if manifest is not None:
-        return manifest
-    if (index_dir / MANIFEST_NAME).exists() or not index_dir.exists():
-        raise ClipsearchError(f"no index at {index_dir} (build one with `clipsearch index PATH`)")
-    if _only_writer_leftovers(index_dir):
-        raise ClipsearchError(
-            f"no index at {index_dir} yet: a `clipsearch index` run there stopped before its "
-            "first commit (run it again: it re-uses what it had embedded)"
-        )
-    raise ClipsearchError(f"{index_dir} is not a clipsearch index (no manifest.json)")
-
-
-def _only_writer_leftovers(index_dir: Path) -> bool:
-    try:
-        names = {entry.name for entry in os.scandir(index_dir)}
-    except OSError:
-        return False
-    return names <= WRITER_LEFTOVERS
-
-
 class Snapshot:
     """The committed state of an index: rows and filters through DuckDB over the Parquet
     parts (or the attached ``row_source``), embeddings from the parts by row group, vectors
@@ -88,8 +74,9 @@ class Snapshot:
         self.index_dir = index_dir
         self.manifest = manifest or open_manifest(index_dir)
         self.row_source: RowSource | None = None
-        # Zero-shot tags are written beside the catalog, without a commit: part of the state.
-        self.version = (self.manifest.snapshot, file_stamp(index_dir / TAGS_NAME))
+        # Zero-shot labels written by an older clipsearch sit beside the catalog, outside any
+        # snapshot: part of the state all the same.
+        self.version = (self.manifest.snapshot, file_stamp(index_dir / LEGACY_TAGS_NAME))
 
     @property
     def number(self) -> int:
@@ -104,29 +91,32 @@ class Snapshot:
     # -- vector index ----------------------------------------------------------------------
 
     @cached_property
-    def vectors(self) -> Any:
+    def vectors(self) -> faiss.Index:
         from clipsearch.store import vectors
 
-        def read() -> Any:
-            path = snapshot_path(self.index_dir, self.manifest.vector_index["file"])
+        def read() -> faiss.Index:
+            name = self.vector_file.file
+            path = snapshot_path(self.index_dir, name)
             # IVF indexes are mapped, not read: a query touches a few of their lists. Flat ones
             # (100k vectors at most by default) are read: their mapped vectors sit unaligned
             # in the file, which makes numpy's product over them 50x slower.
-            mapped = self.manifest.vector_index.get("kind") != "flat"
+            mapped = self.vector_info.kind != "flat"
             try:
                 return vectors.load(path, mmap=mapped)
             except ClipsearchError:  # (one a commit moved meanwhile: FileNotFoundError)
-                name = self.manifest.vector_index["file"]
                 raise damaged(self.index_dir, f"the vector index {name} cannot be read") from None
 
         return self._read(read)
 
-    @cached_property
-    def vector_info(self) -> Any:
-        from clipsearch.store.vectors import VectorIndexInfo
+    @property
+    def vector_file(self) -> VectorIndexFile:
+        if self.manifest.vector_index is None:
+            raise damaged(self.index_dir, "its manifest names no vector index")
+        return self.manifest.vector_index
 
-        info = {k: v for k, v in self.manifest.vector_index.items() if k != "file"}
-        return VectorIndexInfo(**info)
+    @property
+    def vector_info(self) -> VectorIndexInfo:
+        return self.vector_file.info
 
     # -- catalog through DuckDB ------------------------------------------------------------
 
@@ -145,14 +135,22 @@ class Snapshot:
             source = f"read_parquet([{files}], union_by_name = true) AS parts"
         else:
             source = "(SELECT NULL::BIGINT AS id, NULL::VARCHAR AS path WHERE false)"
-        tags = self.index_dir / TAGS_NAME
-        if tags.is_file():
+        tags = self._tags_path()
+        if tags is not None:
             source = f"{source} LEFT JOIN read_parquet({_quote(str(tags))}) AS tags USING (id)"
         try:
             connection.execute(f"CREATE VIEW catalog AS SELECT * FROM {source}")
         except duckdb.Error as exc:
             raise self._file_error(exc) or exc from None
         return connection
+
+    def _tags_path(self) -> Path | None:
+        """The zero-shot labels: the file the manifest names, or (written before labels
+        were committed with a snapshot) ``tags.parquet`` beside it."""
+        if self.manifest.tags:
+            return snapshot_path(self.index_dir, self.manifest.tags)
+        legacy = self.index_dir / LEGACY_TAGS_NAME
+        return legacy if legacy.is_file() else None
 
     def _sql(self, query: str, parameters: list[Any] | None = None, numpy: bool = False) -> Any:
         """Run a query on the catalog view; a missing file raises FileNotFoundError (for
@@ -165,7 +163,7 @@ class Snapshot:
         except duckdb.Error as exc:
             raise self._file_error(exc) or exc from None
 
-    def arrow(self, query: str) -> Any:
+    def arrow(self, query: str) -> pa.Table:
         """A query over the catalog view as a pyarrow table (a server's rows in memory);
         retried on the newest snapshot if a commit moved a part meanwhile."""
         import duckdb
@@ -324,7 +322,7 @@ class Snapshot:
 
         return embeddings_of(table).reshape(-1, self.manifest.embedding_dim)
 
-    def table(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> Any:
+    def table(self, columns: Sequence[str], ids: Sequence[int] | None = None) -> pa.Table:
         """Catalog columns as one pyarrow table (bulk reads: faster than DuckDB round trips)."""
         from clipsearch.store.catalog import catalog_schema, read_tables
 
@@ -367,7 +365,7 @@ class Snapshot:
                     raise damaged(self.index_dir, gone) from None
                 if attempt > 0:
                     self.manifest = open_manifest(self.index_dir)
-                for cached in ("db", "_types", "vector_info", "_lookup", "_matching"):
+                for cached in ("db", "_types", "_lookup", "_matching"):
                     self.__dict__.pop(cached, None)
         raise AssertionError("unreachable")
 
@@ -379,13 +377,6 @@ def file_stamp(path: str | Path) -> tuple[int, int, int] | None:
     except OSError:
         return None
     return info.st_mtime_ns, info.st_ino, info.st_size
-
-
-def damaged(index_dir: Path, detail: str) -> ClipsearchError:
-    return ClipsearchError(
-        f"index {index_dir} is damaged ({detail}); `clipsearch repair` on it keeps what is "
-        "intact and rebuilds the vector index without re-embedding"
-    )
 
 
 def invalid_filter(where: str, exc: Exception, columns: Iterable[str] = ()) -> ClipsearchError:

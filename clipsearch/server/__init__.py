@@ -1,5 +1,8 @@
 """``clipsearch serve``: a JSON API and a web page over one image index.
 
+May import every floor below: ``query`` (its one read path), ``texts``, ``zeroshot``,
+``store``, ``model``, ``base``.
+
 The package is split by job. ``config``, ``discovery`` and ``client`` are imported by the
 CLI before any command runs (its help, ``clipsearch query``), so they use the
 standard library alone:
@@ -7,7 +10,7 @@ standard library alone:
 | module | job |
 | --- | --- |
 | ``config`` | ``ServerConfig``: limits and options, with their defaults |
-| ``engine`` | the open ``Index`` (rows in memory), moved to each new snapshot; caches |
+| ``served_index`` | ``ServedIndex``: the open ``Index``, moved to each new snapshot; caches |
 | ``rows`` | a snapshot's rows in memory; checked filters run on a file-less DuckDB |
 | ``files`` | opens an indexed file by id, refusing anything that is not that file |
 | ``thumbnails`` | JPEG thumbnails made on demand, cached on disk with a size bound |

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Path, Query, Request, UploadFile
@@ -21,9 +21,9 @@ from clipsearch.query.duplicates import DuplicateGroup
 from clipsearch.query.search import Hit
 from clipsearch.server import schemas
 from clipsearch.server.config import MAX_K, THUMBNAIL_SIZES, ServerConfig
-from clipsearch.server.engine import Engine
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import FILE_COLUMNS, version_of
+from clipsearch.server.served_index import ServedIndex
 from clipsearch.server.text_collections import TextCollections
 from clipsearch.server.thumbnails import ThumbnailCache
 from clipsearch.server.uploads import decode_upload
@@ -45,7 +45,7 @@ class Services:
     """What the routes share; stored on ``app.state.services``."""
 
     config: ServerConfig
-    engine: Engine
+    served: ServedIndex
     thumbnails: ThumbnailCache
     texts: TextCollections
 
@@ -128,7 +128,7 @@ def _images(svc: Services, uploads: list[UploadFile]) -> list[Image.Image]:
     if len(uploads) > MAX_IMAGES:
         raise ApiError(400, f"at most {MAX_IMAGES} images per query")
     config = svc.config
-    side = svc.engine.model.image_size
+    side = svc.served.model.image_size
     return [
         decode_upload(u.file, u.filename, config.max_upload_bytes, config.max_pixels, side)
         for u in uploads
@@ -148,7 +148,7 @@ def _search(
     start = time.perf_counter()
     wanted = _columns(columns)
     images = _images(svc, uploads)
-    hits = svc.engine.fresh().search(
+    hits = svc.served.fresh().search(
         terms,
         image=images,
         like=like,
@@ -215,7 +215,7 @@ def search_upload(
 @router.get("/images/{image_id}", response_model=schemas.ImageInfo, summary="One indexed image")
 def image_info(request: Request, image_id: ImageId) -> schemas.ImageInfo:
     """The catalog row of one image (every column but its embedding)."""
-    row = services(request).engine.image_row(image_id)
+    row = services(request).served.image_row(image_id)
     thumbnail_url, image_url = _urls(image_id, row)
     return schemas.ImageInfo(
         id=image_id,
@@ -241,7 +241,7 @@ def _rank_texts(
     start = time.perf_counter()
     texts = svc.texts.get(collection)
     image = _images(svc, [upload])[0] if upload is not None else None
-    vector = svc.engine.image_vector(image, like)
+    vector = svc.served.image_vector(image, like)
     hits = texts.search(vector[None, :], k)[0]
     return schemas.TextSearchResponse(
         collection=collection,
@@ -302,9 +302,9 @@ def _classify(
 ) -> schemas.ClassifyResponse:
     start = time.perf_counter()
     chosen = _labels(labels)
-    classifier = svc.engine.classifier(chosen, templates)
+    classifier = svc.served.classifier(chosen, templates)
     image = _images(svc, [upload])[0] if upload is not None else None
-    vector = svc.engine.image_vector(image, like)
+    vector = svc.served.image_vector(image, like)
     name = upload.filename if upload is not None else str(like)
     prediction = classifier.predict([name or "image"], vector[None, :], top)[0]
     return schemas.ClassifyResponse(
@@ -367,7 +367,7 @@ def duplicates(
     """Images that are the same photo (byte-identical, re-encoded, resized, slightly cropped,
     rotated), grouped around a suggested keeper. Nothing is deleted or moved."""
     start = time.perf_counter()
-    snapshot, groups = services(request).engine.duplicates(threshold, where or None)
+    snapshot, groups = services(request).served.duplicates(threshold, where or None)
     return schemas.DuplicatesResponse(
         snapshot=snapshot,
         took_ms=round((time.perf_counter() - start) * 1000, 3),
@@ -399,17 +399,17 @@ def _duplicate_group(group: DuplicateGroup) -> schemas.DuplicateGroup:
 def info(request: Request) -> schemas.IndexInfo:
     """Model identity, counts, vector-index kind and recall, catalog columns, limits."""
     svc = services(request)
-    manifest = svc.engine.current().manifest
-    vector_index = {k: v for k, v in manifest.vector_index.items() if k != "file"}
+    snapshot = svc.served.current()
+    manifest = snapshot.manifest
     config = svc.config
     return schemas.IndexInfo(
-        index=str(svc.engine.index_dir),
+        index=str(svc.served.index_dir),
         snapshot=manifest.snapshot,
         updated_at=manifest.updated_at,
         model=manifest.model.as_dict(),
         counts=manifest.counts,
-        vector_index=schemas.VectorIndex(**vector_index),
-        columns=svc.engine.columns(),
+        vector_index=schemas.VectorIndex(**asdict(snapshot.vector_info)),
+        columns=svc.served.columns(),
         limits=schemas.Limits(
             max_upload_bytes=config.max_upload_bytes,
             max_pixels=config.max_pixels,
@@ -434,11 +434,11 @@ def endpoints(request: Request) -> schemas.ApiIndex:
 @router.get("/health", response_model=schemas.Health, summary="Is this server up")
 def health(request: Request) -> schemas.Health:
     """Cheap: which index this server answers for (``clipsearch query`` checks it)."""
-    engine = services(request).engine
-    manifest = engine.current().manifest
+    served = services(request).served
+    manifest = served.current().manifest
     return schemas.Health(
         status="ok",
-        index=str(engine.index_dir),
+        index=str(served.index_dir),
         snapshot=manifest.snapshot,
         pid=os.getpid(),
         model=manifest.model_spec,

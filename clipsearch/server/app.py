@@ -9,9 +9,9 @@ from fastapi.staticfiles import StaticFiles
 from clipsearch import __version__
 from clipsearch.server import api, media
 from clipsearch.server.config import ServerConfig
-from clipsearch.server.engine import Engine
 from clipsearch.server.errors import install_error_handlers
 from clipsearch.server.security import BodyLimit, HostCheck, SecurityHeaders, TokenCheck
+from clipsearch.server.served_index import ServedIndex
 from clipsearch.server.text_collections import TextCollections
 from clipsearch.server.thumbnails import ThumbnailCache
 
@@ -26,11 +26,11 @@ Errors are JSON: `{"error": "...", "status": N}`.
 """
 
 
-def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
+def create_app(config: ServerConfig, served: ServedIndex | None = None) -> FastAPI:
     """The application; loads the index and model now (and warms them unless told not to)."""
-    engine = engine or Engine(config)
+    served = served or ServedIndex(config)
     if config.warm_up:
-        engine.warm_up()
+        served.warm_up()
     app = FastAPI(
         title="clipsearch",
         version=__version__,
@@ -40,12 +40,12 @@ def create_app(config: ServerConfig, engine: Engine | None = None) -> FastAPI:
     )
     app.state.services = api.Services(
         config=config,
-        engine=engine,
+        served=served,
         thumbnails=ThumbnailCache(
             config.thumbnails, config.thumbnail_cache_bytes, config.follow_symlinks
         ),
         texts=TextCollections(
-            engine.index_dir, engine.index.manifest.model, config.text_collections
+            served.index_dir, served.index.manifest.model, config.text_collections
         ),
     )
     install_error_handlers(app)

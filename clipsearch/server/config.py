@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from clipsearch.server.auth import new_token
+from clipsearch.store.layout import THUMBNAILS_DIR
 
 MIB = 1 << 20
 DEFAULT_HOST = "127.0.0.1"
@@ -54,7 +55,7 @@ class ServerConfig:
 
     @property
     def thumbnails(self) -> Path:
-        return self.thumbnail_dir or self.index_dir / "thumbnails"
+        return self.thumbnail_dir or self.index_dir / THUMBNAILS_DIR
 
     @property
     def max_body_bytes(self) -> int:

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-SERVER_FILE = "server.json"
+from clipsearch.store.layout import SERVER_FILE
 
 
 @dataclass(frozen=True)
@@ -37,8 +37,8 @@ def write_info(index_dir: Path, info: ServerInfo) -> Path:
     """Write the file atomically (a reader never sees half of it), readable by its owner
     alone from its first byte."""
     # Only servers write: readers stay light.
-    from clipsearch.store.access import OWNER_FILE, write_owner_only
-    from clipsearch.store.storage import publishing
+    from clipsearch.base.access import OWNER_FILE, write_owner_only
+    from clipsearch.base.durable import publishing
 
     path = index_dir / SERVER_FILE
     tmp = index_dir / f".{SERVER_FILE}.{uuid.uuid4().hex[:8]}.tmp"

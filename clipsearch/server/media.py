@@ -8,7 +8,7 @@ its ETag, so a file changed in place is never shown stale.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Query, Request, Response
@@ -27,7 +27,10 @@ PAGE_POLICY = (
 )
 _FOREVER = "private, max-age=31536000, immutable"
 _REVALIDATE = "private, no-cache"
-_errors = {code: {"model": schemas.Error} for code in (400, 403, 404, 422)}
+# Typed as the routes' responses= parameter is.
+_errors: dict[int | str, dict[str, Any]] = {
+    code: {"model": schemas.Error} for code in (400, 403, 404, 422)
+}
 
 router = APIRouter()
 
@@ -43,7 +46,7 @@ def _not_modified(request: Request, etag: str) -> bool:
 
 
 def _file_row(request: Request, image_id: int) -> dict:
-    return services(request).engine.image_row(image_id, ["id", *FILE_COLUMNS])
+    return services(request).served.image_row(image_id, ["id", *FILE_COLUMNS])
 
 
 @router.get(

@@ -15,6 +15,7 @@ from typing import Any
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.config import ServerConfig
 from clipsearch.server.discovery import new_info, remove_info, write_info
+from clipsearch.store.layout import IDLE_SERVER_LOCK
 
 logger = logging.getLogger("clipsearch.server")
 
@@ -162,10 +163,10 @@ def _only_idle_server(index_dir: Any) -> Any:
     background server holds it. The kernel drops the lock when the process dies."""
     import fcntl
 
-    from clipsearch.store.access import open_owner_only
+    from clipsearch.base.access import open_owner_only
 
     try:
-        lock = open_owner_only(index_dir / ".idle-server.lock")  # held until exit
+        lock = open_owner_only(index_dir / IDLE_SERVER_LOCK)  # held until exit
     except OSError:
         return None
     try:

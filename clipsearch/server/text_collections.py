@@ -12,12 +12,15 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.server.errors import ApiError
-from clipsearch.store.manifest import MANIFEST_NAME
+from clipsearch.store.layout import MANIFEST_NAME
 from clipsearch.texts import TextCollection, read_text_manifest
+
+if TYPE_CHECKING:
+    from clipsearch.model.identity import ModelIdentity
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -31,7 +34,7 @@ def _stamp(directory: Path) -> tuple[int, int] | None:
 
 
 class TextCollections:
-    def __init__(self, index_dir: Path, identity: dict[str, Any], extra: tuple[Path, ...] = ()):
+    def __init__(self, index_dir: Path, identity: ModelIdentity, extra: tuple[Path, ...] = ()):
         self.root = index_dir.parent
         self.index_dir = index_dir
         self.identity = identity

@@ -19,10 +19,10 @@ from typing import Any
 
 from PIL import Image
 
-from clipsearch.ingest.decode import DEFAULT_MAX_PIXELS, DecodeError, load_image
+from clipsearch.base import access
+from clipsearch.base.images import DEFAULT_MAX_PIXELS, DecodeError, load_image
 from clipsearch.server.errors import ApiError
 from clipsearch.server.files import fd_path, open_indexed, version_of
-from clipsearch.store import access
 
 logger = logging.getLogger("clipsearch.server")
 JPEG_QUALITY = 85
@@ -49,8 +49,9 @@ class ThumbnailCache:
         target = self.directory / f"{int(row['id'])}-{size}-{version}{SUFFIX}"
         try:
             data = target.read_bytes()
-            os.utime(target)  # recently used: evicted last
-            return data, version
+            if data:
+                os.utime(target)  # recently used: evicted last
+                return data, version
         except OSError:
             pass
         with self._makers:
@@ -80,6 +81,8 @@ class ThumbnailCache:
                 access.make_dir(self.directory, owner_only=True)
                 os.chmod(self.directory, access.OWNER_DIR)
                 self._private = True
+            # A cache, not durable (no fsync per thumbnail, unlike base.durable): one that a
+            # power cut left empty is made again (``get``).
             tmp = self.directory / f".{uuid.uuid4().hex}.tmp"
             access.write_owner_only(tmp, data)
             os.replace(tmp, target)

@@ -1,7 +1,7 @@
 """Decode an uploaded query image with the same safe decoder the indexer uses.
 
 The body size is bounded before this runs (``security.BodyLimit``); here each file is
-bounded too, and decoded by ``clipsearch.ingest.decode.load_image`` with the server's pixel cap,
+bounded too, and decoded by ``clipsearch.base.images.load_image`` with the server's pixel cap,
 so a small file that declares a huge image is refused before its pixels are decoded.
 """
 
@@ -12,7 +12,7 @@ from typing import BinaryIO
 
 from PIL import Image
 
-from clipsearch.ingest.decode import DecodeError, load_image
+from clipsearch.base.images import DecodeError, load_image
 from clipsearch.server.errors import ApiError
 
 _COPY_CHUNK = 1 << 20

@@ -19,12 +19,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from clipsearch.ingest.fingerprint import SIZE as FINGERPRINT_BYTES
-from clipsearch.store import access
-from clipsearch.store.storage import new_file_path, publishing, snapshot_path
+from clipsearch.base import access
+from clipsearch.base.durable import publishing
+from clipsearch.base.fingerprint import SIZE as FINGERPRINT_BYTES
+from clipsearch.store.layout import CATALOG_DIR
+from clipsearch.store.storage import new_file_path, snapshot_path
 
-CATALOG_DIR = "catalog"
-ERRORS_DIR = "errors"
 # Columns that say where a file is and whether it changed: all a no-op re-index reads.
 FILE_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash"]
 # Columns that parts written by earlier versions lack: read as nulls.
@@ -139,7 +139,7 @@ def write_table(directory: Path, prefix: str, table: pa.Table) -> Path:
     """Write ``table`` to a new, uniquely named Parquet file in ``directory``, atomically;
     return its path. (A file of a snapshot is written with ``write_new_table``.)"""
     access.make_dir(directory)
-    return _write_parquet(directory / _unique_name(prefix), table)
+    return write_parquet(directory / _unique_name(prefix), table)
 
 
 def write_new_table(index_dir: Path, folder: str, prefix: str, table: pa.Table) -> str:
@@ -147,7 +147,7 @@ def write_new_table(index_dir: Path, folder: str, prefix: str, table: pa.Table) 
     (``folder`` "": at the top), atomically; return that name, the manifest's. The file
     waits in ``pending/`` until the commit moves it there (``storage.new_file_path``)."""
     name = PurePosixPath(folder, _unique_name(prefix)).as_posix()
-    _write_parquet(new_file_path(index_dir, name), table)
+    write_parquet(new_file_path(index_dir, name), table)
     return name
 
 
@@ -155,7 +155,8 @@ def _unique_name(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}.parquet"
 
 
-def _write_parquet(path: Path, table: pa.Table) -> Path:
+def write_parquet(path: Path, table: pa.Table) -> Path:
+    """Write ``table`` to ``path`` atomically, as every Parquet file of an index is written."""
     with publishing(path.with_name(f".{path.name}.tmp"), path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=ROW_GROUP_ROWS)
     return path
@@ -242,7 +243,7 @@ def _read_part(
 
 
 def _damaged_part(index_dir: Path, part: str, exc: Exception) -> Exception:
-    from clipsearch.query.snapshot import damaged
+    from clipsearch.store.manifest import damaged
 
     detail = " ".join(str(exc).split())
     return damaged(index_dir, f"catalog part {Path(part).name}: {detail}")
@@ -298,5 +299,58 @@ class RowLookup:
             table = _with_added_later(table, names)
             tables.append(table.filter(pc.is_in(table.column("id"), pa.array(wanted))))
         if not tables:
-            return pa.table({name: pa.array([], self.schema.field(name).type) for name in names})
+            schema = self.schema
+            assert schema is not None  # no parts, no ids to look up: ``wanted`` was empty
+            return pa.table({name: pa.array([], schema.field(name).type) for name in names})
         return pa.concat_tables(tables)
+
+
+# -- part surgery: what a run that removes, changes or moves files does to the parts -----
+
+FileKey = tuple[str, int, int]  # path, size, mtime_ns: a file as it was indexed
+
+
+def without_rows(
+    index_dir: Path,
+    parts: list[str],
+    dropped: Iterable[int],
+    moved: dict[int, FileKey],
+    schema: pa.Schema,
+) -> tuple[list[str], pa.Table | None]:
+    """The catalog ``parts`` without the rows of ``dropped`` ids and of ``moved`` ones:
+    untouched parts kept as they are, the others written anew (into ``pending/``) without
+    those rows; and the moved rows, with their new path, size and mtime (their embeddings
+    stay), as one table (None when nothing moved)."""
+    touched = pa.array([*dropped, *moved], pa.int64())
+    moved_ids = pa.array(list(moved), pa.int64())
+    kept, moved_rows = [], []
+    for part in parts:
+        ids = pq.read_table(index_dir / part, columns=["id"]).column("id")
+        if len(touched) == 0 or not pc.any(pc.is_in(ids, touched)).as_py():
+            kept.append(part)
+            continue
+        table = conform(pq.read_table(index_dir / part), schema)
+        moved_rows.append(table.filter(pc.is_in(table.column("id"), moved_ids)))
+        rest = table.filter(pc.invert(pc.is_in(table.column("id"), touched)))
+        if rest.num_rows:
+            kept.append(write_new_table(index_dir, CATALOG_DIR, "part", rest))
+    if not moved_rows:
+        return kept, None
+    return kept, _relocated(pa.concat_tables(moved_rows), moved)
+
+
+def _relocated(table: pa.Table, moved: dict[int, FileKey]) -> pa.Table:
+    """Moved rows with their new path, size and mtime; the embedding stays."""
+    keys = [moved[i] for i in table.column("id").to_pylist()]
+    for position_in_key, name in enumerate(("path", "size", "mtime_ns")):
+        field = table.schema.field(name)
+        values = pa.array([key[position_in_key] for key in keys], field.type)
+        table = table.set_column(table.schema.get_field_index(name), field, values)
+    return table
+
+
+def rows_of_files(table: pa.Table, wanted: set[FileKey]) -> pa.Table:
+    """The rows of ``table`` whose (path, size, mtime_ns) is in ``wanted``."""
+    columns = (table.column(name).to_pylist() for name in ("path", "size", "mtime_ns"))
+    keys = zip(*columns, strict=True)
+    return table.filter(pa.array([key in wanted for key in keys], pa.bool_()))

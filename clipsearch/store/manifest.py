@@ -6,19 +6,24 @@ of an index (catalog parts, the FAISS file, the error list) is immutable and nam
 manifest. A snapshot is committed by writing a new manifest to a temporary
 file and renaming it over the old one (``storage.commit_snapshot``), so a reader sees either
 the old snapshot or the new one, never a mix. See indexes/README.md for the format.
+
+``open_manifest`` is how every reader and writer opens an index; ``damaged`` is the one
+message for an index whose files cannot be read.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from clipsearch.base import access
+from clipsearch.base.durable import read_json_object
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.store import access
-from clipsearch.store.storage import MANIFEST_NAME, read_json_object
+from clipsearch.store.layout import MANIFEST_NAME, WRITER_LEFTOVERS
 
 FORMAT_VERSION = 1
 KINDS = {"images": "an image index", "texts": "a text collection"}
@@ -26,6 +31,40 @@ KINDS = {"images": "an image index", "texts": "a text collection"}
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+@dataclass
+class VectorIndexInfo:
+    """What was built (``store.vectors``): stored in the manifest beside the file's name."""
+
+    kind: str  # "flat", "ivf-flat", "ivf-sq8" or "ivf-pq"
+    count: int
+    dim: int
+    params: dict[str, Any]  # nlist, nprobe, ... (empty for flat)
+    recall_at_10: float | None  # against exact search, measured when it was built
+    built_on: str  # "cpu" or "gpu"
+
+
+@dataclass(frozen=True)
+class VectorIndexFile:
+    """The manifest's ``vector_index``: the FAISS file (relative to the index) and what it
+    holds. On disk one JSON object: ``{"file": ..., "kind": ..., "count": ..., ...}``."""
+
+    file: str
+    info: VectorIndexInfo
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, **asdict(self.info)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any] | None, where: str) -> VectorIndexFile | None:
+        if not data:
+            return None
+        try:
+            fields = {k: v for k, v in data.items() if k != "file"}
+            return cls(str(data["file"]), VectorIndexInfo(**fields))
+        except (KeyError, TypeError) as exc:
+            raise ClipsearchError(f"cannot read {where}: vector_index: {exc}") from None
 
 
 @dataclass
@@ -39,7 +78,8 @@ class Manifest:
     counts: dict[str, int] = field(default_factory=lambda: {"images": 0, "errors": 0})
     catalog: list[str] = field(default_factory=list)  # Parquet parts, relative to the index
     errors: str | None = None  # Parquet list of unreadable files, relative to the index
-    vector_index: dict[str, Any] = field(default_factory=dict)  # {"file": ..., kind, params...}
+    vector_index: VectorIndexFile | None = None  # None: no vector index (yet)
+    tags: str | None = None  # zero-shot labels (classify --write-tags), joined on id
     # "ENGINE/PRECISION" of every run that embedded rows, e.g. ["onnx/fp32"]: one model's
     # embeddings from different engines or precisions are comparable, this says which ran.
     embedded_with: list[str] = field(default_factory=list)
@@ -60,16 +100,19 @@ class Manifest:
         return self.model.spec
 
     def files(self) -> set[str]:
-        """The files this snapshot reads (relative paths): catalog parts, errors, vectors."""
+        """The files this snapshot reads (relative paths): catalog parts, errors, vectors,
+        tags."""
         named = set(self.catalog)
-        if self.errors:
-            named.add(self.errors)
-        if self.vector_index.get("file"):
-            named.add(self.vector_index["file"])
-        return named
+        if self.vector_index:
+            named.add(self.vector_index.file)
+        return named | {name for name in (self.errors, self.tags) if name}
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "model": self.model.as_dict()}
+        data = {**asdict(self), "model": self.model.as_dict()}
+        data["vector_index"] = self.vector_index.to_json() if self.vector_index else {}
+        if self.tags is None:
+            del data["tags"]  # what readers before tags were in the manifest expect
+        return data
 
 
 def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
@@ -94,8 +137,10 @@ def read_manifest(index_dir: Path, kind: str = "images") -> Manifest | None:
         data = {**data, "catalog": [data["texts"]], "counts": {"texts": data.get("count", 0)}}
     known = Manifest.__dataclass_fields__
     identity = ModelIdentity.from_dict(data.get("model") or {}, f"manifest {path}")
+    vector_index = VectorIndexFile.from_json(data.get("vector_index"), f"manifest {path}")
+    typed = {"model": identity, "vector_index": vector_index}
     try:
-        return Manifest(**{k: v for k, v in data.items() if k in known} | {"model": identity})
+        return Manifest(**{k: v for k, v in data.items() if k in known} | typed)
     except TypeError as exc:
         raise ClipsearchError(f"cannot read manifest {path}: {exc}") from None
 
@@ -107,3 +152,35 @@ def indexed_model_spec(index_dir: Path) -> str | None:
     except ClipsearchError:
         return None
     return manifest.model_spec if manifest else None
+
+
+def open_manifest(index_dir: Path) -> Manifest:
+    """The committed manifest of the image index at ``index_dir``; a one-line error that
+    says why there is none."""
+    manifest = read_manifest(index_dir)
+    if manifest is not None:
+        return manifest
+    if (index_dir / MANIFEST_NAME).exists() or not index_dir.exists():
+        raise ClipsearchError(f"no index at {index_dir} (build one with `clipsearch index PATH`)")
+    if _only_writer_leftovers(index_dir):
+        raise ClipsearchError(
+            f"no index at {index_dir} yet: a `clipsearch index` run there stopped before its "
+            "first commit (run it again: it re-uses what it had embedded)"
+        )
+    raise ClipsearchError(f"{index_dir} is not a clipsearch index (no {MANIFEST_NAME})")
+
+
+def _only_writer_leftovers(index_dir: Path) -> bool:
+    try:
+        names = {entry.name for entry in os.scandir(index_dir)}
+    except OSError:
+        return False
+    return names <= WRITER_LEFTOVERS
+
+
+def damaged(index_dir: Path, detail: str) -> ClipsearchError:
+    """The error for an index whose manifest names a file that cannot be read."""
+    return ClipsearchError(
+        f"index {index_dir} is damaged ({detail}); `clipsearch repair` on it keeps what is "
+        "intact and rebuilds the vector index without re-embedding"
+    )

@@ -8,9 +8,9 @@ re-embedding: ``clipsearch repair``.
   stored embeddings.
 - An unreadable error list is dropped (the next ``clipsearch index`` lists the errors again).
 
-The mended snapshot is committed like any other (``storage.commit_snapshot``), under the
-index's writer lock, which first puts back any file a writer that died mid-commit left in
-``retired/`` (``remove_unreferenced_files``); an intact index is left as it is.
+The mended snapshot is committed like any other (``snapshots.commit_next``), under the
+index's writer lock, after any file a writer that died mid-commit left in ``retired/`` is
+put back (``snapshots.tidy``); an intact index is left as it is.
 """
 
 from __future__ import annotations
@@ -24,16 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.indexer import (
-    catalog_vectors,
-    index_lock,
-    remove_unreferenced_files,
-    save_vectors,
-)
-from clipsearch.query.snapshot import open_manifest
 from clipsearch.store import catalog, vectors
-from clipsearch.store.manifest import Manifest
-from clipsearch.store.storage import commit_snapshot, snapshot_path
+from clipsearch.store.manifest import Manifest, open_manifest
+from clipsearch.store.snapshots import commit_next, index_lock, tidy, vectors_of_parts
+from clipsearch.store.storage import snapshot_path
 from clipsearch.store.vectors import VectorIndexConfig
 
 
@@ -68,7 +62,7 @@ def repair_index(
     open_manifest(index_dir)  # no index there: say so before the lock creates the folder
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
-        remove_unreferenced_files(index_dir, manifest)
+        tidy(index_dir, manifest)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         report = RepairReport(str(index_dir), 0, len(manifest.catalog))
         parts = []
@@ -131,7 +125,7 @@ def rebuild_index(
     open_manifest(index_dir)
     with index_lock(index_dir):
         manifest = open_manifest(index_dir)
-        remove_unreferenced_files(index_dir, manifest)
+        tidy(index_dir, manifest)
         schema = catalog.catalog_schema(manifest.embedding_dim, manifest.embedding_dtype)
         parts = (
             _compacted(index_dir, manifest.catalog, part_rows, schema)
@@ -141,7 +135,8 @@ def rebuild_index(
         rebuilt = _commit_rebuilt(
             index_dir, manifest, parts, manifest.errors, manifest.counts["errors"], config
         )
-    info = {k: v for k, v in rebuilt.vector_index.items() if k != "file"}
+    assert rebuilt.vector_index is not None  # just built
+    info = asdict(rebuilt.vector_index.info)
     return RebuildReport(
         str(index_dir),
         rebuilt.counts["images"],
@@ -162,21 +157,11 @@ def _commit_rebuilt(
 ) -> Manifest:
     """Commit ``parts`` with a vector index built from their embeddings, streamed; the
     manifest committed."""
-    source = catalog_vectors(index_dir, parts, manifest.embedding_dim)
+    source = vectors_of_parts(index_dir, parts, manifest.embedding_dim)
     index, info = vectors.build_from(source, config)
-    snapshot = manifest.snapshot + 1
-    mended = replace(
-        manifest,
-        snapshot=snapshot,
-        catalog=parts,
-        errors=errors,
-        vector_index={"file": save_vectors(index_dir, index, snapshot), **asdict(info)},
-        counts={"images": info.count, "errors": errors_count},
-    )
-    del index
-    commit_snapshot(index_dir, mended, manifest)
-    remove_unreferenced_files(index_dir, mended)
-    return mended
+    counts = {"images": info.count, "errors": errors_count}
+    mended = replace(manifest, catalog=parts, errors=errors, counts=counts)
+    return commit_next(index_dir, manifest, mended, (index, info))
 
 
 def _compacted(index_dir: Path, parts: list[str], part_rows: int, schema: pa.Schema) -> list[str]:
@@ -228,9 +213,9 @@ def _check_parquet(path: Path, schema: pa.Schema | None) -> tuple[int, str | Non
 
 
 def _check_vectors(index_dir: Path, manifest: Manifest) -> str | None:
-    name = manifest.vector_index.get("file")
-    if not name:
+    if manifest.vector_index is None:
         return "the manifest names no vector index"
+    name = manifest.vector_index.file
     try:
         index = vectors.load(snapshot_path(index_dir, name))
     except (ClipsearchError, FileNotFoundError) as exc:

@@ -18,13 +18,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from clipsearch.base import access
+from clipsearch.base.durable import publishing, write_failure
 from clipsearch.errors import ClipsearchError
 from clipsearch.model.identity import ModelIdentity
-from clipsearch.store import access
 from clipsearch.store.catalog import write_table
-from clipsearch.store.storage import STAGING_DIR, publishing, write_failure
-
-_STATE_NAME = "state.json"
+from clipsearch.store.layout import STAGING_DIR, STAGING_STATE_NAME
 
 
 class Staging:
@@ -37,7 +36,7 @@ class Staging:
         """``columns`` of the rows staged by an earlier, interrupted run for this snapshot and
         model, if any."""
         try:
-            earlier = json.loads((self.directory / _STATE_NAME).read_text(encoding="utf-8"))
+            earlier = json.loads((self.directory / STAGING_STATE_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
             earlier = None
         if earlier != self.state:
@@ -69,8 +68,8 @@ class Staging:
 
     def _write_state(self) -> None:
         access.make_dir(self.directory)
-        tmp = self.directory / f".{_STATE_NAME}.{os.getpid()}.tmp"  # one per torchrun rank
-        with publishing(tmp, self.directory / _STATE_NAME):
+        tmp = self.directory / f".{STAGING_STATE_NAME}.{os.getpid()}.tmp"  # one per torchrun rank
+        with publishing(tmp, self.directory / STAGING_STATE_NAME):
             tmp.write_text(json.dumps(self.state), encoding="utf-8")
         self.wrote_state = True
 

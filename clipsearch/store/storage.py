@@ -17,11 +17,8 @@ find a file a manifest names with ``snapshot_path``, wherever it is now.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
-import json
 import os
-import re
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -29,22 +26,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from clipsearch.base import access
+from clipsearch.base.durable import fsync_dir, read_json_object, write_failure, write_json_atomic
 from clipsearch.errors import ClipsearchError
-from clipsearch.store import access
+from clipsearch.store.layout import LOCK_NAME, MANIFEST_NAME, PENDING_DIR, RETIRED_DIR
 
-LOCK_NAME = ".lock"
-MANIFEST_NAME = "manifest.json"
-# Where retired files wait out their grace period, under their relative path
-# (retired/catalog/part-x.parquet): out of the folders a reader may glob.
-RETIRED_DIR = "retired"
-# Where a writer's new files wait for its commit, under the relative path its manifest gives
-# them (pending/catalog/part-x.parquet): out of the folders a reader may glob until then.
-PENDING_DIR = "pending"
-# Staged rows of an unfinished run (store.staging), kept for the next run to re-use.
-STAGING_DIR = "staging"
-# All a writer leaves in a folder before its first commit: no index yet, but not another
-# program's folder either.
-WRITER_LEFTOVERS = frozenset({LOCK_NAME, STAGING_DIR, PENDING_DIR, RETIRED_DIR})
 # How long a file dropped by a commit stays on disk for readers of the snapshot before: far
 # longer than one query or one command takes. A reader that holds a snapshot longer (a
 # server) rereads the manifest when a file is gone, and carries on with the new snapshot.
@@ -214,84 +200,6 @@ def _still_retired(
     }
     stamp = now.isoformat(timespec="seconds")
     return {**kept, **{name: stamp for name in previous.files() - live}}
-
-
-def publish(tmp: str | os.PathLike, path: str | os.PathLike) -> None:
-    """Move a fully written temporary file to ``path``, durably: its bytes reach the disk
-    before the rename, and the rename before this returns. Every file of an index or a text
-    collection is written this way, the manifest last, so a power cut can never leave a
-    manifest that names a file the disk does not hold."""
-    fsync_file(tmp)
-    os.replace(tmp, path)
-    fsync_dir(Path(path).parent)
-
-
-@contextmanager
-def publishing(
-    tmp: str | os.PathLike, path: str | os.PathLike, mode: int | None = None
-) -> Iterator[Path]:
-    """Write ``tmp`` in the block; then it replaces ``path`` (``publish``) with ``mode``, by
-    default the read permissions of its folder (``access``: 0600 in an owner-only index,
-    whatever the umask). If the writing or the publishing fails (a full disk), ``tmp`` is
-    removed: nothing half-written is left."""
-    try:
-        yield Path(tmp)
-        os.chmod(tmp, access.file_mode_for(Path(path).parent) if mode is None else mode)
-        publish(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Replace ``path`` with ``data`` as JSON; durable once this returns, never half-written."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    # The file closes (the inner context) before publishing puts it in place.
-    with publishing(tmp, path), open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-
-
-# What a failed write into an index most likely met, in the words of os.strerror.
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
-
-
-def write_failure(exc: BaseException) -> str:
-    """Why a write failed, in a few words ("No space left on device"): an OSError's reason,
-    or the one that Arrow ("[errno 28]") and FAISS bury in a longer message."""
-    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-    text = " ".join(reason.split())
-    numbered = re.search(r"\[errno (\d+)\]", text)
-    if numbered:
-        return os.strerror(int(numbered[1]))
-    return next((os.strerror(c) for c in _WRITE_ERRNOS if os.strerror(c) in text), text)
-
-
-def read_json_object(path: Path, what: str = "manifest") -> dict[str, Any] | None:
-    """A committed JSON object, or None when there is none; anything unreadable is an error."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    except (OSError, ValueError) as exc:
-        raise ClipsearchError(f"cannot read {what} {path}: {exc}") from None
-    if not isinstance(data, dict):
-        raise ClipsearchError(f"cannot read {what} {path}: not a JSON object")
-    return data
-
-
-def fsync_file(path: str | os.PathLike) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def fsync_dir(directory: Path) -> None:
-    """Make renames in ``directory`` durable (a crash right after must not undo them)."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextmanager

@@ -24,8 +24,9 @@ from dataclasses import dataclass
 import faiss
 import numpy as np
 
+from clipsearch.base.durable import publishing, write_failure
 from clipsearch.errors import ClipsearchError
-from clipsearch.store.storage import publishing, write_failure
+from clipsearch.store.manifest import VectorIndexInfo
 
 logger = logging.getLogger(__name__)
 
@@ -72,18 +73,6 @@ class VectorIndexConfig:
     max_memory: int | None = None
     target_recall: float = 0.95
     use_gpu: bool | None = None
-
-
-@dataclass
-class VectorIndexInfo:
-    """What was built; stored in the index manifest with ``dataclasses.asdict``."""
-
-    kind: str
-    count: int
-    dim: int
-    params: dict
-    recall_at_10: float | None
-    built_on: str
 
 
 # -- choosing ----------------------------------------------------------------------------
@@ -174,10 +163,10 @@ def build_from(
     n, dim = source.count, source.dim
     kind, params = choose_kind(n, dim, config)
     if kind == "flat":
-        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        flat = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         for ids, vectors in _checked_chunks(source):
-            index.add_with_ids(vectors, ids)
-        return index, VectorIndexInfo(kind, index.ntotal, dim, params, 1.0, "cpu")
+            flat.add_with_ids(vectors, ids)
+        return flat, VectorIndexInfo(kind, flat.ntotal, dim, params, 1.0, "cpu")
 
     on_gpu = _gpu_wanted(config)
     index = _new_ivf(kind, dim, params)
@@ -261,6 +250,7 @@ def _assign_and_reserve(index: faiss.IndexIVF, source: VectorSource) -> np.ndarr
     if row != source.count:
         raise ValueError(f"the source promised {source.count} vectors and gave {row}")
     invlists = index.invlists
+    assert invlists is not None  # an IVF index has its lists
     for list_no, size in enumerate(np.bincount(assignments, minlength=index.nlist).tolist()):
         if size:
             invlists.resize(list_no, size)  # allocates exactly ...
@@ -284,7 +274,7 @@ def _sample(source: VectorSource, size: int) -> tuple[np.ndarray, np.ndarray]:
     start = taken = 0
     for ids, vectors in _checked_chunks(source):
         end = start + len(ids)
-        hi = np.searchsorted(wanted, end)
+        hi = int(np.searchsorted(wanted, end))
         rows = wanted[taken:hi] - start
         sample[taken:hi], sample_ids[taken:hi] = vectors[rows], ids[rows]
         taken, start = hi, end
@@ -358,6 +348,7 @@ def _new_ivf(kind: str, dim: int, params: dict) -> faiss.IndexIVF:
     metric = faiss.METRIC_INNER_PRODUCT
     nlist = params["nlist"]
     quantizer = faiss.IndexHNSWFlat(dim, HNSW_M, metric)
+    index: faiss.IndexIVF
     if kind == "ivf-flat":
         index = faiss.IndexIVFFlat(quantizer, dim, nlist, metric)
     elif kind == "ivf-sq8":
@@ -370,7 +361,8 @@ def _new_ivf(kind: str, dim: int, params: dict) -> faiss.IndexIVF:
     index.cp.spherical = True
     index.cp.niter = KMEANS_ITERATIONS
     # Reconstruct-by-id and remove_ids need a map from arbitrary int64 ids to list slots.
-    index.set_direct_map_type(faiss.DirectMap.Hashtable)
+    # faiss's type stubs lack DirectMap.
+    index.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
     return index
 
 
@@ -381,12 +373,14 @@ def _train(index: faiss.IndexIVF, sample: np.ndarray, on_gpu: bool) -> None:
         # while the index itself (HNSW quantizer, direct map) stays a CPU index.
         gpu_flat = faiss.index_cpu_to_all_gpus(faiss.IndexFlatIP(index.d))
         index.clustering_index = gpu_flat
-        gpu_flat.thisown = True  # SWIG's setattr took ownership; Python must still free it
+        # SWIG's setattr took ownership; Python must still free it (the stubs lack thisown).
+        gpu_flat.thisown = True  # type: ignore[attr-defined]
     try:
         index.train(sample)
     finally:
         if gpu_flat is not None:
-            index.clustering_index = None
+            # A null pointer, which the stubs do not allow.
+            index.clustering_index = None  # type: ignore[assignment]
 
 
 # -- tuning ------------------------------------------------------------------------------
@@ -490,7 +484,7 @@ def update(
         raise ValueError(f"the source promised {added.count} vectors and gave another number")
     info = dataclasses.replace(info, count=index.ntotal, params=dict(info.params))
     if info.kind == "ivf-flat" and removed + added.count:
-        _retune_if_cheap(index, info, config.target_recall)
+        _retune_if_cheap(_ivf(index), info, config.target_recall)
     return index, info
 
 
@@ -529,6 +523,7 @@ def _retune_if_cheap(index: faiss.IndexIVF, info: VectorIndexInfo, target: float
 
 def _stored_ids(index: faiss.IndexIVF) -> np.ndarray:
     invlists = index.invlists
+    assert invlists is not None  # an IVF index has its lists
     parts = [
         faiss.rev_swig_ptr(invlists.get_ids(i), invlists.list_size(i)).copy()
         for i in range(index.nlist)
@@ -631,7 +626,9 @@ def _selector(allowed: np.ndarray) -> faiss.IDSelector:
         # is ~50x cheaper than IDSelectorBatch's hash set.
         bits = np.zeros(int(allowed[-1]) + 1, dtype=bool)
         bits[allowed] = True
-        return faiss.IDSelectorBitmap(np.packbits(bits, bitorder="little"))
+        # faiss's wrapper takes the bitmap alone (its stubs want its length too).
+        bitmap = np.packbits(bits, bitorder="little")
+        return faiss.IDSelectorBitmap(bitmap)  # type: ignore[call-arg, arg-type]
     return faiss.IDSelectorBatch(allowed)
 
 
@@ -640,8 +637,13 @@ def _empty(n_queries: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _ivf_params(nprobe: int, sel: faiss.IDSelector | None = None) -> faiss.SearchParametersIVF:
-    hnsw = faiss.SearchParametersHNSW(efSearch=_ef_search(nprobe))
-    params = faiss.SearchParametersIVF(nprobe=nprobe, quantizer_params=hnsw)
+    # faiss's stubs lack SearchParametersHNSW and the keyword arguments faiss's wrapper gives
+    # every SearchParameters class (it keeps a reference to hnsw for the C++ side).
+    ef_search = _ef_search(nprobe)
+    hnsw = faiss.SearchParametersHNSW(efSearch=ef_search)  # type: ignore[attr-defined]
+    params = faiss.SearchParametersIVF(  # type: ignore[call-arg]
+        nprobe=nprobe, quantizer_params=hnsw
+    )
     if sel is not None:
         params.sel = sel
     return params
@@ -654,8 +656,10 @@ def _search_all(
     if info.kind == "flat":
         # faiss scans for a single query on one thread; a BLAS matmul uses every core.
         n = index.ntotal
-        stored = faiss.downcast_index(index.index).get_xb()
-        stored = faiss.rev_swig_ptr(stored, n * info.dim).reshape(n, info.dim)
+        assert isinstance(index, faiss.IndexIDMap2)  # what build makes for "flat"
+        storage = faiss.downcast_index(index.index)
+        assert isinstance(storage, faiss.IndexFlat)
+        stored = faiss.rev_swig_ptr(storage.get_xb(), n * info.dim).reshape(n, info.dim)
         ids = faiss.rev_swig_ptr(index.id_map.data(), n)
         # Batches go in slices so the score matrix stays near 64 MiB.
         step = max(1, 2**24 // n)
@@ -664,13 +668,20 @@ def _search_all(
             for i in range(0, len(queries), step)
         ]
         return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    _parallel_for(index, len(queries))
+    _parallel_for(_ivf(index), len(queries))
     scores, ids = index.search(queries, k, params=_ivf_params(info.params["nprobe"]))
     # The probed lists can hold fewer than k vectors; those queries get every list.
     short = ids[:, -1] < 0
     if short.any():
         scores[short], ids[short] = _exhaustive(index, info, queries[short], k, None)
     return _trim(scores, ids)
+
+
+def _ivf(index: faiss.Index) -> faiss.IndexIVF:
+    """An index of an ``ivf-*`` kind, typed as one: build and read_index give the concrete
+    class (IndexIVFFlat, IndexIVFScalarQuantizer, IndexIVFPQ), typed as any faiss.Index."""
+    assert isinstance(index, faiss.IndexIVF), type(index)
+    return index
 
 
 def _parallel_for(index: faiss.IndexIVF, n_queries: int) -> None:
@@ -693,7 +704,7 @@ def _search_selected(
     if nprobe >= nlist:
         return _trim(*_exhaustive(index, info, queries, k, allowed))
     sel = _selector(allowed)
-    _parallel_for(index, len(queries))
+    _parallel_for(_ivf(index), len(queries))
     scores, ids = index.search(queries, k, params=_ivf_params(nprobe, sel))
     short = ids[:, -1] < 0
     if short.any():
@@ -711,22 +722,27 @@ def _exhaustive(
     """Scan every stored vector (only ``allowed`` ones, if given): exact up to the codes."""
     sel = None if allowed is None else _selector(allowed)
     if info.kind == "flat":
-        params = None if sel is None else faiss.SearchParameters(sel=sel)
+        params: faiss.SearchParameters | None = None
+        if sel is not None:
+            # faiss's stubs lack the keyword arguments of its SearchParameters wrapper.
+            params = faiss.SearchParameters(sel=sel)  # type: ignore[call-arg]
         return index.search(queries, k, params=params)
-    nlist = index.nlist
-    centroids = index.quantizer.reconstruct_n(0, nlist)
+    ivf = _ivf(index)
+    nlist = ivf.nlist
+    centroids = ivf.quantizer.reconstruct_n(0, nlist)
     # Residual codes (SQ8, PQ) add the query-centroid product to each score.
     coarse = np.ascontiguousarray(queries @ centroids.T, dtype=np.float32)
     lists = np.ascontiguousarray(np.broadcast_to(np.arange(nlist, dtype=np.int64), coarse.shape))
-    params = faiss.SearchParametersIVF(nprobe=nlist)
+    ivf_params = faiss.SearchParametersIVF(nprobe=nlist)  # type: ignore[call-arg]  # as above
     if sel is not None:
-        params.sel = sel
+        ivf_params.sel = sel
     n = len(queries)
     scores = np.empty((n, k), np.float32)
     ids = np.empty((n, k), np.int64)
     ptr = faiss.swig_ptr
-    index.search_preassigned_c(
-        n, ptr(queries), k, ptr(lists), ptr(coarse), ptr(scores), ptr(ids), False, params
+    # The stubs lack SWIG's raw-pointer form of search_preassigned.
+    ivf.search_preassigned_c(  # type: ignore[attr-defined]
+        n, ptr(queries), k, ptr(lists), ptr(coarse), ptr(scores), ptr(ids), False, ivf_params
     )
     return scores, ids
 

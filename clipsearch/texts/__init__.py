@@ -1,5 +1,7 @@
 """Text collections: captions or labels embedded once, searched by image embeddings.
 
+May import: ``base``, ``model``, ``store``.
+
     from clipsearch.texts import TextCollection, rank_texts, resolve_texts
     collection = TextCollection.build(Path("captions.txt"), Path("indexes/caps"), model)
     collection = TextCollection.open("caps")                 # indexes/caps, or a directory
@@ -13,8 +15,9 @@ A collection is a directory, laid out like an image index (indexes/README.md):
                             source file's name and sha256, the files below ("catalog"
                             names the texts file; collections written before name it
                             "texts", and still open)
-    texts-<hex>.parquet     id (int64), text (string), embedding (fixed_size_list<float32>[dim])
-    vectors-<hex>.faiss     the FAISS index over the embeddings (clipsearch.store.vectors.build)
+    catalog/texts-<hex>.parquet  id (int64), text (string), embedding
+                            (fixed_size_list<float32>[dim])
+    vectors/index-<snapshot>.faiss  the FAISS index over the embeddings (store.vectors.build)
     retired/                files an earlier snapshot named, for its readers (see below)
     pending/                while a build runs: its new files, until its commit moves them in
     .lock                   held by the one process building the collection
@@ -24,7 +27,9 @@ and a repeated text is kept once, under its first line, so ids can have gaps. Re
 writes new files and commits them by renaming a new manifest over the old one, so a reader
 sees the old collection or the new one, never a mix; the old files are retired (moved into
 ``retired/`` and listed in the manifest's ``retired``) and deleted by a build 10 minutes
-later, as in an image index (``storage.commit_snapshot``).
+later, as in an image index (``store.snapshots.commit_next``). Collections built before
+they took these folders kept ``texts-<hex>.parquet`` and ``vectors-<hex>.faiss`` at the top:
+they open as they are, and their next build retires those files.
 """
 
 from clipsearch.texts.collection import (

@@ -3,11 +3,8 @@ searched through their own vector index (the layout: ``clipsearch.texts``)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-import uuid
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,17 +14,10 @@ import pyarrow.parquet as pq
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import default_model_spec, resolve_index_dir
-from clipsearch.store import catalog
-from clipsearch.store.manifest import MANIFEST_NAME, Manifest, read_manifest, utc_now
-from clipsearch.store.storage import (
-    LOCK_NAME,
-    PENDING_DIR,
-    commit_snapshot,
-    new_file_path,
-    remove_unreferenced,
-    snapshot_path,
-    writer_lock,
-)
+from clipsearch.store import catalog, layout
+from clipsearch.store.manifest import Manifest, read_manifest, utc_now
+from clipsearch.store.snapshots import commit_next, index_lock, tidy
+from clipsearch.store.storage import snapshot_path
 from clipsearch.texts.ranking import (
     ProgressCallback,
     TextHit,
@@ -41,7 +31,7 @@ from clipsearch.texts.source import SourceTexts, read_texts_file
 if TYPE_CHECKING:
     import faiss
 
-    from clipsearch.model import Model
+    from clipsearch.model import BuiltWith, Model
     from clipsearch.model.identity import ModelIdentity
     from clipsearch.store.vectors import VectorIndexConfig, VectorIndexInfo
 
@@ -75,12 +65,13 @@ def read_text_manifest(directory: Path) -> Manifest | None:
 
 
 def _ours(name: str) -> bool:
-    """Files a build writes: the only ones it may delete in the directory."""
+    """Files at the top of the directory that a build wrote before collections took the
+    folders of an image index (``store.layout``): the only ones there it may delete."""
     return (
         (name.startswith(f"{TEXTS_PREFIX}-") and name.endswith(".parquet"))
         or (name.startswith(f".{TEXTS_PREFIX}-") and name.endswith(".parquet.tmp"))
         or (name.startswith(f"{VECTORS_PREFIX}-") and name.endswith((".faiss", ".faiss.tmp")))
-        or name == f".{MANIFEST_NAME}.tmp"
+        or name == f".{layout.MANIFEST_NAME}.tmp"
     )
 
 
@@ -88,17 +79,23 @@ def _left_by_a_build(path: Path) -> bool:
     """Whether ``path``, in a folder with no collection yet, is a build's: its lock, a file
     it writes, or ``pending/`` holding only those (a first build that died before its
     commit)."""
-    if path.name == PENDING_DIR and path.is_dir() and not path.is_symlink():
-        return all(_ours(p.name) for p in path.iterdir())
-    return path.name == LOCK_NAME or _ours(path.name)
+    if path.name == layout.PENDING_DIR and path.is_dir() and not path.is_symlink():
+        return all(_written_by_a_build(p.relative_to(path)) for p in path.rglob("*"))
+    return path.name == layout.LOCK_NAME or _ours(path.name)
 
 
-def _remove_unreferenced(directory: Path, manifest: Manifest | None) -> None:
-    """Bring the directory in line with the committed snapshot (``storage.remove_unreferenced``:
-    its files back from retired/ if a build died mid-commit, leftovers, pending/ and expired
-    files deleted)."""
-    ours = [path.name for path in directory.iterdir() if _ours(path.name)]
-    remove_unreferenced(directory, manifest, ours)
+def _written_by_a_build(relative: Path) -> bool:
+    """A file or folder a build writes into ``pending/`` (``relative`` to it)."""
+    folder, _, name = relative.as_posix().rpartition("/")
+    if folder == "":
+        return name in (layout.CATALOG_DIR, layout.VECTORS_DIR) or _ours(name)
+    if folder == layout.CATALOG_DIR:
+        return name.startswith(f"{TEXTS_PREFIX}-")
+    return folder == layout.VECTORS_DIR and name.startswith("index-")
+
+
+def _old_style_files(directory: Path) -> frozenset[str]:
+    return frozenset(path.name for path in directory.iterdir() if _ours(path.name))
 
 
 def _check_target(directory: Path) -> Manifest | None:
@@ -158,47 +155,36 @@ class TextCollection:
         directory = Path(directory).expanduser().absolute()
         texts = source if isinstance(source, SourceTexts) else read_texts_file(source)
         _check_target(directory)
-        with writer_lock(directory, "text collection"):
+        with index_lock(directory, "text collection"):
             old = _check_target(directory)  # another build may have committed meanwhile
-            _remove_unreferenced(directory, old)
+            tidy(directory, old, _old_style_files(directory))
             embeddings = embed_all(model, texts.texts, progress)
             ids = np.asarray(texts.ids, dtype=np.int64)
-            try:
-                table = pa.table(
-                    {
-                        "id": pa.array(ids, pa.int64()),
-                        "text": pa.array(texts.texts, pa.string()),
-                        "embedding": pa.FixedSizeListArray.from_arrays(
-                            pa.array(embeddings.reshape(-1), pa.float32()), model.dim
-                        ),
-                    },
-                    schema=texts_schema(model.dim),
-                )
-                texts_name = catalog.write_new_table(directory, "", TEXTS_PREFIX, table)
-                index, info = vectors.build(ids, embeddings, config)
-                vectors_name = f"{VECTORS_PREFIX}-{uuid.uuid4().hex[:12]}.faiss"
-                vectors.save(index, new_file_path(directory, vectors_name))
-                manifest = Manifest(
-                    model=model.identity,
-                    embedding_dim=model.dim,
-                    embedding_dtype=EMBEDDING_DTYPE,
-                    kind=KIND,
-                    snapshot=(old.snapshot + 1) if old else 1,
-                    counts={"texts": len(ids)},
-                    catalog=[texts_name],
-                    vector_index={"file": vectors_name, **asdict(info)},
-                    embedded_with=[f"{model.engine}/{model.precision}"],
-                    source=texts.as_dict(),
-                    created_at=old.created_at if old else utc_now(),
-                )
-                commit_snapshot(directory, manifest, old)
-            except BaseException:
-                # What the failed build wrote is no snapshot's: gone now, not at the next
-                # build (by the manifest on disk, should its commit have landed).
-                with contextlib.suppress(OSError, ClipsearchError):
-                    _remove_unreferenced(directory, read_text_manifest(directory))
-                raise
-            _remove_unreferenced(directory, manifest)
+            table = pa.table(
+                {
+                    "id": pa.array(ids, pa.int64()),
+                    "text": pa.array(texts.texts, pa.string()),
+                    "embedding": pa.FixedSizeListArray.from_arrays(
+                        pa.array(embeddings.reshape(-1), pa.float32()), model.dim
+                    ),
+                },
+                schema=texts_schema(model.dim),
+            )
+            # Into pending/ until the commit: a build that fails before leaves it to the next.
+            texts_name = catalog.write_new_table(directory, layout.CATALOG_DIR, TEXTS_PREFIX, table)
+            index, info = vectors.build(ids, embeddings, config)
+            new = Manifest(
+                model=model.identity,
+                embedding_dim=model.dim,
+                embedding_dtype=EMBEDDING_DTYPE,
+                kind=KIND,
+                counts={"texts": len(ids)},
+                catalog=[texts_name],
+                embedded_with=[f"{model.engine}/{model.precision}"],
+                source=texts.as_dict(),
+                created_at=old.created_at if old else utc_now(),
+            )
+            manifest = commit_next(directory, old, new, (index, info), _old_style_files(directory))
         return cls(directory, manifest, ids, list(texts.texts), index, info)
 
     # -- opening -------------------------------------------------------------------------
@@ -223,9 +209,10 @@ class TextCollection:
     @classmethod
     def _load(cls, directory: Path, manifest: Manifest) -> TextCollection:
         from clipsearch.store import vectors
-        from clipsearch.store.vectors import VectorIndexInfo
 
-        vector_file = snapshot_path(directory, manifest.vector_index["file"])
+        if manifest.vector_index is None:
+            raise FileNotFoundError("no vector index")  # (said below as damage)
+        vector_file = snapshot_path(directory, manifest.vector_index.file)
         texts_file = snapshot_path(directory, manifest.catalog[0])
         try:
             table = pq.read_table(texts_file, columns=["id", "text"])
@@ -236,10 +223,10 @@ class TextCollection:
                 f"cannot read {texts_file}: {' '.join(str(exc).split())}"
             ) from None
         index = vectors.load(vector_file)  # moved by a build meanwhile: FileNotFoundError
-        info = VectorIndexInfo(**{k: v for k, v in manifest.vector_index.items() if k != "file"})
         table = table.sort_by("id")
         ids = table.column("id").to_numpy()
-        return cls(directory, manifest, ids, table.column("text").to_pylist(), index, info)
+        texts = table.column("text").to_pylist()
+        return cls(directory, manifest, ids, texts, index, manifest.vector_index.info)
 
     # -- facts ---------------------------------------------------------------------------
 
@@ -250,6 +237,13 @@ class TextCollection:
     @property
     def model_spec(self) -> str:
         return self.manifest.model_spec
+
+    @property
+    def built_with(self) -> BuiltWith:
+        from clipsearch.model import BuiltWith
+
+        start_over = "rebuild it with `clipsearch texts index`"
+        return BuiltWith(self.identity, f"text collection {self.directory}", start_over)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -279,20 +273,9 @@ class TextCollection:
 
 def check_model(collection: TextCollection, model: Model) -> None:
     """Refuse a model whose embeddings are not comparable with the collection's."""
-    if model.identity.same_weights(collection.identity):
-        return
-    built_with = collection.model_spec
-    requested = str(model.spec)
-    if requested == built_with:
-        raise ClipsearchError(
-            f"the weights of model '{built_with}' changed since text collection "
-            f"{collection.directory} was built: rebuild it with `clipsearch texts index`"
-        )
-    raise ClipsearchError(
-        f"text collection {collection.directory} was built with model '{built_with}', not "
-        f"'{requested}': leave the model out, or rebuild the collection with that model",
-        parameter="model",
-    )
+    from clipsearch.model import check_same_model
+
+    check_same_model(collection.built_with, str(model.spec), model.identity)
 
 
 def build_collection(

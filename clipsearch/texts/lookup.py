@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipsearch.errors import ClipsearchError
 from clipsearch.settings import default_model_spec, resolve_index_dir
-from clipsearch.store.manifest import MANIFEST_NAME
+from clipsearch.store.layout import MANIFEST_NAME
 from clipsearch.texts.collection import BUILD_HINT, TextCollection, check_model
 from clipsearch.texts.ranking import ProgressCallback, TextList, check_k
 from clipsearch.texts.source import SourceTexts, read_texts_file

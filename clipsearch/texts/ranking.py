@@ -15,6 +15,7 @@ from clipsearch.texts.source import read_texts_file
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
+    from clipsearch.model.identity import ModelIdentity
 
 EMBED_CHUNK = 1024  # texts per progress step while building
 ProgressCallback = Callable[[int, int], None]  # (texts embedded so far, total)
@@ -64,7 +65,7 @@ class TextList:
         texts: Sequence[str],
         embeddings: np.ndarray,
         ids: Sequence[int] | np.ndarray | None = None,
-        identity: dict[str, Any] | None = None,
+        identity: ModelIdentity | None = None,
     ) -> None:
         self.texts = list(texts)
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)

@@ -7,6 +7,7 @@ Modules: config (recipe -> TrainConfig), sources (datasets on disk), data (batch
 model (build/save), loss, step (one forward/backward), optim, loop (``train``),
 evaluate (zero-shot, retrieval), report (metrics, progress, plots), state (resume).
 Importing this package is cheap; torch loads with ``train``.
+May import: ``base``, ``model``, ``ingest``, ``zeroshot``.
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
+from clipsearch.base.images import DecodeError
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.decode import DecodeError
 from clipsearch.train.sources import Source, caption_key
 
 log = logging.getLogger(__name__)
@@ -107,9 +107,12 @@ class PairDataset(Dataset):
 
     def caption(self, i: int, rng: np.random.Generator) -> tuple[str, int]:
         if self.by_label:
+            # __init__ checked there are labels; sources give class names with labels.
+            assert self.source.labels is not None and self.source.classes is not None
             label = int(self.source.labels[i])
             template = self.templates[int(rng.integers(len(self.templates)))]
             return template.format(self.source.classes[label]), label
+        assert self.source.captions is not None  # not by_label
         options = self.source.captions[i]
         text = options[int(rng.integers(len(options)))]
         return text, caption_key(text)
@@ -176,6 +179,7 @@ class StepSampler:
             if epoch != perm_epoch:
                 perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
                 perm_epoch = epoch
+            assert perm is not None  # drawn in the first step
             batch = perm[b * self.global_batch : (b + 1) * self.global_batch]
             mine = batch[self.rank * local : (self.rank + 1) * local]
             yield [(epoch, int(i)) for i in mine]

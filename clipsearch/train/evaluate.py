@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
 from clipsearch.zeroshot.accuracy import score
 from clipsearch.zeroshot.templates import classifier_weights
+
+if TYPE_CHECKING:
+    from clipsearch.model.torch_engine import ClipModule
 
 EmbedPixels = Callable[[torch.Tensor], np.ndarray]
 EmbedTexts = Callable[[list[str]], np.ndarray]
@@ -158,7 +161,7 @@ def evaluate(
 
 
 def module_embedders(
-    module: torch.nn.Module,
+    module: ClipModule,
     tokenizer: Any,
     device: torch.device,
     autocast: Callable,

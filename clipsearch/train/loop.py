@@ -15,12 +15,12 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+from clipsearch.base.process_group import Group, join
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.distributed import Group, join
 from clipsearch.model.torch_engine import resolve_device, resolve_precision
 from clipsearch.train import report
 from clipsearch.train.config import TrainConfig, from_dict, switch_on, to_dict
@@ -33,6 +33,9 @@ from clipsearch.train.sources import Source, load_source
 from clipsearch.train.state import STATE_NAME, load_state, rng_state, save_state, set_rng_state
 from clipsearch.train.step import contrastive_step
 from clipsearch.zeroshot.templates import get_templates
+
+if TYPE_CHECKING:
+    from clipsearch.model.torch_engine import ClipModule
 
 # Keys that may differ between an interrupted run and its resumption.
 _RESUMABLE_CHANGES = ("data.workers", "output.", "eval.every", "eval.batch_size", "optim.device")
@@ -56,7 +59,7 @@ class _Run:
     device: torch.device
     autocast: Any
     built: Built
-    module: torch.nn.Module  # the network
+    module: ClipModule  # the network
     model: Any  # what the step calls: the DDP wrapper, or the network itself
     optimizer: torch.optim.Optimizer
     lookahead: Lookahead
@@ -98,7 +101,11 @@ def train(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None)
 
 def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     out = Path(cfg.output.dir)
-    state = _resume_state(out, cfg) if resume else _check_fresh(out)
+    state: dict[str, Any] | None = None
+    if resume:
+        state = _resume_state(out, cfg)
+    else:
+        _check_fresh(out)
     device = _device(cfg.optim.device, group)
     precision = resolve_precision(cfg.optim.precision, device)
     torch.manual_seed(cfg.optim.seed)
@@ -107,7 +114,10 @@ def _setup(cfg: TrainConfig, group: Group, resume: bool) -> _Run:
     built = build_model(cfg.model, cfg.loss.kind, cfg.loss.init_temperature)
     # Convolutions run ~1.5x faster in channels-last (oneDNN on CPU, tensor cores on GPU);
     # it only touches 4-d weights, so transformer towers are unaffected.
-    module = built.module.to(device, memory_format=torch.channels_last)
+    # torch accepts to(device, memory_format=...), which its type stubs lack.
+    module = built.module.to(  # type: ignore[call-overload]
+        device, memory_format=torch.channels_last
+    )
     module.output_dict = True
     optimizer = make_optimizer(module, cfg.optim)  # before the data: a bad setting fails fast
     source = load_source(cfg.data)
@@ -227,25 +237,28 @@ def _optimize(run: _Run, batch: dict[str, Any], lr: float) -> torch.Tensor:
 def _log_train(run: _Run, loss: torch.Tensor, lr: float) -> None:
     scale = float(run.module.logit_scale.detach().exp())
     batch_size = run.cfg.optim.batch_size
+    loss_value = float(loss)
     record = {
         "kind": "train",
         "step": run.step,
         "epoch": round(run.step / run.steps_per_epoch, 4),
-        "loss": float(loss),
+        "loss": loss_value,
         "lr": lr,
         "logit_scale": scale,
         "temperature": 1 / scale,
         "samples_per_s": run.progress.rate(run.step, batch_size),
         "elapsed_s": run.progress.elapsed(),
     }
+    assert run.log is not None  # rank 0's
     run.log.write(record)
-    run.progress.update(run.step, batch_size, record["loss"], lr, 1 / scale)
+    run.progress.update(run.step, batch_size, loss_value, lr, 1 / scale)
 
 
 def _finish(run: _Run, last_eval: dict[str, float]) -> RunResult:
     rate = run.progress.rate(run.step, run.cfg.optim.batch_size)
     if run.group.is_main:
         if run.cfg.output.plots:
+            assert run.log is not None  # rank 0's
             records = report.read_metrics(run.log.path)
             report.plot_curves(records, run.out / report.CURVES_NAME)
         run.progress.message(
@@ -294,13 +307,15 @@ def _autocast(precision: str, device: torch.device):
     return partial(torch.autocast, device_type=device.type, dtype=dtype)
 
 
-def _set_train_mode(module: torch.nn.Module, cfg: TrainConfig) -> None:
+def _set_train_mode(module: ClipModule, cfg: TrainConfig) -> None:
     """Train mode, except locked towers: no dropout, frozen BatchNorm statistics."""
     module.train()
     if cfg.model.lock_image:
         module.visual.eval()
     if cfg.model.lock_text:
-        (getattr(module, "text", None) or module.transformer).eval()
+        text_tower = getattr(module, "text", None) or module.transformer
+        assert isinstance(text_tower, torch.nn.Module)
+        text_tower.eval()
 
 
 def _due(step: int, every: int) -> bool:
@@ -327,6 +342,7 @@ def _evaluate(run: _Run, final: bool) -> dict[str, float] | None:
         return None
     started = time.perf_counter()
     cfg, source = run.cfg, run.eval_source
+    assert source is not None and run.log is not None  # evaluating on rank 0
     run.module.eval()
     embedders = module_embedders(run.module, run.built.tokenizer, run.device, run.autocast)
     result = evaluate(

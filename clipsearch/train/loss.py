@@ -66,5 +66,6 @@ def contrastive_loss(
     # Features may arrive in bf16/fp16 from autocast: the softmax is computed in fp32.
     image, text = image.float(), text.float()
     if kind == "siglip":
+        assert logit_bias is not None  # build_model refuses siglip without a logit bias
         return siglip_loss(image, text, logit_scale.float(), logit_bias.float(), keys)
     return clip_loss(image, text, logit_scale.float(), keys, smoothing)

@@ -15,16 +15,20 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
+from clipsearch.base.durable import publishing
 from clipsearch.errors import ClipsearchError
 from clipsearch.model import architectures, checkpoint
 from clipsearch.train.config import ModelConfig
 from clipsearch.train.data import eval_loader
 from clipsearch.train.sources import Source
+
+if TYPE_CHECKING:
+    from clipsearch.model.torch_engine import ClipModule
 
 # A Hugging Face text tower's config and tokenizer files: copied into every checkpoint so it
 # loads without the directory it was trained from (the weights are in the safetensors file).
@@ -46,7 +50,7 @@ SIGLIP_INIT_SCALE, SIGLIP_INIT_BIAS = math.log(10.0), -10.0
 
 @dataclass
 class Built:
-    module: torch.nn.Module
+    module: ClipModule
     model_cfg: dict[str, Any]  # as recorded in the checkpoint
     preprocess_cfg: dict[str, Any]
     tokenizer: Any
@@ -140,10 +144,11 @@ def _from_spec(cfg: ModelConfig) -> Built:
 
     model = Model.load(cfg.init, device="cpu", precision="fp32", engine="torch")
     hf_dir = None
-    if model.spec.kind == "checkpoint" and (model.spec.path / "config.json").is_file():
-        hf_dir = model.spec.path
+    path = model.spec.path
+    if model.spec.kind == "checkpoint" and path is not None and (path / "config.json").is_file():
+        hf_dir = path
     notes = [f"initialised from {model.spec} ({model.identity.weights})"]
-    towers = model.towers
+    towers = model.torch_towers
     return Built(
         towers.module.train(), towers.model_cfg, {}, towers.tokenizer, towers.arch, hf_dir, notes
     )
@@ -222,6 +227,7 @@ def fit_to_data(module: torch.nn.Module, source: Source, preprocess: Callable, w
     trunk = getattr(getattr(module, "visual", None), "trunk", None)
     if not getattr(trunk, "whitens", False):
         return ""
+    assert trunk is not None  # it whitens
     # Decoded in workers like the training data; an undecodable image is read as gray.
     first = source.subset(np.arange(min(len(source), WHITENING_IMAGES)))
     images = torch.cat([pixels for pixels, _ in eval_loader(first, preprocess, 500, workers)])
@@ -236,9 +242,8 @@ def save_model(directory: Path, built: Built, module: torch.nn.Module) -> Path:
     if built.hf_dir is not None and built.hf_dir.resolve() != directory.resolve():
         for name in HF_FILES:
             if (built.hf_dir / name).is_file():
-                tmp = directory / f".{name}.tmp"
-                shutil.copyfile(built.hf_dir / name, tmp)
-                tmp.replace(directory / name)
+                with publishing(directory / f".{name}.tmp", directory / name) as tmp:
+                    shutil.copyfile(built.hf_dir / name, tmp)
     return checkpoint.save_checkpoint(
         directory,
         module.state_dict(),

@@ -49,7 +49,7 @@ def make_optimizer(module: torch.nn.Module, cfg: OptimConfig) -> torch.optim.Opt
         return torch.optim.AdamW(  # "adamw": the names were checked when the recipe was read
             groups,
             lr=cfg.lr,
-            betas=tuple(cfg.betas),
+            betas=(cfg.betas[0], cfg.betas[1]),  # two numbers: check_combinations
             eps=cfg.eps,
             foreach=True,  # torch picks it only on GPUs; on CPUs too it is ~3x faster
         )

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
+from clipsearch.base.images import DecodeError, load_image, to_rgb
 from clipsearch.errors import ClipsearchError
-from clipsearch.ingest.decode import DecodeError, load_image, to_rgb
 from clipsearch.ingest.scan import IMAGE_EXTENSIONS
 from clipsearch.train.config import SourceConfig
 from clipsearch.zeroshot.templates import label_of_folder
@@ -394,7 +394,9 @@ def _load_wds(shards: list[str]) -> Source:
                     if "." + ext.lower() in IMAGE_EXTENSIONS:
                         sample["image"] = (member.offset_data, member.size)
                     elif ext.lower() == "txt":
-                        text = tar.extractfile(member).read().decode("utf-8", "replace")
+                        extracted = tar.extractfile(member)
+                        assert extracted is not None  # member is a regular file
+                        text = extracted.read().decode("utf-8", "replace")
                         sample["txt"] = " ".join(text.split())
         except tarfile.ReadError as exc:
             raise ClipsearchError(

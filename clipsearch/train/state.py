@@ -7,12 +7,12 @@ and the config. It is written atomically and read back as plain tensors only.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from clipsearch.base.durable import publishing
 from clipsearch.errors import ClipsearchError
 
 STATE_NAME = "training_state.pt"
@@ -21,9 +21,8 @@ STATE_NAME = "training_state.pt"
 def save_state(directory: Path, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STATE_NAME
-    tmp = directory / f".{STATE_NAME}.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with publishing(directory / f".{STATE_NAME}.tmp", path) as tmp:
+        torch.save(state, tmp)
     return path
 
 

@@ -18,13 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from clipsearch.base.durable import publishing
 from clipsearch.errors import ClipsearchError
 from clipsearch.zeroshot.templates import classifier_weights, get_templates
 
 if TYPE_CHECKING:
     from clipsearch.model import Model
     from clipsearch.model.identity import ModelIdentity
-    from clipsearch.query.search import Index
 
 CACHE_ENV = "CLIPSEARCH_CACHE"
 
@@ -118,23 +118,10 @@ def load_classifier(
     weights = classifier_weights(model.embed_texts, labels, templates)
     classifier = Classifier(list(labels), weights, model.logit_scale)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-    np.savez(tmp, weights=weights, logit_scale=np.float32(classifier.logit_scale))
-    os.replace(tmp, path)
+    # A name of this process's own: two runs may cache the same classifier at once.
+    with publishing(path.with_suffix(f".{os.getpid()}.tmp.npz"), path) as tmp:
+        np.savez(tmp, weights=weights, logit_scale=np.float32(classifier.logit_scale))
     return classifier
-
-
-def classify_index(
-    index: Index, labels: Sequence[str], templates: str | Sequence[str] = "default", top: int = 1
-) -> list[Prediction]:
-    """Classify every indexed image from its stored embedding (no image is re-embedded)."""
-    classifier = load_classifier(
-        index.manifest.model, labels, resolve_templates(templates), lambda: index.model
-    )
-    table = index.snapshot.table(["id", "path", "embedding"])  # one pass over the catalog
-    embeddings = index.snapshot.embeddings_of(table)
-    ids = table.column("id").to_numpy()
-    return classifier.predict(table.column("path").to_pylist(), embeddings, top, ids)
 
 
 def classify_files(
@@ -164,18 +151,14 @@ def classify_files(
     return predictions, failures
 
 
-def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
-    """Store each image's label and probability beside the catalog, for filters.
+def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> None:
+    """Store each image's label and probability with the index, for filters: committed as
+    a new snapshot, replacing the labels before (``store.snapshots.commit_tags``).
 
-    The catalog view joins ``tags.parquet`` on id, so the filter ``label = 'dog'`` works.
-    A new classification replaces the previous tags (under the index lock).
-    """
+    The catalog view joins the labels on id, so the filter ``label = 'dog'`` works."""
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from clipsearch.ingest.indexer import index_lock
-    from clipsearch.query.snapshot import TAGS_NAME
-    from clipsearch.store.storage import publishing, write_failure
+    from clipsearch.store.snapshots import commit_tags
 
     table = pa.table(
         {
@@ -184,15 +167,4 @@ def write_tags(index_dir: Path, predictions: Sequence[Prediction]) -> Path:
             "label_probability": pa.array([p.probability for p in predictions], pa.float32()),
         }
     )
-    path = index_dir / TAGS_NAME
-    with index_lock(index_dir):
-        tmp = index_dir / f".{TAGS_NAME}.tmp"
-        try:
-            with publishing(tmp, path):
-                pq.write_table(table, tmp)
-        except OSError as exc:  # a full disk, most likely
-            raise ClipsearchError(
-                f"cannot write the labels to {path}: {write_failure(exc)}; "
-                "the labels written before are unchanged"
-            ) from None
-    return path
+    commit_tags(index_dir, table)

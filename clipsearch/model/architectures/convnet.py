@@ -46,6 +46,7 @@ def _whitening_stem() -> list[nn.Module]:
     """A 2x2 convolution (no padding: 32 px -> 31) whose weights ``fit_whitening`` sets."""
     conv = nn.Conv2d(3, WHITEN_CHANNELS, WHITEN_KERNEL, padding=0, bias=True)
     conv.weight.requires_grad_(False)  # fixed by the data; the bias still trains
+    assert conv.bias is not None  # bias=True
     nn.init.zeros_(conv.bias)
     return [conv, nn.GELU()]
 
@@ -111,6 +112,7 @@ class ConvNet(nn.Module):
         if not self.whitens:
             raise ValueError("fit_whitening needs a ConvNet built with whiten=True")
         stem = self.features[0]
+        assert isinstance(stem, nn.Conv2d) and stem.bias is not None  # _whitening_stem's
         k = WHITEN_KERNEL
         patches = images.float().unfold(2, k, 1).unfold(3, k, 1)  # N, C, H', W', k, k
         patches = patches.permute(0, 2, 3, 1, 4, 5).reshape(-1, 3 * k * k).double()

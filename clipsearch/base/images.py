@@ -195,8 +195,8 @@ def _gray_to_uint8(arr: np.ndarray, mode: str) -> np.ndarray:
     if mode.startswith("I;16"):
         return _scale16(arr)
     if mode == "I":
-        lo, hi = int(arr.min()), int(arr.max())
-        if lo >= 0 and hi <= 0xFFFF:
+        low, high = int(arr.min()), int(arr.max())
+        if low >= 0 and high <= 0xFFFF:
             # Pillow widens 16-bit sources (PGM, some PNG/TIFF paths) to I, so this is the
             # usual content; scaling by the full int32 range would turn it uniformly grey.
             return _scale16(arr)
@@ -228,7 +228,9 @@ def _lab_to_rgb(image: Image.Image) -> Image.Image:
         transform = ImageCms.buildTransform(
             ImageCms.createProfile("LAB"), ImageCms.createProfile("sRGB"), "LAB", "RGB"
         )
-        return ImageCms.applyTransform(image, transform)
+        converted = ImageCms.applyTransform(image, transform)
+        assert converted is not None  # None only with inPlace=True
+        return converted
     except ImportError:  # Pillow built without littlecms
         return image.convert("RGB")
 

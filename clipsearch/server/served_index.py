@@ -3,8 +3,8 @@
 Requests run in a thread pool and search through ``Index`` like any caller. What the server
 adds: every snapshot it serves keeps its catalog rows in memory (``rows.RowStore``; faster,
 and client filters run on a DuckDB that can read no file), and before each request a
-``stat`` of ``manifest.json`` (and of ``tags.parquet``): when one changed (an indexing run
-committed, zero-shot tags were written), one thread warms the new snapshot
+``stat`` of ``manifest.json`` (and of the ``tags.parquet`` an older clipsearch wrote): when one
+changed (a run committed), one thread warms the new snapshot
 (``Index.refresh(prepare=...)``) while the others keep answering from the old one. Answers
 that take long to compute (classifiers, duplicate groups) are kept by snapshot.
 """
@@ -16,28 +16,32 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 from PIL import Image
 
 from clipsearch.errors import ClipsearchError, NotFound
 from clipsearch.query.search import Index
-from clipsearch.query.snapshot import TAGS_NAME, Snapshot, file_stamp
+from clipsearch.query.snapshot import Snapshot, file_stamp
 from clipsearch.server.config import ServerConfig
 from clipsearch.server.rows import RowStore
-from clipsearch.store.manifest import MANIFEST_NAME
+from clipsearch.store.layout import LEGACY_TAGS_NAME, MANIFEST_NAME
 
 if TYPE_CHECKING:
+    from clipsearch.model import Model
     from clipsearch.query.duplicates import DuplicateGroup
+    from clipsearch.zeroshot.classify import Classifier
 
 logger = logging.getLogger("clipsearch.server")
 Stamp = tuple[tuple[int, int, int] | None, ...]
 _CLASSIFIERS_KEPT = 16
 _DUPLICATE_ANSWERS_KEPT = 4  # a whole-library search takes minutes at a million images
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class Engine:
+class ServedIndex:
     """Searches one index with its model loaded once; thread-safe."""
 
     def __init__(self, config: ServerConfig) -> None:
@@ -50,16 +54,21 @@ class Engine:
             engine=config.engine,
         )
         self.index_dir = self.index.index_dir
-        self._watched = (str(self.index_dir / MANIFEST_NAME), str(self.index_dir / TAGS_NAME))
+        self._watched = (
+            str(self.index_dir / MANIFEST_NAME),
+            str(self.index_dir / LEGACY_TAGS_NAME),
+        )
         self._swap_lock = threading.Lock()
         self._stamp = self._stamps()
         self._prepare(self.index.snapshot)
+        self._classifiers: _Recent[tuple[tuple[str, ...], str], Classifier]
         self._classifiers = _Recent(_CLASSIFIERS_KEPT)
+        self._duplicates: _Recent[tuple[Any, ...], list[DuplicateGroup]]
         self._duplicates = _Recent(_DUPLICATE_ANSWERS_KEPT)
         self.refreshes = 0
 
     @property
-    def model(self) -> Any:
+    def model(self) -> Model:
         return self.index.model
 
     def warm_up(self) -> float:
@@ -143,11 +152,12 @@ class Engine:
         self.current()
         if image is not None:
             return self.index.query_vector(image=image)
-        return self.index.query_vector(like=[int(like)])
+        assert like is not None  # one of the two, checked above
+        return self.index.query_vector(like=[like])
 
     # -- classification --------------------------------------------------------------------
 
-    def classifier(self, labels: Sequence[str], templates: str) -> Any:
+    def classifier(self, labels: Sequence[str], templates: str) -> Classifier:
         """A zero-shot classifier, kept in memory in front of the on-disk cache."""
         from clipsearch.zeroshot.classify import load_classifier, resolve_templates
         from clipsearch.zeroshot.templates import template_names
@@ -166,15 +176,15 @@ class Engine:
         return self._classifiers.put(key, found)
 
 
-class _Recent:
+class _Recent(Generic[K, V]):
     """Values kept by key, thread-safe, the least recently used dropped beyond ``size``."""
 
     def __init__(self, size: int) -> None:
         self.size = size
-        self._items: OrderedDict[Any, Any] = OrderedDict()
+        self._items: OrderedDict[K, V] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Any) -> Any:
+    def get(self, key: K) -> V | None:
         """The value kept for ``key`` (now the most recent), or None."""
         with self._lock:
             if key not in self._items:
@@ -182,7 +192,7 @@ class _Recent:
             self._items.move_to_end(key)
             return self._items[key]
 
-    def put(self, key: Any, value: Any) -> Any:
+    def put(self, key: K, value: V) -> V:
         """Keep ``value`` for ``key``; returns it."""
         with self._lock:
             self._items[key] = value
