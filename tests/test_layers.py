@@ -13,7 +13,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "clipsearch"
 FLOORS = [
     {"errors", "settings", "bundled"},
     {"base"},
-    {"model"},
+    {"model", "ocr"},
     {"store"},
     {"ingest", "texts"},
     {"zeroshot"},

@@ -67,6 +67,17 @@ def index(
             min=1, help="Save embedded images to disk every N images: the most a crash can redo."
         ),
     ] = 512,
+    ocr: Annotated[
+        bool | None,
+        typer.Option(
+            "--ocr/--no-ocr",
+            help="Read the words written in each photo too (OCR; the ocr extra: pip install "
+            "'clipsearch[ocr]'), also in photos indexed before, without embedding them "
+            "again. The index remembers it: later runs keep reading until --no-ocr "
+            "(text read so far is kept). Default: as the index was told last.",
+            show_default=False,
+        ),
+    ] = None,
     device: DeviceOpt = "auto",
     engine: EngineOpt = "auto",
     precision: PrecisionOpt = "auto",
@@ -97,6 +108,7 @@ def index(
         engine=engine,
         precision=precision,
         vectors=vector_index_config(max_memory, flat_threshold),
+        read_text=ocr,
     )
     index_dir = resolve_index_dir(index)
     progress = make_progress("embedding") if main_process() else None

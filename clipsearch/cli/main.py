@@ -239,6 +239,7 @@ FLAGS = {
     "like": "--like",
     "threshold": "--threshold",
     "token": "--token",
+    "words_only": "--words",
 }
 
 # What a lean install (no extras) lacks, and the extra that brings it.
@@ -251,4 +252,5 @@ _EXTRAS = {
     "fastapi": "serve",
     "uvicorn": "serve",
     "transformers": "lit",
+    "rapidocr": "ocr",
 }

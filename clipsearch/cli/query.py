@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -85,6 +86,15 @@ def query(
             show_default=False,
         ),
     ] = None,
+    words: Annotated[
+        bool,
+        typer.Option(
+            "--words",
+            help="Find photos by the words written in them alone (an index made with "
+            "--ocr), as a query in double quotes does for a phrase. Without it a text "
+            "query on such an index ranks by meaning and by those words together.",
+        ),
+    ] = False,
     columns: Annotated[
         str | None,
         typer.Option(
@@ -143,9 +153,8 @@ def query(
     terms = [*(text or []), *(f"-{t}" for t in negative or [])]
     rows = None
     if not local:
-        rows = _via_server(
-            server, token, index, model, terms, image or [], like or [], k, where, wanted, min_score
-        )
+        search = _Search(terms, image or [], like or [], k, where, wanted, min_score, words)
+        rows = _via_server(server, token, index, model, search)
     searched_here = rows is None
     if rows is None:
         from clipsearch.query.search import Index
@@ -159,6 +168,7 @@ def query(
             where=where,
             columns=wanted,
             min_score=min_score,
+            words_only=words,
         )
         rows = [hit.as_dict(rank) for rank, hit in enumerate(hits, 1)]
     if html is not None:
@@ -173,18 +183,26 @@ def query(
         start_background_server(resolve_index_dir(index), warm_for, engine, device)
 
 
+@dataclass(frozen=True)
+class _Search:
+    """What to ask a server for, as the local search would be asked."""
+
+    terms: list[str]
+    images: list[Path]
+    like: list[int]
+    k: int
+    where: str | None
+    columns: list[str]
+    min_score: float | None
+    words_only: bool
+
+
 def _via_server(
     url: str | None,
     token: str | None,
     index: str | None,
     model: str | None,
-    terms: list[str],
-    images: list[Path],
-    like: list[int],
-    k: int,
-    where: str | None,
-    columns: list[str],
-    min_score: float | None,
+    search: _Search,
 ) -> list[dict[str, Any]] | None:
     """Rows from a running server for this index, or None to search locally.
 
@@ -193,7 +211,7 @@ def _via_server(
     """
     from clipsearch.server.client import ServerUnavailable, find_server
 
-    if k < 1 or not (terms or images or like):
+    if search.k < 1 or not (search.terms or search.images or search.like):
         return None
     index_given = index is not None or bool(os.environ.get(INDEX_ENV))
     client = find_server(resolve_index_dir(index), url, index_given, token)
@@ -205,7 +223,16 @@ def _via_server(
         if str(parse_spec(model)) != client.health.get("model"):
             return None
     try:
-        return client.search(terms, images, k, where, columns, min_score, like)
+        return client.search(
+            search.terms,
+            search.images,
+            search.k,
+            search.where,
+            search.columns,
+            search.min_score,
+            search.like,
+            search.words_only,
+        )
     except ServerUnavailable:
         return None
 
@@ -222,6 +249,24 @@ def _print_hits(rows: list[dict[str, Any]], columns: list[str], as_json: bool, p
         for row in rows:
             extra = "".join(f"  {row[c]}" for c in columns)
             print(f"{row['rank']:>4}  {row['score']:.4f}  {row['path']}{extra}")
+            if row.get("text_marks"):  # the words found, marked, under the hit
+                print(f"        {_marked(row['text'], row['text_marks'])}")
+
+
+def _marked(text: str, marks: list[list[int]], width: int = 72) -> str:
+    """The photo's text on one line, the words found in [brackets], cut around the first."""
+    shown, end = [], 0
+    for start, stop in marks:
+        shown += [text[end:start], "[", text[start:stop], "]"]
+        end = stop
+    line = " ".join("".join([*shown, text[end:]]).split())
+    first = line.find("[")
+    begin = max(0, min(first - width // 3, len(line) - width))
+    return (
+        ("…" if begin else "")
+        + line[begin : begin + width]
+        + ("…" if begin + width < len(line) else "")
+    )
 
 
 def _image_to_text(

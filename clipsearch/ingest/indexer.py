@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from clipsearch.base import process_group
@@ -29,6 +30,8 @@ from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.diff import Changes, content_hash, diff, normalized_roots, under_roots
 from clipsearch.ingest.scan import FileEntry, ScanOptions, ScanProblem, scan
 from clipsearch.model.spec import parse_spec
+from clipsearch.ocr.reader import check_installed
+from clipsearch.ocr.reader import joined as ocr_text
 from clipsearch.settings import default_model_spec
 from clipsearch.store import catalog, layout, vectors
 from clipsearch.store.manifest import Manifest, VectorIndexInfo, read_manifest
@@ -66,6 +69,8 @@ class IndexOptions:
     engine: str = "auto"
     precision: str = "auto"
     vectors: VectorIndexConfig = field(default_factory=VectorIndexConfig)
+    # Read the text in photos (OCR)? None: as the index was told last (a new index: no).
+    read_text: bool | None = None
 
 
 class Progress(Protocol):
@@ -85,6 +90,7 @@ class IndexSummary:
     unchanged: int = 0
     embedded: int = 0
     resumed: int = 0  # rows embedded by an interrupted earlier run and re-used
+    text_read: int = 0  # photos whose text was read (OCR), new ones and indexed ones
     images: int = 0  # images in the index after this run
     seconds: float = 0.0  # the whole run
     embed_seconds: float = 0.0  # decoding and embedding only
@@ -94,6 +100,8 @@ class IndexSummary:
         notes = []
         if self.embedded and self.embed_seconds:
             notes.append(f"{self.embedded / self.embed_seconds:,.0f} img/s")
+        if self.text_read:
+            notes.append(f"text read in {self.text_read:,}")
         if self.resumed:
             notes.append(f"{self.resumed:,} embedded by an interrupted run, re-used")
         return (
@@ -143,6 +151,7 @@ class _Plan:
     reused: int  # rows an interrupted run staged, taken as they are
     next_id: int  # the first id not given out
     wanted: set[tuple[str, int, int]]  # (path, size, mtime) of every file this run adds
+    reread: set[int]  # ids of indexed photos whose text is read now (their embedding stays)
     old_errors: list[dict[str, Any]]  # the error list of the snapshot before
 
 
@@ -163,6 +172,10 @@ class _Run:
         self.progress = progress
         self.model: Model | None = None
         self.spec = _choose_spec(manifest, model_spec)
+        told = options.read_text
+        self.read_text = told if told is not None else bool(manifest and manifest.ocr)
+        if self.read_text:
+            check_installed()  # here, not in each decode worker
         if manifest is None or self.spec != manifest.model_spec:
             self._load_model()  # a new index, or a model spec that must be checked against it
 
@@ -173,13 +186,13 @@ class _Run:
     ) -> IndexSummary | None:
         """Plan on rank 0, embed on every rank, commit on rank 0 (None on other ranks)."""
         plan = self._plan(entries, roots) if group.is_main else None
-        changes, todo, reused = group.broadcast(
-            (plan.changes, plan.todo, plan.reused) if plan else None
+        changes, todo, reused, reread = group.broadcast(
+            (plan.changes, plan.todo, plan.reused, plan.reread) if plan else None
         )
         staging = self._staging()
         embed_start = time.perf_counter()
         mine = todo[group.rank :: group.world]
-        failures = self._embed(mine, staging) if mine else []
+        failures = self._embed(mine, staging, reread) if mine else []
         failures = [f for rank_failures in group.gather(failures) for f in rank_failures]
         group.barrier()  # every rank's staged parts are on disk
         if plan is None:  # not rank 0
@@ -193,13 +206,17 @@ class _Run:
             moved=len(changes.moved),
             removed=len(changes.removed),
             unchanged=changes.unchanged,
-            embedded=len(todo) - len(failures),
+            embedded=len(todo) - len(failures) - sum(i in reread for _, i in todo),
             resumed=reused,
+            text_read=len(todo) - len(failures) if self.read_text else 0,
             embed_seconds=time.perf_counter() - embed_start if todo else 0.0,
         )
         errors = self._error_rows(changes, failures, problems)
         summary.errors = sum(under_roots(e["path"], roots) for e in errors)
-        if self.manifest and not changes.catalog_changes and _same_errors(errors, plan.old_errors):
+        unchanged = not (changes.catalog_changes or plan.reread) and _same_errors(
+            errors, plan.old_errors
+        )
+        if self.manifest and unchanged and self.manifest.ocr == self.read_text:
             summary.images = self.manifest.counts["images"]
             return summary
         try:
@@ -224,7 +241,19 @@ class _Run:
         tidy(self.index_dir, self.manifest)
         catalog_files, old_errors = self._current_state()
         changes = diff(entries, catalog_files, old_errors, roots, _hash_or_none)
-        return self._split_staged(changes, old_errors, self._staging())
+        reread = self._unread(entries, catalog_files) if self.read_text and self.manifest else []
+        return self._split_staged(changes, reread, old_errors, self._staging())
+
+    def _unread(
+        self, entries: list[FileEntry], catalog_files: pa.Table
+    ) -> list[tuple[FileEntry, int]]:
+        """Indexed photos, unchanged on disk, whose text was never read: (file, its id)."""
+        unread = catalog_files.filter(pc.is_null(catalog_files.column("text")))
+        columns = (unread.column(name).to_pylist() for name in ("path", "size", "mtime_ns", "id"))
+        ids = {
+            (path, size, mtime): row_id for path, size, mtime, row_id in zip(*columns, strict=True)
+        }
+        return [(entry, ids[_file_key(entry)]) for entry in entries if _file_key(entry) in ids]
 
     def _staging(self) -> Staging:
         identity = self.manifest.model if self.manifest else self._model().identity
@@ -235,17 +264,20 @@ class _Run:
         schema = self._schema()
         if self.manifest is None:
             return schema.empty_table().select(catalog.FILE_COLUMNS), []
-        files = catalog.read_tables(
-            self.index_dir, self.manifest.catalog, catalog.FILE_COLUMNS, schema
-        )
+        columns = catalog.FILE_COLUMNS + (["text"] if self.read_text else [])
+        files = catalog.read_tables(self.index_dir, self.manifest.catalog, columns, schema)
         return files, self._read_errors().to_pylist()
 
     def _split_staged(
-        self, changes: Changes, old_errors: list[dict[str, Any]], staging: Staging
+        self,
+        changes: Changes,
+        reread: list[tuple[FileEntry, int]],
+        old_errors: list[dict[str, Any]],
+        staging: Staging,
     ) -> _Plan:
-        """The plan: files still to embed (with the id each gets), and how many an earlier
-        run staged."""
-        wanted = [(entry, row_id) for entry, row_id in changes.changed]
+        """The plan: files still to embed or read (with the id each gets), and how many an
+        earlier run staged."""
+        wanted = [*changes.changed, *reread]
         next_id = self.manifest.next_id if self.manifest else 0
         leftovers = staging.leftovers(["id", "path", "size", "mtime_ns"])
         done: dict[tuple[str, int, int], int] = {}
@@ -265,17 +297,23 @@ class _Run:
             reused=len(wanted) - len(todo),
             next_id=next_id,
             wanted={_file_key(entry) for entry, _ in wanted},
+            reread={row_id for _, row_id in reread},
             old_errors=old_errors,
         )
 
-    def _embed(self, todo: list[tuple[FileEntry, int]], staging: Staging) -> list[FailedFile]:
+    def _embed(
+        self, todo: list[tuple[FileEntry, int]], staging: Staging, reread: set[int]
+    ) -> list[FailedFile]:
+        """Decode ``todo`` in workers, embed the new and changed photos, read the text of
+        every one when asked (``reread``: indexed photos that only get their text), and stage
+        the rows; the files that could not be decoded."""
         from clipsearch.ingest.loader import decoded_batches
 
         model, options = self._model(), self.options
         ids = {entry.path: row_id for entry, row_id in todo}
         failures: list[FailedFile] = []
-        rows: list[dict[str, Any]] = []
-        embeddings: list[np.ndarray] = []
+        tables: list[pa.Table] = []
+        rows = 0
         if self.progress:
             self.progress.start(len(todo))
         batches = decoded_batches(
@@ -285,20 +323,54 @@ class _Run:
             batch_size=options.batch_size,
             workers=options.workers,
             max_pixels=options.max_pixels,
+            read_text=self.read_text,
         )
         for batch in batches:
-            if batch.files:
-                embeddings.append(model.embed_pixels(batch.pixels))
-                rows += [_catalog_row(f, ids[f.entry.path]) for f in batch.files]
-            failures += batch.failures
-            if len(rows) >= options.part_rows:
-                staging.write(self._table(rows, embeddings))
-                rows, embeddings = [], []
+            fresh = [i for i, f in enumerate(batch.files) if ids[f.entry.path] not in reread]
+            if fresh:
+                new_rows = [
+                    _catalog_row(batch.files[i], ids[batch.files[i].entry.path]) for i in fresh
+                ]
+                embeddings = model.embed_pixels(batch.pixels[fresh])
+                tables.append(catalog.rows_to_table(new_rows, embeddings, self._schema()))
+            if len(fresh) < len(batch.files):
+                tables.append(self._with_text(batch.files, ids, reread))
+            # An indexed photo that cannot be decoded now keeps its row (it is no new error).
+            failures += [f for f in batch.failures if ids[f.entry.path] not in reread]
+            rows += len(batch.files)
+            if rows >= options.part_rows:
+                staging.write(pa.concat_tables(tables))
+                tables, rows = [], 0
             if self.progress:
                 self.progress.advance(len(batch.files) + len(batch.failures))
-        if rows:
-            staging.write(self._table(rows, embeddings))
+        if tables:
+            staging.write(pa.concat_tables(tables))
         return failures
+
+    def _with_text(
+        self, files: list[DecodedFile], ids: dict[str, int], reread: set[int]
+    ) -> pa.Table:
+        """The catalog rows of indexed photos read again for their text: the rows as they
+        are (embedding included), with the text read now."""
+        assert self.manifest is not None  # only an existing index has photos to read again
+        read = {ids[f.entry.path]: f for f in files if ids[f.entry.path] in reread}
+        lookup = catalog.RowLookup(self.index_dir, self.manifest.catalog)
+        schema = self._schema()
+        table = catalog.conform(lookup.rows(list(read), schema.names), schema)
+        lines = [read[row_id].text_lines or [] for row_id in table.column("id").to_pylist()]
+        table = table.set_column(
+            table.schema.get_field_index("text"),
+            schema.field("text"),
+            pa.array([ocr_text(found) for found in lines], pa.string()),
+        )
+        return table.set_column(
+            table.schema.get_field_index("text_lines"),
+            schema.field("text_lines"),
+            pa.array(
+                [[line.as_dict() for line in found] for found in lines],
+                schema.field("text_lines").type,
+            ),
+        )
 
     def _commit(self, plan: _Plan, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
         changes, schema = plan.changes, self._schema()
@@ -307,6 +379,7 @@ class _Run:
         if self.manifest is not None:
             moved = {row_id: _file_key(entry) for entry, row_id in changes.moved}
             dropped = [*changes.removed, *(row_id for _, row_id in changes.changed)]
+            dropped += self._restaged(plan.reread, staging)
             parts, moved_rows = catalog.without_rows(
                 self.index_dir, self.manifest.catalog, dropped, moved, schema
             )
@@ -321,7 +394,9 @@ class _Run:
         added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
         parts += added
         manifest = self._next_manifest(parts, plan.next_id)
-        index, info = self._update_vectors(changes, added, parts)
+        index, info = self._update_vectors(
+            changes, added, parts, self._restaged(plan.reread, staging)
+        )
         manifest.counts = {"images": info.count, "errors": len(errors)}
         manifest.errors = None
         if errors:
@@ -365,9 +440,6 @@ class _Run:
             )
         return catalog.catalog_schema(self._model().dim, self.options.embedding_dtype)
 
-    def _table(self, rows: list[dict[str, Any]], embeddings: list[np.ndarray]) -> pa.Table:
-        return catalog.rows_to_table(rows, np.concatenate(embeddings), self._schema())
-
     def _read_errors(self) -> pa.Table:
         if self.manifest is None or not self.manifest.errors:
             return catalog.ERRORS_SCHEMA.empty_table()
@@ -402,7 +474,13 @@ class _Run:
         if self.model is not None:
             embedded_with.add(f"{self.model.engine}/{self.model.precision}")
         if old is not None:
-            return replace(old, next_id=next_id, catalog=parts, embedded_with=sorted(embedded_with))
+            return replace(
+                old,
+                next_id=next_id,
+                catalog=parts,
+                embedded_with=sorted(embedded_with),
+                ocr=self.read_text,
+            )
         assert self.model is not None  # a new index loads its model first
         return Manifest(
             model=self.model.identity,
@@ -411,10 +489,20 @@ class _Run:
             next_id=next_id,
             catalog=parts,
             embedded_with=sorted(embedded_with),
+            ocr=self.read_text,
         )
 
+    def _restaged(self, reread: set[int], staging: Staging) -> list[int]:
+        """The ids of ``reread`` photos whose rows (with their text) are staged: their rows
+        in the catalog are replaced by those."""
+        if not reread:
+            return []
+        staged = staging.leftovers(["id"])
+        ids = staged.column("id").to_pylist() if staged is not None else []
+        return [row_id for row_id in ids if row_id in reread]
+
     def _update_vectors(
-        self, changes: Changes, added: list[str], parts: list[str]
+        self, changes: Changes, added: list[str], parts: list[str], restaged: list[int]
     ) -> tuple[faiss.Index, VectorIndexInfo]:
         dim = self._schema().field("embedding").type.list_size
         everything = vectors_of_parts(self.index_dir, parts, dim)
@@ -424,7 +512,10 @@ class _Run:
         return vectors.update(
             vectors.load(snapshot_path(self.index_dir, old.file)),
             old.info,
-            remove_ids=np.array(changes.removed + [i for _, i in changes.changed], np.int64),
+            # Photos read again for their text come back with the same vectors, in ``added``.
+            remove_ids=np.array(
+                [*changes.removed, *(i for _, i in changes.changed), *restaged], np.int64
+            ),
             added=vectors_of_parts(self.index_dir, added, dim),
             everything=everything,
             config=self.options.vectors,
@@ -464,6 +555,10 @@ def _catalog_row(decoded: DecodedFile, row_id: int) -> dict[str, Any]:
         "taken_at": info.taken_at,
         "indexed_at": datetime.now(timezone.utc),
         "fingerprint": decoded.fingerprint,
+        "text": None if decoded.text_lines is None else ocr_text(decoded.text_lines),
+        "text_lines": None
+        if decoded.text_lines is None
+        else [line.as_dict() for line in decoded.text_lines],
     }
 
 

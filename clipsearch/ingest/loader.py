@@ -13,6 +13,7 @@ kernel when the main process dies, so a killed indexer leaves no worker behind.
 from __future__ import annotations
 
 import ctypes
+import logging
 import multiprocessing
 import os
 import signal
@@ -28,9 +29,12 @@ from PIL import Image
 
 from clipsearch.base import fingerprint
 from clipsearch.base.images import DEFAULT_MAX_PIXELS, DecodeError, ImageInfo, load_image
+from clipsearch.errors import ClipsearchError
 from clipsearch.ingest.diff import content_hash
 from clipsearch.ingest.scan import FileEntry
+from clipsearch.ocr.reader import READ_MIN_SIDE, TextLine, TextReader
 
+logger = logging.getLogger(__name__)
 FILES_PER_TASK = 8  # small tasks keep the workers evenly busy; order is restored below
 _PR_SET_PDEATHSIG = 1
 
@@ -41,6 +45,7 @@ class DecodedFile:
     content_hash: str
     info: ImageInfo
     fingerprint: bytes  # clipsearch.base.fingerprint: 8x8 grey levels of the upright image
+    text_lines: list[TextLine] | None = None  # the words read (OCR); None: not asked to read
 
 
 @dataclass
@@ -63,11 +68,16 @@ class _Decoder:
     """Decode and preprocess files; picklable, so it runs in worker processes."""
 
     def __init__(
-        self, preprocess: Callable[[Image.Image], Any], min_side: int, max_pixels: int
+        self,
+        preprocess: Callable[[Image.Image], Any],
+        min_side: int,
+        max_pixels: int,
+        reader: TextReader | None = None,
     ) -> None:
         self.preprocess = preprocess
         self.min_side = min_side
         self.max_pixels = max_pixels
+        self.reader = reader
 
     def __call__(self, entries: Sequence[FileEntry]) -> list[Decoded]:
         return [self.one(entry) for entry in entries]
@@ -78,11 +88,31 @@ class _Decoder:
             image, info = load_image(entry.path, min_side=self.min_side, max_pixels=self.max_pixels)
             pixels = np.asarray(self.preprocess(image), dtype=np.float32)
             picture = fingerprint.of_image(image)
+            if self.reader is not None and image.size != (info.width, info.height):
+                # Text needs more pixels than the model. Decoded again, larger, rather than
+                # once for both: the model's pixels, so the embeddings, stay those of an
+                # index that reads no text (a decode costs a fraction of the reading).
+                image, _ = load_image(
+                    entry.path, min_side=READ_MIN_SIDE, max_pixels=self.max_pixels
+                )
         except DecodeError as exc:
             return None, FailedFile(entry, exc.reason)
         except OSError as exc:
             return None, FailedFile(entry, f"unreadable: {exc.strerror or exc}".lower())
-        return pixels, DecodedFile(entry, digest, info, picture)
+        lines = self._read_text(entry, image) if self.reader else None
+        return pixels, DecodedFile(entry, digest, info, picture, lines)
+
+    def _read_text(self, entry: FileEntry, image: Image.Image) -> list[TextLine]:
+        """The text of a decoded photo; one the reader fails on is a photo without text,
+        never a failed file (the photo itself is fine)."""
+        assert self.reader is not None
+        try:
+            return self.reader.read(image)
+        except ClipsearchError:
+            raise  # the models themselves: the run cannot go on
+        except Exception as exc:
+            logger.warning("cannot read the text in %s: %s", entry.path, exc)
+            return []
 
 
 def decoded_batches(
@@ -92,9 +122,13 @@ def decoded_batches(
     batch_size: int = 64,
     workers: int = 2,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    read_text: bool = False,
 ) -> Iterator[Batch]:
-    """Yield batches in the order of ``entries``; ``workers=0`` decodes in this process."""
-    decoder = _Decoder(preprocess, min_side, max_pixels)
+    """Yield batches in the order of ``entries``; ``workers=0`` decodes in this process.
+    ``read_text``: each decoded file also carries the lines of text read in it (OCR)."""
+    # One thread per worker (they run side by side); all cores when this process reads.
+    reader = TextReader(threads=1 if workers else -1) if read_text else None
+    decoder = _Decoder(preprocess, min_side, max_pixels, reader)
     tasks = (entries[i : i + FILES_PER_TASK] for i in range(0, len(entries), FILES_PER_TASK))
     if workers == 0:
         results: Iterable[list[Decoded]] = map(decoder, tasks)

@@ -72,8 +72,8 @@ class OnnxTowers:
         if tower == "text":
             # A text session mostly answers one short query, often in a process that ends
             # right after: the graph is optimized already (export), and repacking weights
-            # for faster products costs more than it saves (ViT-B-32: session + first
-            # query 0.18 → 0.06 s; later queries 21 → 25 ms).
+            # for faster products costs more than it saves: a cold query's session and
+            # first answer take a third of the time (benchmarks/RESULTS.md, "Engines").
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
             options.add_session_config_entry("session.disable_prepacking", "1")
         path = self.directory / onnx_format.graph_name(tower, self.precision)

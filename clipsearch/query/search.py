@@ -36,11 +36,16 @@ if TYPE_CHECKING:
     from PIL import Image
 
     from clipsearch.model import Model
+    from clipsearch.query import words
     from clipsearch.query.duplicates import DuplicateGroup
     from clipsearch.store.manifest import Manifest
     from clipsearch.zeroshot.classify import Prediction
 
 ImageQuery: TypeAlias = "Image.Image | str | os.PathLike"
+# Text queries on an index with words in its photos: each ranking's best this deep are fused
+# (reciprocal rank fusion, with its customary constant).
+FUSION_DEPTH = 50
+RRF_K = 60
 TextQuery = str | Sequence[str] | np.ndarray
 
 
@@ -50,9 +55,14 @@ class Hit:
     path: str
     score: float  # cosine similarity to the query
     columns: dict[str, Any] = field(default_factory=dict)  # catalog columns asked for
+    text: str | None = None  # the words in the photo (index --ocr); None: never read
+    marks: list[tuple[int, int]] = field(default_factory=list)  # query words found in text
 
     def as_dict(self, rank: int) -> dict[str, Any]:
-        return {"rank": rank, "id": self.id, "path": self.path, "score": self.score, **self.columns}
+        found = {"rank": rank, "id": self.id, "path": self.path, "score": self.score}
+        if self.text is not None:
+            found |= {"text": self.text, "text_marks": [list(span) for span in self.marks]}
+        return found | self.columns
 
 
 class Hits(list[Hit]):
@@ -155,11 +165,17 @@ class Index:
         where: str | None = None,
         columns: Sequence[str] = (),
         min_score: float | None = None,
+        words_only: bool = False,
     ) -> Hits:
         """The k images closest to the query, best first; only rows matching ``where``,
         and with ``min_score`` only hits at least that similar (cosine) to the query: fewer
         than k, or none, when few images are relevant. ``like``: ids of indexed images whose
-        stored embeddings join the query (a ``NotFound`` error for an unknown id)."""
+        stored embeddings join the query (a ``NotFound`` error for an unknown id).
+
+        Where the index holds the words in its photos (``index --ocr``), a text query also
+        finds photos by them (``query.words``), fused with the ranking by meaning
+        (reciprocal rank fusion); a query in double quotes, or ``words_only``, ranks by the
+        words alone. A query no photo's words match ranks by meaning alone."""
         from clipsearch.store import vectors
 
         if k < 1:
@@ -167,18 +183,84 @@ class Index:
         snapshot = self.snapshot  # one snapshot for the whole search, whatever refreshes
         snapshot.check_columns(columns)
         allowed = snapshot.matching_ids(where) if where else None  # a bad filter fails fast
+        wanted = self._word_query(snapshot, query, image, like)
+        if words_only and wanted is None:
+            raise ClipsearchError(
+                f"index {self.index_dir} holds no words to search: index it with --ocr, and "
+                "search by words with a text query alone",
+                parameter="words_only",
+            )
+        by_words = self._rank_by_words(snapshot, wanted, allowed, max(k, FUSION_DEPTH))
+        if wanted is not None and (wanted.phrase or words_only):
+            alone = [(hit.id, hit.score) for hit in by_words[:k]]
+            return self._hits(snapshot, alone, columns, wanted)  # scores: the words'
         vector = self._query_vector(snapshot, query, image, like)
+        depth = max(k, FUSION_DEPTH) if by_words else k
         scores, ids = vectors.search(
-            snapshot.vectors, snapshot.vector_info, vector[None, :], k, allowed, min_score
+            snapshot.vectors, snapshot.vector_info, vector[None, :], depth, allowed, min_score
         )
-        rows = snapshot.rows(ids[0].tolist(), ["path", *columns])
-        hits = [
-            # float16 storage can put a self-match a hair above 1: keep cosines in range
-            Hit(i, rows[i]["path"], min(1.0, max(-1.0, s)), {c: rows[i][c] for c in columns})
-            for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True)
-            if i in rows
+        ranked = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
+        if by_words:
+            ranked = _fused(
+                ranked, by_words, k, lambda found: self._cosines(snapshot, vector, found)
+            )
+        return self._hits(snapshot, ranked[:k], columns, wanted)
+
+    def _hits(
+        self,
+        snapshot: Snapshot,
+        ranked: list[tuple[int, float]],
+        columns: Sequence[str],
+        wanted: words.WordQuery | None,
+    ) -> Hits:
+        shown = [
+            "path",
+            *columns,
+            *(["text"] if snapshot.has_text and "text" not in columns else []),
         ]
+        rows = snapshot.rows([i for i, _ in ranked], shown)
+        hits = []
+        for i, score in ranked:
+            if i not in rows:
+                continue
+            text = rows[i].get("text")
+            marks = _marks(text, wanted) if text and wanted is not None else []
+            # float16 storage can put a self-match a hair above 1: keep cosines in range
+            cosine = min(1.0, max(-1.0, score))
+            asked = {c: rows[i][c] for c in columns}
+            hits.append(Hit(i, rows[i]["path"], cosine, asked, text, marks))
         return Hits(hits, snapshot.number)
+
+    @staticmethod
+    def _word_query(
+        snapshot: Snapshot, query: TextQuery | None, image: Any, like: Sequence[int]
+    ) -> words.WordQuery | None:
+        """The words to look for in the photos: those of a plain text query (no weighted
+        terms, no image) on an index that holds text."""
+        if isinstance(query, np.ndarray) or not query or _query_images(image) or len(like):
+            return None
+        raw = [query] if isinstance(query, str) else list(query)
+        if not snapshot.has_text or any(terms.parse_term(t).weight != 1.0 for t in raw):
+            return None  # weighted terms ("2:beach", "-people") are about meaning
+        from clipsearch.query import words
+
+        return words.parse(" ".join(raw))
+
+    @staticmethod
+    def _rank_by_words(
+        snapshot: Snapshot, wanted: words.WordQuery | None, allowed: np.ndarray | None, limit: int
+    ) -> list[words.WordHit]:
+        if wanted is None:
+            return []
+        from clipsearch.query import words
+
+        ids, folded = snapshot.folded_text
+        return words.rank(ids, folded, wanted, limit, allowed)
+
+    @staticmethod
+    def _cosines(snapshot: Snapshot, vector: np.ndarray, ids: list[int]) -> dict[int, float]:
+        found_ids, found = snapshot.embeddings(ids)
+        return dict(zip(found_ids.tolist(), (found @ vector).tolist(), strict=True))
 
     def query_vector(
         self,
@@ -270,6 +352,35 @@ class Index:
         table = snapshot.table(["id", "path", "embedding"])  # one pass over the catalog
         paths, ids = table.column("path").to_pylist(), table.column("id").to_numpy()
         return classifier.predict(paths, snapshot.embeddings_of(table), top, ids)
+
+
+def _marks(text: str, wanted: words.WordQuery) -> list[tuple[int, int]]:
+    from clipsearch.query import words
+
+    return words.marks(text, wanted)
+
+
+def _fused(
+    by_meaning: list[tuple[int, float]],
+    by_words: list[words.WordHit],
+    k: int,
+    cosines: Callable[[list[int]], dict[int, float]],
+) -> list[tuple[int, float]]:
+    """The ``k`` best of both rankings, each with its cosine (those only the words found
+    are scored here). Photos holding every word of the query come first; the order among
+    them, and of all the rest, is reciprocal rank fusion of the two rankings. (Fusion alone
+    let a photo near the query in meaning, holding none of its words, pass the one with
+    "EXIT 12" on it: benchmarks/RESULTS.md, "Text in photos".)"""
+    fused: dict[int, float] = {}
+    for ranking in ([i for i, _ in by_meaning], [hit.id for hit in by_words]):
+        for rank, row_id in enumerate(ranking):
+            fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank + 1)
+    complete = {hit.id for hit in by_words if hit.complete}
+    best = sorted(fused, key=lambda row_id: (row_id not in complete, -fused[row_id]))[:k]
+    scored = dict(by_meaning)
+    missing = [row_id for row_id in best if row_id not in scored]
+    scored |= cosines(missing) if missing else {}
+    return [(row_id, scored[row_id]) for row_id in best if row_id in scored]
 
 
 def _indexed_id(snapshot: Snapshot, path: str | os.PathLike) -> int | None:

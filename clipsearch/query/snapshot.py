@@ -99,7 +99,7 @@ class Snapshot:
             path = snapshot_path(self.index_dir, name)
             # IVF indexes are mapped, not read: a query touches a few of their lists. Flat ones
             # (100k vectors at most by default) are read: their mapped vectors sit unaligned
-            # in the file, which makes numpy's product over them 50x slower.
+            # in the file, which makes numpy's product over them many times slower.
             mapped = self.vector_info.kind != "flat"
             try:
                 return vectors.load(path, mmap=mapped)
@@ -117,6 +117,28 @@ class Snapshot:
     @property
     def vector_info(self) -> VectorIndexInfo:
         return self.vector_file.info
+
+    # -- the words in the photos -----------------------------------------------------------
+
+    @cached_property
+    def has_text(self) -> bool:
+        """Whether the text of any photo was read (``index --ocr``): from the parts' footers."""
+        from clipsearch.store.catalog import count_values
+
+        parts = self.manifest.catalog
+        return self._read(lambda: count_values(self.index_dir, parts, "text")) > 0
+
+    @cached_property
+    def folded_text(self) -> tuple[np.ndarray, pa.Array]:
+        """(ids, their text folded for word search: ``query.words``) of the photos whose
+        text was read; kept with the snapshot."""
+        import pyarrow.compute as pc
+
+        from clipsearch.query.words import fold_column
+
+        table = self.table(["id", "text"])
+        table = table.filter(pc.is_valid(table.column("text")))
+        return table.column("id").to_numpy(), fold_column(table.column("text").combine_chunks())
 
     # -- catalog through DuckDB ------------------------------------------------------------
 

@@ -99,6 +99,10 @@ MinScore = Annotated[
     float | None,
     Query(ge=-1, le=1, description="Drop hits less similar (cosine) than this; k stays the most."),
 ]
+Words = Annotated[
+    bool,
+    Query(description="Rank by the words written in the photos alone (an index made with --ocr)."),
+]
 
 
 def _columns(text: str | None) -> list[str]:
@@ -121,6 +125,8 @@ def _hit(rank: int, hit: Hit, columns: list[str]) -> schemas.Hit:
         thumbnail_url=thumbnail_url,
         image_url=image_url,
         columns={c: hit.columns[c] for c in columns},
+        text=hit.text,
+        text_marks=hit.marks,
     )
 
 
@@ -144,6 +150,7 @@ def _search(
     where: str | None,
     columns: str | None,
     min_score: float | None = None,
+    words_only: bool = False,
 ) -> schemas.SearchResponse:
     start = time.perf_counter()
     wanted = _columns(columns)
@@ -156,6 +163,7 @@ def _search(
         where=where or None,
         columns=list(dict.fromkeys([*FILE_COLUMNS, *wanted])),  # the files' facts: URLs
         min_score=min_score,
+        words_only=words_only,
     )
     return schemas.SearchResponse(
         snapshot=hits.snapshot,
@@ -184,9 +192,13 @@ def search(
     where: Where = None,
     columns: Columns = None,
     min_score: MinScore = None,
+    words: Words = False,
 ) -> schemas.SearchResponse:
-    """Text → image (q), image → image from indexed images (like), or both combined."""
-    return _search(services(request), q or [], [], like or [], k, where, columns, min_score)
+    """Text → image (q), image → image from indexed images (like), or both combined. On an
+    index with the words in its photos, q also finds them by those (``words``: by those
+    alone)."""
+    svc = services(request)
+    return _search(svc, q or [], [], like or [], k, where, columns, min_score, words)
 
 
 @router.post(

@@ -118,6 +118,7 @@ class ServerClient:
         columns: Sequence[str],
         min_score: float | None = None,
         like: Sequence[int] = (),
+        words_only: bool = False,
     ) -> list[dict[str, Any]]:
         """Hits as ``clipsearch query`` prints them: rank, id, path, score, columns."""
         import urllib.parse
@@ -130,6 +131,8 @@ class ServerClient:
             fields.append(("min_score", repr(min_score)))
         if columns:
             fields.append(("columns", ",".join(columns)))
+        if words_only:
+            fields.append(("words", "true"))
         if images:
             body, kind = _multipart(fields, [("image", Path(p)) for p in images])
             headers = {"Content-Type": kind, **bearer_header(self.token)}

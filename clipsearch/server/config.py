@@ -42,8 +42,8 @@ class ServerConfig:
     text_collections: tuple[Path, ...] = ()  # besides those next to the index
     warm_up: bool = True  # load the model and run one query before serving
     # CPU threads per query (torch, FAISS, DuckDB). Concurrent queries run side by side,
-    # so one each keeps them from fighting over cores (on 2 busy cores, torch's 2 threads
-    # made a tiny text query 5-45 ms instead of 1 ms).
+    # so one each keeps them from fighting over cores (on busy cores more threads made a
+    # tiny text query many times slower: benchmarks/RESULTS.md, serve load).
     threads: int = 1
     # Exit after this many seconds without a request (0: never). A server started this way
     # is the one background server of its index (clipsearch query starts it to stay warm).

@@ -20,6 +20,12 @@ class Hit(BaseModel):
     thumbnail_url: str
     image_url: str = Field(description="The original file.")
     columns: dict[str, Any] = Field(default_factory=dict, description="Columns asked for.")
+    text: str | None = Field(
+        default=None, description="The words in the photo (an index made with --ocr)."
+    )
+    text_marks: list[tuple[int, int]] = Field(
+        default_factory=list, description="Where the query's words are in text: [start, end)."
+    )
 
 
 class DuplicateImage(BaseModel):

@@ -28,7 +28,18 @@ from clipsearch.store.storage import new_file_path, snapshot_path
 # Columns that say where a file is and whether it changed: all a no-op re-index reads.
 FILE_COLUMNS = ["id", "path", "size", "mtime_ns", "content_hash"]
 # Columns that parts written by earlier versions lack: read as nulls.
-ADDED_LATER = {"fingerprint": pa.binary(FINGERPRINT_BYTES)}
+TEXT_LINE = pa.struct(
+    [
+        pa.field("text", pa.string()),
+        pa.field("confidence", pa.float32()),
+        pa.field("box", pa.list_(pa.float32(), 8)),  # corners clockwise from the top left
+    ]
+)
+ADDED_LATER = {
+    "fingerprint": pa.binary(FINGERPRINT_BYTES),
+    "text": pa.string(),
+    "text_lines": pa.list_(TEXT_LINE),
+}
 _ARROW_DTYPES = {"float16": pa.float16(), "float32": pa.float32()}
 # Rows per Parquet row group: a lookup by id reads one group of the columns it wants (8,192
 # paths: well under a millisecond), found by the id range in the footer.
@@ -54,6 +65,11 @@ def catalog_schema(dim: int, dtype: str) -> pa.Schema:
             pa.field("indexed_at", pa.timestamp("us", tz="UTC")),
             # 8x8 grey levels (ingest.fingerprint); null in parts written before it existed
             pa.field("fingerprint", ADDED_LATER["fingerprint"]),
+            # The words in the photo (OCR: `index --ocr`), its lines joined by newlines, and
+            # each line with its confidence and box; null where the photo was not read, ""
+            # and [] where it was and holds no text.
+            pa.field("text", ADDED_LATER["text"]),
+            pa.field("text_lines", ADDED_LATER["text_lines"]),
             pa.field("embedding", pa.list_(_ARROW_DTYPES[dtype], dim)),
         ]
     )
@@ -97,9 +113,31 @@ def embeddings_of(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     values = values.reshape(len(column), -1)
     # Stored as float16, a unit row comes back up to ~1e-3 off unit length; every reader
     # takes dot products as cosines (an image "more like" itself would score 0.9997).
-    # (einsum: half the time of np.linalg.norm, 20 ms per 100k rows of 512)
+    # (einsum: about half the time of np.linalg.norm)
     values /= np.maximum(np.sqrt(np.einsum("ij,ij->i", values, values)), 1e-12)[:, None]
     return values
+
+
+def count_values(index_dir: Path, relative_paths: Sequence[str], column: str) -> int:
+    """Non-null values of ``column`` in the named parts, from their footers' statistics
+    (no data read; parts that lack the column hold none)."""
+    total = 0
+    for part in relative_paths:
+        try:
+            metadata = pq.ParquetFile(snapshot_path(index_dir, part)).metadata
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowException, OSError) as exc:
+            raise _damaged_part(index_dir, part, exc) from None
+        names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+        if column not in names:
+            continue
+        position = names.index(column)
+        for group in range(metadata.num_row_groups):
+            chunk = metadata.row_group(group).column(position)
+            nulls = chunk.statistics.null_count if chunk.statistics is not None else 0
+            total += metadata.row_group(group).num_rows - nulls
+    return total
 
 
 def count_rows(index_dir: Path, relative_paths: Sequence[str]) -> int:

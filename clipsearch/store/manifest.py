@@ -80,6 +80,7 @@ class Manifest:
     errors: str | None = None  # Parquet list of unreadable files, relative to the index
     vector_index: VectorIndexFile | None = None  # None: no vector index (yet)
     tags: str | None = None  # zero-shot labels (classify --write-tags), joined on id
+    ocr: bool = False  # index runs read the text in photos (`index --ocr`), until told not to
     # "ENGINE/PRECISION" of every run that embedded rows, e.g. ["onnx/fp32"]: one model's
     # embeddings from different engines or precisions are comparable, this says which ran.
     embedded_with: list[str] = field(default_factory=list)

@@ -430,8 +430,8 @@ def _set_nprobe(info: VectorIndexInfo, nprobe: int, recall: float | None, count:
 
 def _ef_search(nprobe: int) -> int:
     # HNSW needs ef >= k to return k centroids, and more to find the true nearest ones: at
-    # 10M x 512 (12,648 lists) ef 16 capped recall@10 at 0.90 whatever the nprobe, ef 64
-    # reached the codes' own cap (0.92) at nprobe 2 for 0.06 ms more per query.
+    # ten million vectors a small ef capped recall@10 whatever the nprobe, while 64 reached
+    # the codes' own cap for a fraction of a millisecond (benchmarks/RESULTS.md, 10M).
     return max(MIN_EF_SEARCH, 2 * nprobe)
 
 
@@ -557,8 +557,8 @@ def load(path: str | os.PathLike, mmap: bool = False) -> faiss.Index:
         raise FileNotFoundError(f"no vector index at {path}")
     try:
         # IO_FLAG_MMAP_IFC maps the vectors of flat indexes and the inverted lists of IVF
-        # ones alike (a 100k x 512 index: 7 MiB resident instead of 201); such an index
-        # cannot be changed, so writers read it whole.
+        # ones alike (a few MiB resident instead of the whole index: benchmarks/RESULTS.md,
+        # cold query); such an index cannot be changed, so writers read it whole.
         return faiss.read_index(path, faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     except RuntimeError as e:
         if not os.path.isfile(path):  # moved away by a commit while we read: not damage

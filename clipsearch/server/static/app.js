@@ -130,9 +130,25 @@ function card(hit) {
   like.addEventListener("click", () => moreLike(hit));
 
   const caption = document.createElement("figcaption");
-  caption.append(meta, name, like);
+  caption.append(meta, name);
+  if (hit.text) caption.append(photoText(hit.text, hit.text_marks || []));
+  caption.append(like);
   figure.append(thumb, caption);
   return figure;
+}
+
+// The words read in the photo (an index made with --ocr), those the query found in <mark>.
+function photoText(text, marks) {
+  const words = document.createElement("p");
+  words.className = "words";
+  words.title = text;
+  let end = 0;
+  for (const [start, stop] of marks) {
+    words.append(text.slice(end, start), element("mark", { textContent: text.slice(start, stop) }));
+    end = stop;
+  }
+  words.append(text.slice(end));
+  return words;
 }
 
 function moreLike(hit) {

@@ -1,0 +1,216 @@
+"""Text in photos: is a photo found by a word written in it, and what does reading cost?
+
+Photos: CIFAR-10 test images (real photos the bundled model knows), enlarged to 512 px;
+half of them get one word each (a name, a code, a number, a plain word: every word on one
+photo only), in several fonts, sizes (12-80 px high), colours, on the photo or on a plate,
+some lines tilted and some photos turned 90/180/270 degrees. The same photos are indexed
+with `--ocr` and without, with the bundled model, and each word is searched for as a user
+would (`Index.search(word, k=5)`):
+
+- words: the share found in the top 5, for all words and for words >= 20 px high; with OCR
+  and without (the baseline embeddings alone reach); and how many photos without the word
+  came above the true one;
+- meaning: precision@10 of "a photo of a CLASS" over both indexes (no regression);
+- speed: the whole `update_index` with and without reading, images per second;
+- word search at scale (`--texts 100000`): the words of that many photos (made up, a few
+  lines each, a third of the photos with none), folded once (what a server keeps per
+  snapshot, and what a cold `clipsearch query` pays), then p50 of a ranking over them, and
+  the size of the `text` column in Parquet (the whole "text index").
+
+    python benchmarks/ocr_words.py --photos 200     # words found, meaning, speed
+    python benchmarks/ocr_words.py --texts 100000   # word search at scale only
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from PIL import Image, ImageDraw, ImageFont
+
+from clipsearch import Index
+from clipsearch.ingest.indexer import IndexOptions, update_index
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10" / "test.parquet"
+MODEL = "bundled:cifar10-small"
+FONTS = [
+    None,  # Pillow's own (Aileron)
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerif.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationMono-Regular.ttf",
+    "/usr/share/fonts/truetype/liberation/LiberationSans-Italic.ttf",
+]
+NAMES = ["Müller", "Bäckerei", "Oslo", "Zürich", "Kowalski", "Dubois", "Ødegaard", "Nguyen",
+         "García", "Schröder", "Lindqvist", "Fernández", "Kaffeehaus", "Brasserie", "Invoice",
+         "Receipt", "Parking", "Pharmacy", "Boulangerie", "Station"]  # fmt: skip
+
+
+def words(count: int, rng: random.Random) -> list[str]:
+    """``count`` distinct words: names and plain words, codes, numbers with a word."""
+    made: list[str] = []
+    while len(made) < count:
+        kind = len(made) % 4
+        if kind == 0:
+            word = rng.choice(NAMES) + ("" if rng.random() < 0.5 else f" {rng.randint(2, 99)}")
+        elif kind == 1:
+            letter = rng.choice("ABCDEFGHKLMNPRSTUVWXYZ")
+            word = f"{letter}{rng.randint(1, 9)}-{rng.randint(1000, 9999)}"
+        elif kind == 2:
+            word = f"{rng.choice(['EXIT', 'GATE', 'LOT', 'ROOM', 'BUS'])} {rng.randint(1, 99)}"
+        else:
+            word = "".join(rng.choice("bcdfghklmnprstvz") + rng.choice("aeiou") for _ in range(4))
+        if word not in made:
+            made.append(word)
+    return made
+
+
+def font(path: str | None, size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    if path is None or not Path(path).is_file():
+        return ImageFont.load_default(size=size)
+    return ImageFont.truetype(path, size)
+
+
+def make_photos(folder: Path, count: int, seed: int) -> dict[str, tuple[str, int]]:
+    """Write ``count`` photos; half with a word. {word: (file name, text height)}."""
+    rng = random.Random(seed)
+    table = pq.read_table(SHARED, columns=["image", "label_name"]).slice(0, count)
+    chosen = words(count // 2, rng)
+    truth = {}
+    for row in range(count):
+        image = Image.open(io.BytesIO(table["image"][row].as_py())).convert("RGB")
+        image = image.resize((512, 512), Image.BICUBIC)
+        label = table["label_name"][row].as_py()
+        name = f"{label}-{row:04d}.jpg"
+        if row % 2 == 0:
+            word = chosen[row // 2]
+            height = rng.choice([12, 16, 20, 24, 32, 40, 56, 80])
+            typeface = font(rng.choice(FONTS), height)
+            layer = Image.new("RGBA", image.size, (0, 0, 0, 0))
+            draw = ImageDraw.Draw(layer)
+            left, top, right, bottom = draw.textbbox((0, 0), word, font=typeface)
+            x = rng.randint(4, max(4, 508 - (right - left)))
+            y = rng.randint(4, max(4, 508 - (bottom - top)))
+            dark = rng.random() < 0.5
+            ink = (rng.randint(0, 60),) * 3 if dark else (rng.randint(200, 255),) * 3
+            if rng.random() < 0.5:  # on a plate
+                plate = (235, 230, 220) if dark else (30, 35, 40)
+                draw.rectangle(
+                    (x + left - 4, y + top - 4, x + right + 4, y + bottom + 4), fill=plate
+                )
+            draw.text((x, y), word, font=typeface, fill=(*ink, 255))
+            if rng.random() < 0.25:  # a tilted line
+                layer = layer.rotate(rng.uniform(-15, 15), center=(x, y))
+            image.paste(layer, (0, 0), layer)
+            turn = rng.choice([0, 0, 0, 0, 0, 90, 180, 270])
+            if turn:
+                image = image.rotate(turn, expand=True)
+            truth[word] = (name, height)
+        image.save(folder / name, quality=90)
+    return truth
+
+
+def word_ranks(index_dir: Path, truth: dict[str, tuple[str, int]]) -> dict[str, int | None]:
+    index = Index.open(index_dir)
+    ranks = {}
+    for word, (name, _) in truth.items():
+        names = [Path(h.path).name for h in index.search(word, k=5)]
+        ranks[word] = names.index(name) + 1 if name in names else None
+    return ranks
+
+
+def precision_at_10(index_dir: Path, labels: list[str]) -> float:
+    index = Index.open(index_dir)
+    found = []
+    for label in labels:
+        hits = index.search(f"a photo of a {label}", k=10)
+        found.append(sum(Path(h.path).name.startswith(f"{label}-") for h in hits) / 10)
+    return statistics.mean(found)
+
+
+def search_at_scale(count: int, seed: int) -> dict[str, float]:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq_write
+
+    from clipsearch.query import words as word_search
+
+    rng = random.Random(seed)
+    vocabulary = words(5000, rng)
+    texts = [
+        "\n".join(
+            " ".join(rng.choices(vocabulary, k=rng.randint(1, 4))) for _ in range(rng.randint(1, 3))
+        )
+        if rng.random() < 0.67
+        else ""
+        for _ in range(count)
+    ]
+    column = pa.array(texts)
+    start = time.perf_counter()
+    folded = word_search.fold_column(column)
+    fold_ms = (time.perf_counter() - start) * 1000
+    ids = np.arange(count)
+    times = []
+    for query in rng.sample(vocabulary, 40):
+        start = time.perf_counter()
+        word_search.rank(ids, folded, word_search.parse(query), 50)
+        times.append((time.perf_counter() - start) * 1000)
+    with tempfile.NamedTemporaryFile(suffix=".parquet") as file:
+        pq_write.write_table(pa.table({"text": column}), file.name, compression="zstd")
+        size = Path(file.name).stat().st_size
+    return {
+        "photos": count,
+        "fold_ms": round(fold_ms, 1),
+        "rank_p50_ms": round(statistics.median(times), 1),
+        "rank_p90_ms": round(sorted(times)[int(0.9 * len(times))], 1),
+        "text_column_mib": round(size / 2**20, 2),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--photos", type=int, default=200)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--texts", type=int, default=0, help="word search over this many")
+    args = parser.parse_args()
+    if args.texts:
+        print(json.dumps(search_at_scale(args.texts, args.seed), indent=2))
+        return
+    if not SHARED.is_file():
+        sys.exit(f"needs {SHARED} (../shared beside the checkout)")
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work, "photos")
+        folder.mkdir()
+        truth = make_photos(folder, args.photos, args.seed)
+        labels = sorted({p.name.split("-")[0] for p in folder.iterdir()})
+        report: dict[str, dict] = {}
+        for read_text in (True, False):
+            index_dir = Path(work, f"index-{read_text}")
+            start = time.perf_counter()
+            update_index([folder], index_dir, MODEL, IndexOptions(read_text=read_text))
+            seconds = time.perf_counter() - start
+            ranks = word_ranks(index_dir, truth)
+            large = [w for w, (_, height) in truth.items() if height >= 20]
+            report["ocr" if read_text else "no ocr"] = {
+                "images_per_s": round(args.photos / seconds, 2),
+                "seconds": round(seconds, 1),
+                "top5_all": round(sum(r is not None for r in ranks.values()) / len(ranks), 3),
+                "top5_20px_up": round(sum(ranks[w] is not None for w in large) / len(large), 3),
+                "first": round(sum(r == 1 for r in ranks.values()) / len(ranks), 3),
+                "precision_at_10": round(precision_at_10(index_dir, labels), 3),
+                "missed": sorted(w for w, r in ranks.items() if r is None)[:20],
+            }
+        ratio = report["ocr"]["images_per_s"] / report["no ocr"]["images_per_s"]
+        report["speed_ratio_ocr_over_plain"] = {"value": round(ratio, 3)}
+        print(json.dumps(report, indent=2, ensure_ascii=False))
+
+
+if __name__ == "__main__":
+    main()
