@@ -124,24 +124,36 @@ def rank(
         scores = np.asarray(hit, dtype=np.float64)
         complete = scores > 0
     else:
+        # One pass over every text finds the photos with any of the words (or a near form);
+        # each word is then told apart on those few alone.
+        forms = {word: _forms(query, word) for word in query.telling_words()}
+        every = [variant for exact, near in forms.values() for variant in exact + near]
+        total = len(ids)  # rarity is among all the photos with text
+        found_any = np.flatnonzero(_contains(folded, every))
+        ids, folded = ids[found_any], folded.take(pa.array(found_any))
         scores = np.zeros(len(ids))
         complete = np.ones(len(ids), dtype=bool)
-        for word in query.telling_words():
-            exact = _contains(folded, [word, *query.joined_forms(word)])
-            near = exact
-            if len(word) >= NEAR_MIN_LENGTH:
-                pattern = f" (?:{'|'.join(_one_edit(word))}) "
-                near = np.asarray(pc.fill_null(pc.match_substring_regex(folded, pattern), False))
+        for exact_forms, near_forms in forms.values():
+            exact = _contains(folded, exact_forms)
+            near = exact | _contains(folded, near_forms) if near_forms else exact
             complete &= exact
             found = int(near.sum())
             if not found:
                 continue
-            rarity = math.log(1 + len(ids) / found)
+            rarity = math.log(1 + total / found)
             scores += rarity * np.where(exact, 1.0, np.where(near, NEAR_WEIGHT, 0.0))
     order = np.argsort(-scores, kind="stable")[:limit]
     return [
         WordHit(int(ids[i]), float(scores[i]), bool(complete[i])) for i in order if scores[i] > 0
     ]
+
+
+def _forms(query: WordQuery, word: str) -> tuple[list[str], list[str]]:
+    """The regular expressions that find ``word`` as it is (and run together with its
+    neighbour), and one edit away (for words long enough)."""
+    exact = [re.escape(form) for form in [word, *query.joined_forms(word)]]
+    near = _one_edit(word) if len(word) >= NEAR_MIN_LENGTH else []
+    return exact, near
 
 
 def marks(text: str, query: WordQuery) -> list[tuple[int, int]]:
@@ -158,11 +170,10 @@ def marks(text: str, query: WordQuery) -> list[tuple[int, int]]:
     return spans
 
 
-def _contains(folded: pa.Array, forms: list[str]) -> np.ndarray:
-    """Which texts hold any of ``forms`` as a whole word."""
-    pattern = "|".join(re.escape(form) for form in forms)
-    found = pc.match_substring_regex(folded, f" (?:{pattern}) ")
-    return np.asarray(pc.fill_null(found, False))
+def _contains(folded: pa.Array, patterns: list[str]) -> np.ndarray:
+    """Which texts hold a whole word that any of ``patterns`` (regular expressions) matches."""
+    found = pc.match_substring_regex(folded, f" (?:{'|'.join(patterns)}) ")
+    return np.asarray(pc.fill_null(found, False), dtype=bool)
 
 
 def _telling(word: str) -> bool:
