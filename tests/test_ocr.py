@@ -6,6 +6,8 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -182,8 +184,11 @@ def test_words_in_json_over_the_cli_and_the_http_api(read_index):
     best = json.loads(result.stdout)[0]
     start, end = best["text_marks"][0]
     assert best["text"][start:end].lower() == "bakery" and best["path"].endswith("word-0.jpg")
-    shown = run_cli("query", "bakery", "--index", str(read_index), "--local", "-k", "1")
-    assert "[BAKERY]" in shown.stdout
+    page = read_index.parent / "hits.html"
+    shown = run_cli(
+        "query", "bakery", "--index", str(read_index), "--local", "-k", "1", "--html", str(page)
+    )
+    assert "[BAKERY]" in shown.stdout and "[BAKERY]" in page.read_text(encoding="utf-8")
 
     pytest.importorskip("fastapi", reason="the serve extra is not installed")
     from fastapi.testclient import TestClient
@@ -240,3 +245,24 @@ def test_reading_an_index_killed_midway_resumes_and_loses_nothing(photos, tmp_pa
     assert all(row["text"] is not None for row in after.values())
     for name, row in after.items():
         np.testing.assert_array_equal(row["embedding"], before[name]["embedding"])
+
+
+def test_a_damaged_ocr_model_is_one_line_naming_it(photos, tmp_path):
+    # The installed rapidocr, shadowed by a copy whose detection model is cut short.
+    import rapidocr
+
+    installed = Path(rapidocr.__file__).parent
+    shadow = tmp_path / "site" / "rapidocr"
+    shutil.copytree(installed, shadow, ignore=shutil.ignore_patterns("*.onnx"))
+    for model in (installed / "models").glob("*.onnx"):
+        (shadow / "models" / model.name).symlink_to(model)
+    detector = next((shadow / "models").glob("*det*.onnx"))
+    detector.unlink()
+    detector.write_bytes(b"\x08\x07" * 100)
+    env = {"PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{Path(__file__).parents[1]}"}
+    index_dir = str(tmp_path / "index")
+    result = run_cli("index", str(photos), "--index", index_dir, "-m", TINY, "--ocr", env=env)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: cannot load the OCR models") and detector.name in lines[-1]
+    assert not any("Traceback" in line for line in lines)

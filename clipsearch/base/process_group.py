@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -27,23 +29,25 @@ class Group:
 
             dist.barrier()
 
-    def broadcast(self, value: Any) -> Any:
-        """Rank 0's ``value``, on every rank."""
+    def broadcast(self, value: T | None) -> T:
+        """Rank 0's ``value`` (never None), on every rank; the others pass None."""
         if self.world == 1:
+            assert value is not None
             return value
         import torch.distributed as dist
 
-        box = [value]
+        box: list[Any] = [value]
         dist.broadcast_object_list(box, src=0)
-        return box[0]
+        found: T = box[0]  # what rank 0 put in
+        return found
 
-    def gather(self, value: Any) -> list[Any]:
+    def gather(self, value: T) -> list[T]:
         """Every rank's ``value`` on rank 0 (in rank order); an empty list elsewhere."""
         if self.world == 1:
             return [value]
         import torch.distributed as dist
 
-        boxes: list[Any] = [None] * self.world if self.is_main else []
+        boxes: list[Any] = [None] * self.world if self.is_main else []  # filled by torch
         dist.gather_object(value, boxes if self.is_main else None, dst=0)
         return boxes
 

@@ -250,23 +250,9 @@ def _print_hits(rows: list[dict[str, Any]], columns: list[str], as_json: bool, p
             extra = "".join(f"  {row[c]}" for c in columns)
             print(f"{row['rank']:>4}  {row['score']:.4f}  {row['path']}{extra}")
             if row.get("text_marks"):  # the words found, marked, under the hit
-                print(f"        {_marked(row['text'], row['text_marks'])}")
+                from clipsearch.query.words import marked
 
-
-def _marked(text: str, marks: list[list[int]], width: int = 72) -> str:
-    """The photo's text on one line, the words found in [brackets], cut around the first."""
-    shown, end = [], 0
-    for start, stop in marks:
-        shown += [text[end:start], "[", text[start:stop], "]"]
-        end = stop
-    line = " ".join("".join([*shown, text[end:]]).split())
-    first = line.find("[")
-    begin = max(0, min(first - width // 3, len(line) - width))
-    return (
-        ("…" if begin else "")
-        + line[begin : begin + width]
-        + ("…" if begin + width < len(line) else "")
-    )
+                print(f"        {marked(row['text'], row['text_marks'])}")
 
 
 def _image_to_text(

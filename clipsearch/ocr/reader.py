@@ -18,6 +18,8 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from clipsearch.errors import ClipsearchError
 
 if TYPE_CHECKING:
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
 # The shorter side an image is decoded to for reading: small print in a large photo stays a
 # few pixels high (a decode for the model alone is far smaller).
 READ_MIN_SIDE = 1024
-REINSTALL = "pip install --force-reinstall 'clipsearch[ocr]'"
+REINSTALL = "reinstall them: pip install --force-reinstall rapidocr"
 
 
 @dataclass(frozen=True)
@@ -76,6 +78,9 @@ def check_installed() -> None:
         raise ModuleNotFoundError("reading text in photos needs rapidocr", name="rapidocr")
 
 
+_BLANK = np.full((64, 64, 3), 255, dtype=np.uint8)
+
+
 def _load_engine(threads: int) -> Any:
     check_installed()
     from rapidocr import RapidOCR
@@ -88,7 +93,11 @@ def _load_engine(threads: int) -> Any:
         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
     }
     try:
-        return RapidOCR(params=params)
+        engine = RapidOCR(params=params)
+        # The sessions open on the first image: one now, so that a damaged model file is
+        # this error, not every photo read as having no text.
+        engine(_BLANK)
+        return engine
     except Exception as exc:  # ONNX Runtime's error for a damaged model names the file
         detail = " ".join(str(exc).split())[:300]
         raise ClipsearchError(f"cannot load the OCR models: {detail}; {REINSTALL}") from None

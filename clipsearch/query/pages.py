@@ -110,10 +110,19 @@ def page(title: str, sections: Sequence[Section]) -> str:
 def hits_page(title: str, hits: Sequence[dict[str, Any]]) -> str:
     """HTML for hits given as dicts with rank, score and path."""
     figures = [
-        Figure(str(hit["path"]), f"#{hit['rank']} · {hit['score']:.3f}", str(hit["path"]))
+        Figure(str(hit["path"]), f"#{hit['rank']} · {hit['score']:.3f}", _caption(hit))
         for hit in hits
     ]
     return page(title, [Section("", figures)])
+
+
+def _caption(hit: dict[str, Any]) -> str:
+    """The path, and the words found in the photo (the query's in [brackets])."""
+    if not hit.get("text"):
+        return str(hit["path"])
+    from clipsearch.query.words import marked
+
+    return f"{hit['path']} · {marked(hit['text'], hit.get('text_marks') or [])}"
 
 
 def duplicates_page(groups: Sequence[DuplicateGroup], threshold: float) -> str:

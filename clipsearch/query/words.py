@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -202,3 +203,19 @@ def _near(a: str, b: str) -> bool:
         if a[i] != b[i]:
             return a[i + (len(a) == len(b)) :] == b[i + 1 :]
     return True
+
+
+def marked(text: str, marks: Sequence[Sequence[int]], width: int = 72) -> str:
+    """The photo's text on one line, the words found in [brackets], cut around the first."""
+    shown, end = [], 0
+    for start, stop in marks:
+        shown += [text[end:start], "[", text[start:stop], "]"]
+        end = stop
+    line = " ".join("".join([*shown, text[end:]]).split())
+    first = line.find("[")
+    begin = max(0, min(first - width // 3, len(line) - width))
+    return (
+        ("…" if begin else "")
+        + line[begin : begin + width]
+        + ("…" if begin + width < len(line) else "")
+    )
