@@ -374,12 +374,12 @@ class _Run:
 
     def _commit(self, plan: _Plan, staging: Staging, errors: list[dict[str, Any]]) -> Manifest:
         changes, schema = plan.changes, self._schema()
+        restaged = self._restaged(plan.reread, staging)
         parts: list[str] = []
         moved_rows = None
         if self.manifest is not None:
             moved = {row_id: _file_key(entry) for entry, row_id in changes.moved}
-            dropped = [*changes.removed, *(row_id for _, row_id in changes.changed)]
-            dropped += self._restaged(plan.reread, staging)
+            dropped = [*changes.removed, *(row_id for _, row_id in changes.changed), *restaged]
             parts, moved_rows = catalog.without_rows(
                 self.index_dir, self.manifest.catalog, dropped, moved, schema
             )
@@ -394,9 +394,7 @@ class _Run:
         added = catalog.write_parts(self.index_dir, staged, self.options.catalog_part_rows)
         parts += added
         manifest = self._next_manifest(parts, plan.next_id)
-        index, info = self._update_vectors(
-            changes, added, parts, self._restaged(plan.reread, staging)
-        )
+        index, info = self._update_vectors(changes, added, parts, restaged)
         manifest.counts = {"images": info.count, "errors": len(errors)}
         manifest.errors = None
         if errors:
@@ -421,9 +419,7 @@ class _Run:
         if self.manifest is None:
             load: Callable[..., Model] = Model.load
         else:
-            built_with = BuiltWith(
-                self.manifest.model, f"index {self.index_dir}", "index into another directory"
-            )
+            built_with = BuiltWith.image_index(self.manifest.model, self.index_dir)
             load = functools.partial(load_for, built_with)
         self.model = load(
             self.spec,

@@ -253,6 +253,11 @@ class BuiltWith:
     what: str  # "index /path", "text collection /path"
     start_over: str  # what the user can do instead: "index into a new directory"
 
+    @classmethod
+    def image_index(cls, identity: ModelIdentity, index_dir: os.PathLike | str) -> BuiltWith:
+        """An image index's, as indexing and searching both check it."""
+        return cls(identity, f"index {index_dir}", "index into another directory with that model")
+
 
 def check_same_model(built_with: BuiltWith, requested: str, loaded: ModelIdentity | None) -> None:
     """Refuse ``requested`` (its identity ``loaded`` once loaded, None before: then only

@@ -119,8 +119,7 @@ class Index:
     def model(self) -> Model:
         from clipsearch.model import BuiltWith, load_for
 
-        start_over = "index into another directory with that model"
-        built_with = BuiltWith(self.snapshot.manifest.model, f"index {self.index_dir}", start_over)
+        built_with = BuiltWith.image_index(self.snapshot.manifest.model, self.index_dir)
         return load_for(
             built_with,
             self.model_spec,

@@ -122,11 +122,9 @@ class Snapshot:
 
     @cached_property
     def has_text(self) -> bool:
-        """Whether the text of any photo was read (``index --ocr``): from the parts' footers."""
-        from clipsearch.store.catalog import count_values
-
-        parts = self.manifest.catalog
-        return self._read(lambda: count_values(self.index_dir, parts, "text")) > 0
+        """Whether the text of any photo was read (``index --ocr``): from the parts' footers,
+        which the row lookup has open anyway."""
+        return self._read(lambda: self._lookup.count_values("text")) > 0
 
     @cached_property
     def folded_text(self) -> tuple[np.ndarray, pa.Array]:

@@ -118,28 +118,6 @@ def embeddings_of(table: pa.Table | pa.RecordBatch) -> np.ndarray:
     return values
 
 
-def count_values(index_dir: Path, relative_paths: Sequence[str], column: str) -> int:
-    """Non-null values of ``column`` in the named parts, from their footers' statistics
-    (no data read; parts that lack the column hold none)."""
-    total = 0
-    for part in relative_paths:
-        try:
-            metadata = pq.ParquetFile(snapshot_path(index_dir, part)).metadata
-        except FileNotFoundError:
-            raise
-        except (pa.ArrowException, OSError) as exc:
-            raise _damaged_part(index_dir, part, exc) from None
-        names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
-        if column not in names:
-            continue
-        position = names.index(column)
-        for group in range(metadata.num_row_groups):
-            chunk = metadata.row_group(group).column(position)
-            nulls = chunk.statistics.null_count if chunk.statistics is not None else 0
-            total += metadata.row_group(group).num_rows - nulls
-    return total
-
-
 def count_rows(index_dir: Path, relative_paths: Sequence[str]) -> int:
     """Rows in the named parts, from their footers (no data read)."""
     total = 0
@@ -315,6 +293,21 @@ class RowLookup:
         self._low = np.array([g[0] for g in groups], np.int64)
         self._high = np.array([g[1] for g in groups], np.int64)
         self._where = [(g[2], g[3]) for g in groups]
+
+    def count_values(self, column: str) -> int:
+        """Non-null values of ``column`` in the parts, from the footers' statistics (no data
+        read; parts that lack the column hold none)."""
+        total = 0
+        for file in self._files.values():
+            metadata = file.metadata
+            names = [metadata.schema.column(i).path for i in range(metadata.num_columns)]
+            if column not in names:
+                continue
+            for group in range(metadata.num_row_groups):
+                stats = metadata.row_group(group).column(names.index(column)).statistics
+                nulls = stats.null_count if stats is not None else 0
+                total += metadata.row_group(group).num_rows - nulls
+        return total
 
     @property
     def schema(self) -> pa.Schema | None:
