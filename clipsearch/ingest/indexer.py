@@ -197,6 +197,10 @@ class _Run:
         group.barrier()  # every rank's staged parts are on disk
         if plan is None:  # not rank 0
             return None
+        # An indexed photo that cannot be decoded now keeps its row (it is no new error).
+        kept = {entry.path for entry, row_id in todo if row_id in reread}
+        unread = sum(f.entry.path in kept for f in failures)
+        failures = [f for f in failures if f.entry.path not in kept]
         failed = {f.entry.path for f in failures}
         summary = IndexSummary(
             index=str(self.index_dir),
@@ -208,12 +212,13 @@ class _Run:
             unchanged=changes.unchanged,
             embedded=len(todo) - len(failures) - sum(i in reread for _, i in todo),
             resumed=reused,
-            text_read=len(todo) - len(failures) if self.read_text else 0,
+            text_read=len(todo) - len(failures) - unread if self.read_text else 0,
             embed_seconds=time.perf_counter() - embed_start if todo else 0.0,
         )
         errors = self._error_rows(changes, failures, problems)
         summary.errors = sum(under_roots(e["path"], roots) for e in errors)
-        unchanged = not (changes.catalog_changes or plan.reread) and _same_errors(
+        read_again = len(plan.reread) > unread  # now, or staged by an earlier run
+        unchanged = not (changes.catalog_changes or read_again) and _same_errors(
             errors, plan.old_errors
         )
         if self.manifest and unchanged and self.manifest.ocr == self.read_text:
@@ -335,8 +340,7 @@ class _Run:
                 tables.append(catalog.rows_to_table(new_rows, embeddings, self._schema()))
             if len(fresh) < len(batch.files):
                 tables.append(self._with_text(batch.files, ids, reread))
-            # An indexed photo that cannot be decoded now keeps its row (it is no new error).
-            failures += [f for f in batch.failures if ids[f.entry.path] not in reread]
+            failures += batch.failures
             rows += len(batch.files)
             if rows >= options.part_rows:
                 staging.write(pa.concat_tables(tables))

@@ -13,6 +13,7 @@ kernel when the main process dies, so a killed indexer leaves no worker behind.
 from __future__ import annotations
 
 import ctypes
+import gc
 import logging
 import multiprocessing
 import os
@@ -151,7 +152,14 @@ def _in_order(
     decoder: _Decoder, tasks: Iterator[Sequence[FileEntry]], workers: int, window: int
 ) -> Iterator[list[Decoded]]:
     context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
-    with context.Pool(workers, initializer=_start_worker, initargs=(decoder, os.getpid())) as pool:
+    # A forked worker must never collect the parent's garbage: finalizing it there (an ONNX
+    # Runtime session of an earlier query, its threads gone with the fork) crashed a worker.
+    gc.freeze()
+    try:
+        pool = context.Pool(workers, initializer=_start_worker, initargs=(decoder, os.getpid()))
+    finally:
+        gc.unfreeze()
+    with pool:
         in_flight = deque(pool.apply_async(_decode, (task,)) for task in islice(tasks, window))
         while in_flight:
             done = in_flight.popleft().get()

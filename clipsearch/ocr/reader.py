@@ -7,8 +7,9 @@ lines, accents and spaces that the older ``rapidocr-onnxruntime`` 1.4 (PP-OCRv4)
 merged, at the same speed (benchmarks/RESULTS.md, "Text in photos").
 
 Images are read upright (``base.images`` applies EXIF orientation first); lines at 90, 180
-and 270 degrees are turned by the direction model. RapidOCR bounds the size it works on
-(the longer side at most 2,000 px).
+and 270 degrees are turned by the direction model. Text is found on the image shrunk (see
+FIRST_LOOK) and read on crops of the image as given, whose longer side RapidOCR bounds at
+2,000 px.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ if TYPE_CHECKING:
 # The shorter side an image is decoded to for reading: small print in a large photo stays a
 # few pixels high (a decode for the model alone is far smaller).
 READ_MIN_SIDE = 1024
+# Finding text costs as the pixels the detector sees (most of the reading time), so it looks
+# at the image shrunk to FIRST_LOOK on its longer side (no photo is enlarged: that blurs
+# small text), and recognition reads the crops of the full decode. Where all it found is
+# small print (a receipt, a page), it looks again at SECOND_LOOK, which finds 48 of 50 lines
+# of 0.8%-high text where 640 found 39: a cost only photos with such text pay, beside the
+# time reading their many lines takes (benchmarks/RESULTS.md, "Text in photos").
+FIRST_LOOK = 640
+SECOND_LOOK = 960
+SMALL_PRINT = 12  # px high at the first look's scale: where the detector starts to miss
 REINSTALL = "reinstall them: pip install --force-reinstall rapidocr"
 
 
@@ -91,9 +101,15 @@ def _load_engine(threads: int) -> Any:
         "Global.log_level": "error",
         "EngineConfig.onnxruntime.intra_op_num_threads": threads,
         "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+        "EngineConfig.onnxruntime.enable_cpu_mem_arena": True,
+        "Det.limit_type": "max",
+        "Det.limit_side_len": FIRST_LOOK,
     }
     try:
-        engine = RapidOCR(params=params)
+        engine: Any = RapidOCR(params=params)
+        # RapidOCR calls the detector it holds, once set (rapidocr < 4; the tests read
+        # small print that only the second look finds).
+        engine.text_det = _TwoLooks(engine._load_det_model())
         # The sessions open on the first image: one now, so that a damaged model file is
         # this error, not every photo read as having no text.
         engine(_BLANK)
@@ -101,3 +117,26 @@ def _load_engine(threads: int) -> Any:
     except Exception as exc:  # ONNX Runtime's error for a damaged model names the file
         detail = " ".join(str(exc).split())[:300]
         raise ClipsearchError(f"cannot load the OCR models: {detail}; {REINSTALL}") from None
+
+
+class _TwoLooks:
+    """RapidOCR's text detector, looking twice where the first look found only small print.
+    Called with the image (BGR) and returning the detector's result, boxes in its pixels."""
+
+    def __init__(self, detector: Any) -> None:
+        self.detector = detector
+
+    def __call__(self, image: np.ndarray) -> Any:
+        self.detector.limit_side_len = FIRST_LOOK
+        found = self.detector(image)
+        longest = max(image.shape[:2])
+        if found.boxes is None or longest <= FIRST_LOOK:
+            return found  # nothing, or seen at full size already
+        # A line's height is the shorter side of its box (a line turned 90 degrees too).
+        boxes = np.asarray(found.boxes, dtype=np.float32)
+        sides = np.linalg.norm(boxes[:, [1, 3]] - boxes[:, [0]], axis=2)
+        heights = sides.min(axis=1) * FIRST_LOOK / longest
+        if np.median(heights) >= SMALL_PRINT:
+            return found
+        self.detector.limit_side_len = SECOND_LOOK
+        return self.detector(image)
