@@ -385,6 +385,65 @@ def test_parallel_workers_give_the_same_catalog(photos, tmp_path):
         np.testing.assert_allclose(a["embedding"], b["embedding"], atol=1e-3)
 
 
+# `clipsearch index` whose first finished batch SIGKILLs a busy decode worker (files are
+# still in flight: 4 tasks of 8, 160 files behind them).
+_KILLS_A_WORKER = """
+import multiprocessing, os, signal, sys
+from pathlib import Path
+from clipsearch.ingest.indexer import IndexOptions, update_index
+
+class Killer:
+    killed = False
+    def start(self, total): pass
+    def advance(self, count):
+        if not self.killed:
+            self.killed = True
+            os.kill(multiprocessing.active_children()[0].pid, signal.SIGKILL)
+
+options = IndexOptions(workers=2, batch_size=8)
+summary = update_index([sys.argv[1]], Path(sys.argv[2]), sys.argv[3], options, Killer())
+print(summary.new, summary.errors)
+"""
+
+# `clipsearch index` in which decoding one file (crash.png) crashes its worker, every time:
+# what a decoder's bug does on a hostile file.
+_CRASHES_ON_ONE_FILE = """
+import os, signal
+from clipsearch.cli import main
+from clipsearch.ingest import loader
+
+load_image = loader.load_image
+def crashing(path, **kwargs):
+    if str(path).endswith("crash.png"):
+        os.kill(os.getpid(), signal.SIGSEGV)
+    return load_image(path, **kwargs)
+loader.load_image = crashing
+main()
+"""
+
+
+def test_a_decode_worker_killed_midway_loses_no_file(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(200):
+        _photo(folder / f"{seed:03d}.png", seed)
+    script = [sys.executable, "-c", _KILLS_A_WORKER, str(folder), str(tmp_path / "index"), TINY]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["200", "0"]  # all indexed, none failed
+    assert len(_catalog(tmp_path / "index")) == 200
+
+
+def test_a_file_that_crashes_its_decoder_is_a_listed_error(photos, tmp_path):
+    _photo(photos / "crash.png", 99)
+    command = [sys.executable, "-c", _CRASHES_ON_ONE_FILE, "index", str(photos)]
+    options = ["--index", str(tmp_path / "index"), "--model", TINY, "--workers", "2"]
+    result = subprocess.run([*command, *options], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("indexed 4 new, 0 changed, 0 moved, 0 removed, 1 errors")
+    assert "crash.png: its decoder crashed" in result.stdout
+
+
 def test_cli_index_summary_and_json(photos, tmp_path):
     (photos / "text.jpg").write_text("not a jpeg")
     result = run_cli("index", str(photos), "--model", TINY, "--workers", "0", cwd=tmp_path)

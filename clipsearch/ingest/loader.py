@@ -2,8 +2,9 @@
 
 Each worker hashes, decodes (``clipsearch.base.images``) and preprocesses a few files at a time,
 so the main process only runs the model. A file that cannot be decoded comes back as a
-``FailedFile`` with its reason instead of stopping the run. Plain ``multiprocessing``: no
-torch, so the onnx engine's indexing never imports it.
+``FailedFile`` with its reason instead of stopping the run, and so does a file whose decoder
+crashes its worker (the files that worker held are decoded again). A plain process pool
+(``concurrent.futures``): no torch, so the onnx engine's indexing never imports it.
 
 Workers run at the lowest priority (they fill the model's idle time instead of stalling
 its threads), ignore Ctrl-C (the main process stops them), and on Linux are killed by the
@@ -21,6 +22,8 @@ import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from itertools import islice
 from typing import Any
@@ -151,23 +154,82 @@ def decoded_batches(
 def _in_order(
     decoder: _Decoder, tasks: Iterator[Sequence[FileEntry]], workers: int, window: int
 ) -> Iterator[list[Decoded]]:
-    context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+    """Decode ``tasks`` in ``workers`` processes, results in the order of the tasks.
+
+    A worker that dies (a decoder crashing on a file, the kernel's OOM killer, a kill) takes
+    the tasks in flight with it: those are decoded again one file at a time, and a file that
+    kills its worker again is a failed file; the run goes on."""
     # A forked worker must never collect the parent's garbage: finalizing it there (an ONNX
     # Runtime session of an earlier query, its threads gone with the fork) crashed a worker.
     gc.freeze()
+    pool = _Workers(decoder, workers)
     try:
-        pool = context.Pool(workers, initializer=_start_worker, initargs=(decoder, os.getpid()))
-    finally:
-        gc.unfreeze()
-    with pool:
-        in_flight = deque(pool.apply_async(_decode, (task,)) for task in islice(tasks, window))
+        in_flight = deque((task, pool.submit(task)) for task in islice(tasks, window))
         while in_flight:
-            done = in_flight.popleft().get()
+            task, future = in_flight.popleft()
+            try:
+                done = future.result()
+            except BrokenProcessPool:
+                pool.restart()
+                for lost, result in [(task, future), *in_flight]:
+                    finished = result.done() and result.exception() is None
+                    yield result.result() if finished else pool.one_by_one(lost)
+                in_flight = deque((task, pool.submit(task)) for task in islice(tasks, window))
+                continue
             for task in islice(tasks, 1):
-                in_flight.append(pool.apply_async(_decode, (task,)))
+                in_flight.append((task, pool.submit(task)))
             yield done
-    # leaving the with-block (also on an exception or an abandoned generator) terminates
-    # the workers
+    finally:  # also on an exception or an abandoned generator
+        pool.stop()
+        gc.unfreeze()
+
+
+class _Workers:
+    """The decode worker processes (a ProcessPoolExecutor: a worker's death breaks it,
+    where multiprocessing.Pool would wait forever for the task that died with it)."""
+
+    def __init__(self, decoder: _Decoder, workers: int) -> None:
+        self.decoder, self.workers = decoder, workers
+        self.executor = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("fork" if sys.platform == "linux" else None)
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=context,
+            initializer=_start_worker,
+            initargs=(self.decoder, os.getpid()),
+        )
+
+    def submit(self, task: Sequence[FileEntry]) -> Future[list[Decoded]]:
+        try:
+            return self.executor.submit(_decode, task)
+        except BrokenProcessPool as exc:  # a worker died since the last result: said there
+            future: Future[list[Decoded]] = Future()
+            future.set_exception(exc)
+            return future
+
+    def one_by_one(self, task: Sequence[FileEntry]) -> list[Decoded]:
+        decoded: list[Decoded] = []
+        for entry in task:
+            try:
+                decoded += self.submit([entry]).result()
+            except BrokenProcessPool:
+                logger.warning("a decode worker died on %s", entry.path)
+                decoded.append((None, FailedFile(entry, "its decoder crashed")))
+                self.restart()
+        return decoded
+
+    def restart(self) -> None:
+        self.stop()
+        self.executor = self._start()
+
+    def stop(self) -> None:
+        """Stop the workers now: a worker would otherwise finish its task first (seconds,
+        when it reads text) and hold up a Ctrl-C."""
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+            process.kill()
 
 
 _worker_decoder: _Decoder | None = None
