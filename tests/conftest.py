@@ -113,6 +113,46 @@ def run_cli_watching_imports(
     return result, imported(result.stderr)
 
 
+# `clipsearch ARGS` made to pause at one call ("module:Name.attribute"), before it or after
+# it: it says "paused" and waits there for the test to kill it, whatever the machine's speed.
+_PAUSED_CLI = """
+import functools, importlib, sys
+from clipsearch.cli import main
+
+where, when = sys.argv.pop(1), sys.argv.pop(1)
+module, _, path = where.partition(":")
+*parents, name = path.split(".")
+owner = importlib.import_module(module)
+for parent in parents:
+    owner = getattr(owner, parent)
+original = getattr(owner, name)
+
+@functools.wraps(original)
+def paused(*args, **kwargs):
+    if when == "after":
+        original(*args, **kwargs)
+    print("paused", flush=True)
+    sys.stdin.readline()
+    raise SystemExit("not killed")
+
+setattr(owner, name, paused)
+main()
+"""
+
+
+def paused_cli(where: str, *args: str, after: bool = False, stderr=None) -> subprocess.Popen:
+    """``clipsearch ARGS`` in a child process that pauses at ``where`` (before the call, or
+    ``after`` it); read "paused\n" from its stdout, then kill it."""
+    when = "after" if after else "before"
+    return subprocess.Popen(
+        [sys.executable, "-c", _PAUSED_CLI, where, when, *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL if stderr is None else stderr,
+        text=True,
+    )
+
+
 def wait_for_server(index_dir: Path, process: subprocess.Popen, timeout: float = 60.0):
     """The ServerInfo a `clipsearch serve` process announced for ``index_dir``, or None if
     it exited or did not announce itself in time."""

@@ -12,8 +12,6 @@ import errno
 import os
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import duckdb
@@ -28,7 +26,7 @@ from clipsearch.query.snapshot import Snapshot
 from clipsearch.store import repair, snapshots, storage
 from clipsearch.store.manifest import Manifest, read_manifest
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, paused_cli, run_cli
 
 QUERY = np.ones(128, np.float32)  # the tiny model's embedding size
 
@@ -215,23 +213,6 @@ def test_a_commit_that_fails_puts_the_files_it_moved_back(photos, tmp_path, monk
     assert _folder_paths(index_dir) == _index_paths(index_dir) == _disk_paths(photos)
 
 
-# The real `clipsearch index` with its commit made a pause: it has written every new file of
-# its snapshot when it says so, and waits there, its manifest unwritten, for the SIGKILL.
-_PAUSED_BEFORE_ITS_COMMIT = """
-import sys
-from clipsearch.cli import main
-from clipsearch.store import snapshots
-
-def pause(directory, manifest, previous):
-    print("committing", flush=True)
-    sys.stdin.readline()
-    raise SystemExit("not killed")
-
-snapshots.commit_snapshot = pause
-main()
-"""
-
-
 def test_a_writer_killed_before_its_commit_shows_nothing_in_the_folders(photos, tmp_path):
     (photos / "broken.jpg").write_bytes(b"not a jpeg")  # so that errors/ gets a new file too
     index_dir = tmp_path / "index"
@@ -242,18 +223,17 @@ def test_a_writer_killed_before_its_commit_shows_nothing_in_the_folders(photos, 
     for seed in range(6):
         _photo(photos / "new" / f"{seed}.jpg", 100 + seed)
 
-    command = [sys.executable, "-c", _PAUSED_BEFORE_ITS_COMMIT, "index", str(photos)]
+    # The real `clipsearch index`, paused when it has written every new file of its
+    # snapshot, its manifest unwritten, and killed there.
     options = ["--index", str(index_dir), "--workers", "0", "--checkpoint-every", "2"]
     with open(tmp_path / "stderr.txt", "w+") as stderr:
-        writer = subprocess.Popen(
-            [*command, *options],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
+        writer = paused_cli(
+            "clipsearch.store.snapshots:commit_snapshot",
+            *["index", str(photos), *options],
             stderr=stderr,
-            text=True,
         )
         try:
-            if writer.stdout.readline() != "committing\n":
+            if writer.stdout.readline() != "paused\n":
                 writer.wait(timeout=60)
                 stderr.seek(0)
                 pytest.fail(f"the writer stopped before its commit: {stderr.read()[-2000:]}")

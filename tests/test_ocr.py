@@ -10,8 +10,6 @@ import os
 import random
 import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ from clipsearch.ingest.indexer import IndexOptions, update_index
 from clipsearch.store.catalog import catalog_schema, read_tables
 from clipsearch.store.manifest import read_manifest
 
-from .conftest import TINY, run_cli
+from .conftest import TINY, paused_cli, run_cli
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("rapidocr") is None,
@@ -234,42 +232,20 @@ def test_words_only_on_an_index_without_text_is_one_line(photos, tmp_path):
     assert len(result.stderr.strip().splitlines()) == 1
 
 
-# `clipsearch index`, paused (never finished) once it has staged its first rows: the test
-# kills it there, whatever the machine's speed.
-_PAUSED_AFTER_STAGING = """
-import sys
-from clipsearch.cli import main
-from clipsearch.store.staging import Staging
-
-write = Staging.write
-
-def write_then_pause(self, table):
-    write(self, table)
-    print("staged", flush=True)
-    sys.stdin.readline()
-    raise SystemExit("not killed")
-
-Staging.write = write_then_pause
-main()
-"""
-
-
 def test_reading_an_index_killed_midway_resumes_and_loses_nothing(photos, tmp_path):
     index_dir = tmp_path / "index"
     update_index([photos], index_dir, TINY, _options(None))
     before = _catalog(index_dir)
-    command = [sys.executable, "-c", _PAUSED_AFTER_STAGING, "index", str(photos)]
+    # Paused once it has staged its first rows, and killed there.
     options = ["--index", str(index_dir), "--ocr", "--workers", "0", "--batch-size", "2"]
-    reader = subprocess.Popen(
-        [*command, *options, "--checkpoint-every", "2"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
+    reader = paused_cli(
+        "clipsearch.store.staging:Staging.write",
+        *["index", str(photos), *options, "--checkpoint-every", "2"],
+        after=True,
     )
     try:
         assert reader.stdout is not None
-        assert reader.stdout.readline() == "staged\n", "the run staged nothing"
+        assert reader.stdout.readline() == "paused\n", "the run staged nothing"
     finally:
         reader.kill()
         reader.communicate()
