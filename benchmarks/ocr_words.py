@@ -129,13 +129,20 @@ def make_photos(
     return truth
 
 
-def word_ranks(index_dir: Path, truth: dict[str, tuple[str, int]]) -> dict[str, int | None]:
+def word_ranks(
+    index_dir: Path, truth: dict[str, tuple[str, int]]
+) -> tuple[dict[str, int | None], int]:
+    """Each word's photo's rank in the top 5 (None: not there), and how many photos without
+    any text came above a photo found."""
     index = Index.open(index_dir)
-    ranks = {}
+    with_text = {name for name, _ in truth.values()}
+    ranks, textless_above = {}, 0
     for word, (name, _) in truth.items():
         names = [Path(h.path).name for h in index.search(word, k=5)]
         ranks[word] = names.index(name) + 1 if name in names else None
-    return ranks
+        if name in names:
+            textless_above += sum(n not in with_text for n in names[: names.index(name)])
+    return ranks, textless_above
 
 
 def precision_at_10(index_dir: Path, labels: list[str]) -> float:
@@ -275,7 +282,7 @@ def main() -> None:
             start = time.perf_counter()
             update_index([folder], index_dir, MODEL, IndexOptions(read_text=read_text))
             seconds = time.perf_counter() - start
-            ranks = word_ranks(index_dir, truth)
+            ranks, textless_above = word_ranks(index_dir, truth)
             large = [w for w, (_, height) in truth.items() if height >= 20]
             report["ocr" if read_text else "no ocr"] = {
                 "images_per_s": round(args.photos / seconds, 2),
@@ -283,6 +290,7 @@ def main() -> None:
                 "top5_all": round(sum(r is not None for r in ranks.values()) / len(ranks), 3),
                 "top5_20px_up": round(sum(ranks[w] is not None for w in large) / len(large), 3),
                 "first": round(sum(r == 1 for r in ranks.values()) / len(ranks), 3),
+                "photos_without_text_above_a_found_one": textless_above,
                 "precision_at_10": round(precision_at_10(index_dir, labels), 3),
                 "missed": sorted(w for w, r in ranks.items() if r is None)[:20],
             }

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
@@ -200,9 +200,9 @@ class Index:
         )
         ranked = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
         if by_words:
-            ranked = _fused(
-                ranked, by_words, k, lambda found: self._cosines(snapshot, vector, found)
-            )
+            assert wanted is not None  # words were searched for
+            cosines = partial(self._cosines, snapshot, vector)
+            ranked = _fused(ranked, by_words, wanted.numbered, k, cosines)
         return self._hits(snapshot, ranked[:k], columns, wanted)
 
     def _hits(
@@ -362,20 +362,25 @@ def _marks(text: str, wanted: words.WordQuery) -> list[tuple[int, int]]:
 def _fused(
     by_meaning: list[tuple[int, float]],
     by_words: list[words.WordHit],
+    numbered: bool,
     k: int,
     cosines: Callable[[list[int]], dict[int, float]],
 ) -> list[tuple[int, float]]:
     """The ``k`` best of both rankings, each with its cosine (those only the words found
-    are scored here). Photos holding every word of the query come first; the order among
-    them, and of all the rest, is reciprocal rank fusion of the two rankings. (Fusion alone
-    let a photo near the query in meaning, holding none of its words, pass the one with
-    "EXIT 12" on it: benchmarks/RESULTS.md, "Text in photos".)"""
+    are scored here). Photos holding every word of the query come first, then, for a query
+    with a number in it (a code: written words, surely), those holding every word but one
+    letter off; the order among them, and of all the rest, is reciprocal rank fusion of the
+    two rankings. (Fusion alone let a photo near the query in meaning, holding none of its
+    words, pass the one with "EXIT 12" on it, and one with "M6-0036" on it be passed for
+    "M6-3036": benchmarks/RESULTS.md, "Text in photos".)"""
     fused: dict[int, float] = {}
     for ranking in ([i for i, _ in by_meaning], [hit.id for hit in by_words]):
         for rank, row_id in enumerate(ranking):
             fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-    complete = {hit.id for hit in by_words if hit.complete}
-    best = sorted(fused, key=lambda row_id: (row_id not in complete, -fused[row_id]))[:k]
+    tier = {hit.id: 0 if hit.complete else 1 for hit in by_words if hit.complete or hit.nearly}
+    if not numbered:
+        tier = {row_id: 0 for row_id, first in tier.items() if first == 0}
+    best = sorted(fused, key=lambda row_id: (tier.get(row_id, 2), -fused[row_id]))[:k]
     scored = dict(by_meaning)
     missing = [row_id for row_id in best if row_id not in scored]
     scored |= cosines(missing) if missing else {}

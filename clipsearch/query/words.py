@@ -70,6 +70,7 @@ class WordQuery:
     words: tuple[str, ...]  # folded, in order
     telling: tuple[bool, ...]  # per word: one that can find a photo (not "a", "of", ...)
     phrase: bool  # the query was quoted: its words in order, exactly
+    numbered: bool = False  # it holds a number ("EXIT 12", "A4-2291"): written words, surely
 
     @property
     def searchable(self) -> bool:
@@ -95,7 +96,8 @@ def parse(query: str) -> WordQuery:
     # Whether a word tells is judged before the look-alikes fold ("12" is a number, "lz" not).
     plain = _unaccented(stripped.strip('"')).split()
     telling = tuple(_telling(word) for word in plain)
-    return WordQuery(tuple(word.translate(LOOKALIKES) for word in plain), telling, phrase)
+    numbered = any(c.isdigit() for c in stripped)
+    return WordQuery(tuple(word.translate(LOOKALIKES) for word in plain), telling, phrase, numbered)
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,7 @@ class WordHit:
     id: int
     score: float  # the rarities of the query words found (near ones at NEAR_WEIGHT)
     complete: bool  # every telling word of the query found as it is (a phrase: found)
+    nearly: bool  # every telling word found, as it is or one edit away (OCR misread one)
 
 
 def rank(
@@ -123,7 +126,7 @@ def rank(
     if query.phrase:
         hit = pc.fill_null(pc.match_substring(folded, f" {' '.join(query.words)} "), False)
         scores = np.asarray(hit, dtype=np.float64)
-        complete = scores > 0
+        complete = nearly = scores > 0
     else:
         # One pass over every text finds the photos with any of the words (or a near form);
         # each word is then told apart on those few alone.
@@ -134,10 +137,12 @@ def rank(
         ids, folded = ids[found_any], folded.take(pa.array(found_any))
         scores = np.zeros(len(ids))
         complete = np.ones(len(ids), dtype=bool)
+        nearly = complete.copy()
         for exact_forms, near_forms in forms.values():
             exact = _contains(folded, exact_forms)
             near = exact | _contains(folded, near_forms) if near_forms else exact
             complete &= exact
+            nearly &= near
             found = int(near.sum())
             if not found:
                 continue
@@ -145,7 +150,9 @@ def rank(
             scores += rarity * np.where(exact, 1.0, np.where(near, NEAR_WEIGHT, 0.0))
     order = np.argsort(-scores, kind="stable")[:limit]
     return [
-        WordHit(int(ids[i]), float(scores[i]), bool(complete[i])) for i in order if scores[i] > 0
+        WordHit(int(ids[i]), float(scores[i]), bool(complete[i]), bool(nearly[i]))
+        for i in order
+        if scores[i] > 0
     ]
 
 
