@@ -377,9 +377,7 @@ def _fused(
     for ranking in ([i for i, _ in by_meaning], [hit.id for hit in by_words]):
         for rank, row_id in enumerate(ranking):
             fused[row_id] = fused.get(row_id, 0.0) + 1.0 / (RRF_K + rank + 1)
-    tier = {hit.id: 0 if hit.complete else 1 for hit in by_words if hit.complete or hit.nearly}
-    if not numbered:
-        tier = {row_id: 0 for row_id, first in tier.items() if first == 0}
+    tier = {hit.id: 0 if hit.complete else 1 if numbered and hit.nearly else 2 for hit in by_words}
     best = sorted(fused, key=lambda row_id: (tier.get(row_id, 2), -fused[row_id]))[:k]
     scored = dict(by_meaning)
     missing = [row_id for row_id in best if row_id not in scored]
